@@ -1,0 +1,1 @@
+"""Delivery: the ledger and its transports."""

@@ -1,0 +1,132 @@
+"""The typed values passed between stages. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+# Placeholders the renderer writes where per-subscriber values go; messages.py swaps them per
+# subscriber. Plain ASCII letters and digits only, so escaping, inlining and quoted-printable
+# leave them intact.
+NAME_PLACEHOLDER = "NLXSUBSCRIBERNAMEX"
+GREETING_PLACEHOLDER = "NLXGREETINGX"
+TOKEN_PLACEHOLDER = "NLXUNSUBSCRIBETOKENX"
+PLACEHOLDERS = (NAME_PLACEHOLDER, GREETING_PLACEHOLDER, TOKEN_PLACEHOLDER)
+
+STATUSES = ("active", "unsubscribed", "bounced")
+
+
+@dataclass(frozen=True)
+class Article:
+    """One article of a day, its body already sanitized HTML."""
+
+    path: Path
+    slug: str
+    title: str
+    section: str
+    body_html: str
+    summary: str = ""
+    sources: tuple[str, ...] = ()
+    priority: int = 100
+    url: str = ""
+    author: str = ""
+    image: str = ""
+    image_alt: str = ""
+
+
+@dataclass(frozen=True)
+class Note:
+    """The editors' note ("Note to our readers"), from `_note.md`."""
+
+    path: Path
+    title: str
+    body_html: str
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A feature box ("Country profile … Learn more →"), from `_feature.md`."""
+
+    path: Path
+    title: str
+    body_html: str
+    link: str = ""
+    link_text: str = "Learn more"
+
+
+@dataclass(frozen=True)
+class DayContent:
+    """Everything the editors put in one day's folder."""
+
+    day: date
+    articles: tuple[Article, ...]
+    note: Note | None = None
+    feature: Feature | None = None
+
+
+@dataclass(frozen=True)
+class CrossReference:
+    """`(see SSB, May 18)` in an article: the day it points at and whether that day has an issue."""
+
+    text: str
+    day: date
+    url: str
+    exists: bool
+
+
+@dataclass(frozen=True)
+class IssueArticle:
+    """An article as it appears in an issue: body with citations and cross-references resolved."""
+
+    article: Article
+    anchor: str
+    body_html: str
+    sources: tuple[str, ...]
+    cross_references: tuple[CrossReference, ...] = ()
+
+
+@dataclass(frozen=True)
+class IssueSection:
+    name: str
+    anchor: str
+    articles: tuple[IssueArticle, ...]
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One day's issue, built and ordered, ready to render."""
+
+    day: date
+    number: int
+    subject: str
+    preheader: str
+    sections: tuple[IssueSection, ...]
+    archive_url: str
+    note: Note | None = None
+    feature: Feature | None = None
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def articles(self) -> tuple[IssueArticle, ...]:
+        return tuple(a for s in self.sections for a in s.articles)
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    """The issue as inlined HTML and plain text, with placeholders where personal values go."""
+
+    issue: Issue
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    email_key: str
+    name: str
+    status: str
+    created_at: str
+    updated_at: str

@@ -1,0 +1,120 @@
+"""A newsletter project on disk: where the packaged templates are, and `newsletter init`."""
+
+from __future__ import annotations
+
+import shutil
+from importlib import resources
+from pathlib import Path
+
+from newsletter.errors import ProjectError
+from newsletter.settings import CONFIG_NAME
+
+PROJECT_FOLDERS = ("articles", "templates", "subscribers", "outbox")
+
+CONFIG_TEMPLATE = """\
+# Settings of this newsletter. Every key is shown with its default; change what you need.
+# Secrets never go here: the SMTP password comes from NEWSLETTER_SMTP_PASSWORD, and the key that
+# signs unsubscribe links from NEWSLETTER_SECRET_KEY or subscribers/secret.key (made on first use, 0600).
+
+[newsletter]
+name = "{name}"                       # masthead, From name, <title>
+tagline = "Daily news"                # under the masthead
+short_name = "{short_name}"           # used in cross-references: (see {short_name}, May 18)
+base_url = "https://newsletter.example.org"   # where the archive and unsubscribe pages live
+language = "en"                       # <html lang>
+timezone = "UTC"                      # the day of an issue and the send time are in this zone
+
+[sender]
+from = "{name} <bulletin@newsletter.example.org>"
+reply_to = ""                         # empty: replies go to From
+list_id = "bulletin.newsletter.example.org"   # List-Id header
+unsubscribe_mailto = "unsubscribe@newsletter.example.org"   # mailto: in List-Unsubscribe
+postal_address = "Your organisation, street, city"          # footer (bulk-sender rules ask for it)
+
+[issue]
+sections = ["News", "Analysis"]       # the order sections appear in
+default_section = "News"              # for articles that name no section (.txt files)
+min_articles = 1                      # fewer than this: the day follows empty_policy
+empty_policy = "skip"                 # "skip" sends nothing; "notice" sends a short "no issue today"
+subject = "{{name}}, {{long_date}}"   # also {{short_name}}, {{date}} (YYYY-MM-DD), {{number}}
+greeting = "Good morning, {{name}}."  # {{name}} is the subscriber's name
+greeting_fallback = "Good morning."   # for subscribers without a name
+
+[schedule]
+send_time = "06:00"                   # HH:MM in [newsletter] timezone
+catch_up_hours = 6.0                  # after a restart, a missed slot younger than this is sent
+
+[delivery]
+transport = "outbox"                  # "outbox" writes .eml files; "smtp" sends
+rate = 0.0                            # messages per second across all connections; 0 = no limit
+hourly_cap = 0                        # messages per hour; 0 = no cap
+concurrency = 4                       # SMTP connections
+batch_size = 500                      # messages per fsync group and ledger commit
+
+[smtp]
+host = "localhost"
+port = 587
+security = "starttls"                 # "starttls", "ssl" or "none"
+username = ""
+timeout = 30.0                        # seconds
+
+[dkim]
+selector = ""                         # empty: no DKIM signature
+domain = ""                           # must equal the From domain
+key_file = ""                         # PEM private key, relative to the project
+"""
+
+SAMPLE_ARTICLE = """\
+---
+title: Welcome to {name}
+section: News
+summary: The first article of a new newsletter, showing the article format.
+sources: ["Editors, {month_day}"]
+priority: 1
+---
+Put each day's articles in `articles/YYYY-MM-DD/`, one Markdown file per article, with a
+front matter block like the one above (Editors, {month_day}).
+
+Run `newsletter preview` to see the issue, and `newsletter send` to write it to the outbox.
+"""
+
+
+def packaged_templates() -> Path:
+    """Return the folder of the templates shipped with the tool."""
+    try:
+        packaged = Path(str(resources.files("newsletter.templates")))
+        if (packaged / "issue.html.j2").is_file():
+            return packaged
+    except ModuleNotFoundError:  # an editable install maps only `newsletter/`
+        pass
+    return Path(__file__).resolve().parent.parent / "templates"  # running from a source checkout
+
+
+def init_project(folder: Path, name: str, short_name: str, today_iso: str, month_day: str) -> Path:
+    """Create a working project in FOLDER; refuse if one is there already."""
+    folder = folder.resolve()
+    if (folder / CONFIG_NAME).exists():
+        raise ProjectError(f"{folder / CONFIG_NAME}: a project is already here; nothing was changed")
+    if folder.exists() and not folder.is_dir():
+        raise ProjectError(f"{folder}: exists and is not a folder")
+    for sub in PROJECT_FOLDERS:
+        if (folder / sub).exists() and any((folder / sub).iterdir()):
+            raise ProjectError(f"{folder / sub}: exists and is not empty; nothing was changed")
+    if any(c in name for c in '"\\\n\r') or any(c in short_name for c in '"\\\n\r'):
+        raise ProjectError("--name and --short-name must not contain quotes, backslashes or newlines")
+    folder.mkdir(parents=True, exist_ok=True)
+    for sub in PROJECT_FOLDERS:
+        (folder / sub).mkdir(exist_ok=True)
+    shutil.copytree(packaged_templates(), folder / "templates", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+    day_dir = folder / "articles" / today_iso
+    day_dir.mkdir(parents=True, exist_ok=True)
+    (day_dir / "welcome.md").write_text(
+        SAMPLE_ARTICLE.format(name=name, month_day=month_day), encoding="utf-8"
+    )
+    (folder / "subscribers" / ".gitignore").write_text("*.db\n*.db-*\nsecret.key\n*.lock\n", encoding="utf-8")
+    (folder / "outbox" / ".gitignore").write_text("*\n!.gitignore\n", encoding="utf-8")
+    (folder / CONFIG_NAME).write_text(
+        CONFIG_TEMPLATE.format(name=name, short_name=short_name), encoding="utf-8"
+    )
+    return folder

@@ -1,0 +1,120 @@
+"""The SQLite connection (WAL, synchronous=FULL, BEGIN IMMEDIATE), the schema and its migrations."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from newsletter.errors import NewsletterError
+
+BUSY_TIMEOUT_MS = 30_000
+
+# Each entry moves the schema from version N to N+1; never edit one that has shipped, add another.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the subscriber list
+    """
+    CREATE TABLE subscribers (
+        id          INTEGER PRIMARY KEY,
+        email       TEXT NOT NULL,
+        email_key   TEXT NOT NULL UNIQUE,
+        name        TEXT NOT NULL DEFAULT '',
+        status      TEXT NOT NULL CHECK (status IN ('active', 'unsubscribed', 'bounced')),
+        topics      TEXT NOT NULL DEFAULT '',
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    CREATE INDEX subscribers_status ON subscribers (status, id);
+    """,
+    # 2: the delivery ledger (RELIABILITY.md)
+    """
+    CREATE TABLE issues (
+        day         TEXT PRIMARY KEY,
+        number      INTEGER NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN ('sending', 'paused', 'done')),
+        subject     TEXT NOT NULL,
+        html        TEXT NOT NULL,
+        text        TEXT NOT NULL,
+        sha256      TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    CREATE TABLE deliveries (
+        issue_day        TEXT NOT NULL REFERENCES issues (day),
+        subscriber_id    INTEGER NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN (
+                             'pending', 'claimed', 'data_sent', 'sent', 'retry',
+                             'failed', 'in_doubt', 'skipped')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  TEXT,
+        last_reply       TEXT NOT NULL DEFAULT '',
+        message_id       TEXT NOT NULL UNIQUE,
+        email            TEXT NOT NULL,
+        sha256           TEXT NOT NULL DEFAULT '',
+        updated_at       TEXT NOT NULL,
+        PRIMARY KEY (issue_day, subscriber_id)
+    );
+    CREATE INDEX deliveries_state ON deliveries (issue_day, state);
+    """,
+)
+
+
+def now_iso() -> str:
+    """Return the current UTC time as ISO 8601 with seconds, for created/updated columns."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating on first use) the database at PATH, migrated to the latest schema."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        migrate(conn)
+    except sqlite3.DatabaseError as err:
+        raise NewsletterError(f"{path}: cannot open the subscriber database: {err}") from err
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations this database has not seen yet; return the schema version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise NewsletterError(
+            f"database schema version {version} is newer than this tool knows ({len(MIGRATIONS)}); "
+            "upgrade newsletter"
+        )
+    for number in range(version, len(MIGRATIONS)):
+        with write(conn):
+            # re-read inside the write lock: another process may have migrated meanwhile
+            if conn.execute("PRAGMA user_version").fetchone()[0] != number:
+                continue
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+    return len(MIGRATIONS)
+
+
+@contextlib.contextmanager
+def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run the block in one BEGIN IMMEDIATE transaction: commit on success, roll back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+def backup(conn: sqlite3.Connection, target: Path) -> None:
+    """Copy the live database to TARGET with VACUUM INTO (never by copying the file)."""
+    conn.execute("VACUUM INTO ?", (str(target),))
