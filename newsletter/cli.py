@@ -113,6 +113,89 @@ class ExportFormat(str, enum.Enum):
     json = "json"
 
 
+def _prepare(day: date):
+    """Read, build and render DAY's issue for the build/preview commands; print its warnings."""
+    from newsletter.pipeline import prepare_issue
+
+    try:
+        prepared = prepare_issue(settings(), day)
+    except NewsletterError as err:
+        fail(err)
+    for warning in prepared.warnings:
+        typer.echo(f"Warning: {warning}", err=True)
+    return prepared
+
+
+@app.command()
+def build(
+    day: Optional[str] = typer.Option(None, "--date", "-d", help="The issue's day, YYYY-MM-DD (default: today)."),
+) -> None:
+    """Build the day's issue and write outbox/DAY/issue.html and issue.txt (no personal data)."""
+    from newsletter.pipeline import write_public_copy
+
+    prepared = _prepare(parse_day(day))
+    if prepared.rendered is None:
+        typer.echo(prepared.skipped_reason)
+        return
+    try:
+        html_path, text_path = write_public_copy(settings(), prepared.rendered)
+    except NewsletterError as err:
+        fail(err)
+    issue = prepared.rendered.issue
+    typer.echo(f"Issue No. {issue.number} of {issue.day}: {issue.subject}")
+    for section in issue.sections:
+        typer.echo(f"  {section.name:<20} {len(section.articles)} article(s)")
+    size = len(prepared.rendered.html.encode("utf-8"))
+    typer.echo(f"HTML {size:,} bytes (Gmail clips above 102,000), text {len(prepared.rendered.text.encode()):,} bytes")
+    typer.echo(f"Wrote {_shown(html_path)} and {_shown(text_path)}")
+
+
+@app.command()
+def preview(
+    day: Optional[str] = typer.Option(None, "--date", "-d", help="The issue's day, YYYY-MM-DD (default: today)."),
+    subscriber: Optional[str] = typer.Option(None, "--subscriber", "-s", help="Show this subscriber's own copy."),
+    text: bool = typer.Option(False, "--text", help="Print the plain-text part instead of opening the HTML."),
+    open_browser: bool = typer.Option(True, "--open/--no-open", help="Open the HTML in the default browser."),
+) -> None:
+    """Build the day's issue and open it in a browser (or print the text part)."""
+    from newsletter.pipeline import write_preview
+
+    prepared = _prepare(parse_day(day))
+    if prepared.rendered is None:
+        typer.echo(prepared.skipped_reason)
+        return
+    person = None
+    if subscriber is not None:
+        from newsletter import subscribers as subscribers_module
+
+        try:
+            person = subscribers_module.get(store(), subscriber)
+        except NewsletterError as err:
+            fail(err)
+    try:
+        html_path, text_body = write_preview(settings(), prepared.rendered, person)
+    except NewsletterError as err:
+        fail(err)
+    if text:
+        typer.echo(text_body, nl=False)
+        return
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(html_path.as_uri())
+        typer.echo(f"Opened {_shown(html_path)}")
+    else:
+        typer.echo(str(html_path))
+
+
+def _shown(path: Path) -> str:
+    """Show PATH relative to the current folder when it is inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def main() -> None:
     """Run the command line."""
     app(prog_name="newsletter")

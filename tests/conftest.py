@@ -1,0 +1,39 @@
+"""Fixtures shared by every test file: a fresh project made by the real `newsletter init`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from newsletter.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def project(tmp_path: Path, runner: CliRunner) -> Path:
+    """A new project made by `newsletter init`, as a user would make it."""
+    folder = tmp_path / "project"
+    result = runner.invoke(app, ["init", str(folder)])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.fixture
+def sample_project(tmp_path: Path) -> Path:
+    """A copy of the repository's sample project (settings, articles, templates, sample subscribers)."""
+    folder = tmp_path / "sample"
+    folder.mkdir()
+    shutil.copy(REPO / "newsletter.toml", folder / "newsletter.toml")
+    shutil.copytree(REPO / "articles", folder / "articles")
+    (folder / "subscribers").mkdir()
+    shutil.copy(REPO / "subscribers" / "sample.csv", folder / "subscribers" / "sample.csv")
+    return folder
