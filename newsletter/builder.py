@@ -1,0 +1,328 @@
+"""DayContent → Issue: sections and order, number, citations, cross-references, subject, preheader.
+
+Pure: no files, no clock. Everything it needs comes in as arguments.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import string
+import unicodedata
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Sequence
+
+from newsletter.errors import BuildError
+from newsletter.models import Article, CrossReference, DayContent, Issue, IssueArticle, IssueSection
+from newsletter.settings import CONFIG_NAME, Settings
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)
+SUBJECT_KEYS = ("name", "short_name", "long_date", "date", "number", "lead_title")
+PREHEADER_MIN = 40
+PREHEADER_MAX = 140
+ELLIPSIS = "…"
+TITLE_JOINER = " · "
+
+# Month names as written in citations: full, three-letter, and "Sept"; a period is optional.
+_MONTH_NUMBER = {name.lower(): i for i, name in enumerate(MONTHS, 1)}
+_MONTH_NUMBER.update({name[:3].lower(): i for i, name in enumerate(MONTHS, 1)})
+_MONTH_NUMBER["sept"] = 9
+_MONTH = "|".join(sorted((m.capitalize() for m in _MONTH_NUMBER), key=len, reverse=True))
+_DATE = rf"(?P<month>{_MONTH})\.?\s+(?P<day>[0-3]?\d)(?:,?\s+(?P<year>\d{{4}}))?"
+# A citation: "(Source, Month Day)"; the source part is anything without parentheses.
+_CITATION = re.compile(rf"\((?P<inner>[^()<>]*?,\s*{_DATE})\)")
+_BLOCK_TAG = re.compile(r"</?(?:p|br|li|ul|ol|h3|h4|blockquote|pre|table|thead|tbody|tr|th|td|hr)\b[^>]*>", re.I)
+_ANY_TAG = re.compile(r"<[^>]*>")
+_TAG_SPLIT = re.compile(r"(<[^>]*>)")
+# Abbreviations after which a period does not end a sentence.
+_NOT_SENTENCE_END = {m.capitalize() for m in _MONTH_NUMBER} | {
+    "Mr", "Mrs", "Ms", "Dr", "Prof", "St", "Gen", "Col", "Lt", "Sgt", "Capt", "Rep", "Sen", "Gov",
+    "No", "Vol", "Fig", "Inc", "Ltd", "Co", "Corp", "vs", "etc", "e.g", "i.e", "U.S", "U.K", "U.N",
+}
+
+
+def long_date(day: date) -> str:
+    """Return DAY as 'Thursday, November 26, 2026' (English names, whatever the locale)."""
+    return f"{WEEKDAYS[day.weekday()]}, {MONTHS[day.month - 1]} {day.day}, {day.year}"
+
+
+def archive_url(settings: Settings, day: date) -> str:
+    """Return the archive address of DAY's issue."""
+    return f"{settings.newsletter.base_url.rstrip('/')}/archive/{day:%Y/%m/%d}/"
+
+
+def slugify(text: str) -> str:
+    """Return TEXT lowercased with each run of non-alphanumerics turned into one '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+
+def plain_text(body_html: str) -> str:
+    """Return the text of BODY_HTML: tags stripped, entities unescaped, whitespace collapsed."""
+    text = _ANY_TAG.sub("", _BLOCK_TAG.sub(" ", body_html))
+    return " ".join(html.unescape(text).split())
+
+
+def build_issue(content: DayContent, settings: Settings, *, issue_days: Sequence[date]) -> Issue:
+    """Build CONTENT's day into an ordered Issue; ISSUE_DAYS are all days that have an issue."""
+    known_days = set(issue_days) | {content.day}
+    number = 1 + sum(1 for d in set(issue_days) if d < content.day)
+    warnings: list[str] = []
+    section_index = {name: i for i, name in enumerate(settings.issue.sections)}
+    for article in content.articles:
+        if article.section not in section_index:
+            raise BuildError(
+                f"{_display(article.path, settings.root)}: section {article.section!r} is not one of "
+                + ", ".join(settings.issue.sections)
+            )
+
+    anchors: set[str] = set()
+    sections = []
+    for name in settings.issue.sections:
+        chosen = sorted(
+            (a for a in content.articles if a.section == name),
+            key=lambda a: (a.priority, a.title.casefold()),
+        )
+        if not chosen:
+            continue
+        built = tuple(
+            _issue_article(a, _unique(f"a-{a.slug}", anchors), content.day, known_days, settings, warnings)
+            for a in chosen
+        )
+        sections.append(IssueSection(name=name, anchor=f"s-{slugify(name)}", articles=built))
+
+    lead = min(
+        content.articles,
+        key=lambda a: (a.priority, section_index[a.section], a.title.casefold()),
+        default=None,
+    )
+    subject = _subject(settings, content.day, number, lead)
+    ordered = [a.article for s in sections for a in s.articles]
+    preheader = _preheader(lead, ordered, subject, settings, content.day, number)
+    return Issue(
+        day=content.day, number=number, subject=subject, preheader=preheader,
+        sections=tuple(sections), archive_url=archive_url(settings, content.day),
+        note=content.note, feature=content.feature, warnings=tuple(warnings),
+    )
+
+
+# --- one article -------------------------------------------------------------------------------
+
+def _issue_article(
+    article: Article, anchor: str, day: date, known_days: set[date], settings: Settings,
+    warnings: list[str],
+) -> IssueArticle:
+    name = _display(article.path, settings.root)
+    text = plain_text(article.body_html)
+    if not text:
+        warnings.append(f"{name}: the article has no body text")
+    body, references = _link_cross_references(article.body_html, day, known_days, settings, name, warnings)
+    return IssueArticle(
+        article=article, anchor=anchor, body_html=body,
+        sources=_dedupe([*article.sources, *citations(text, settings.newsletter.short_name)]),
+        cross_references=tuple(references),
+    )
+
+
+def citations(text: str, short_name: str) -> list[str]:
+    """Return the parenthesized sources in plain TEXT, such as 'Interfax, June 2', in order."""
+    found = []
+    for match in _CITATION.finditer(text):
+        inner = " ".join(match["inner"].split())
+        if _is_cross_reference(inner, short_name):
+            continue
+        found.append(inner)
+    return found
+
+
+def _is_cross_reference(inner: str, short_name: str) -> bool:
+    return re.match(rf"see\s+{re.escape(short_name)}\s*,", inner, re.I) is not None
+
+
+def _cross_reference_pattern(short_name: str) -> re.Pattern[str]:
+    # Runs over sanitized HTML text, where '&' in a short name is written '&amp;'.
+    name = re.escape(html.escape(short_name, quote=False))
+    return re.compile(rf"\((?P<inner>see\s+{name}\s*,\s*{_DATE})\)")
+
+
+def _link_cross_references(
+    body_html: str, day: date, known_days: set[date], settings: Settings, name: str,
+    warnings: list[str],
+) -> tuple[str, list[CrossReference]]:
+    """Wrap each '(see SSB, May 18)' in a link to that day's archive, outside tags, links and code."""
+    pattern = _cross_reference_pattern(settings.newsletter.short_name)
+    references: list[CrossReference] = []
+
+    def link(match: re.Match[str]) -> str:
+        inner = match["inner"]
+        text = " ".join(html.unescape(inner).split())
+        target = _resolve(match, day)
+        if target is None:
+            warnings.append(f"{name}: cross-reference ({text}) is not a date on or before {day.isoformat()}")
+            return match[0]
+        exists = target in known_days
+        if not exists:
+            warnings.append(f"{name}: cross-reference ({text}) points at {target.isoformat()}, which has no issue")
+        url = archive_url(settings, target)
+        references.append(CrossReference(text=text, day=target, url=url, exists=exists))
+        return f'(<a href="{html.escape(url)}">{inner}</a>)'
+
+    out = []
+    skip_depth = 0  # inside <a>, <code> or <pre>: leave the text alone
+    for part in _TAG_SPLIT.split(body_html):
+        if part.startswith("<"):
+            tag = re.match(r"</?\s*([a-zA-Z0-9]+)", part)
+            if tag and tag[1].lower() in ("a", "code", "pre"):
+                skip_depth += -1 if part.startswith("</") else 1
+                skip_depth = max(skip_depth, 0)
+            out.append(part)
+        elif skip_depth:
+            out.append(part)
+        else:
+            out.append(pattern.sub(link, part))
+    return "".join(out), references
+
+
+def _resolve(match: re.Match[str], day: date) -> date | None:
+    """Return the most recent date on or before DAY with the matched month and day."""
+    month = _MONTH_NUMBER[match["month"].lower()]
+    mday = int(match["day"])
+    if match["year"]:
+        try:
+            target = date(int(match["year"]), month, mday)
+        except ValueError:
+            return None
+        return target if target <= day else None
+    for year in range(day.year, day.year - 9, -1):  # Feb 29 may be up to 8 years back
+        try:
+            target = date(year, month, mday)
+        except ValueError:
+            if mday > 29 or month != 2:
+                return None  # Nov 31: not a day in any year
+            continue
+        if target <= day:
+            return target
+    return None
+
+
+# --- subject and preheader ---------------------------------------------------------------------
+
+def _subject(settings: Settings, day: date, number: int, lead: Article | None) -> str:
+    template = settings.issue.subject
+    where = f"{settings.root / CONFIG_NAME}: issue.subject"
+    allowed = ", ".join("{" + k + "}" for k in SUBJECT_KEYS)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise BuildError(f"{where} is not a valid template ({err}); use keys {allowed}") from err
+    for field_name in fields:
+        if field_name not in SUBJECT_KEYS:
+            shown = "{" + field_name + "}" if field_name else "{}"
+            raise BuildError(f"{where} uses unknown key {shown}; allowed keys: {allowed}")
+    values = {
+        "name": settings.newsletter.name, "short_name": settings.newsletter.short_name,
+        "long_date": long_date(day), "date": day.isoformat(), "number": number,
+        "lead_title": lead.title if lead else "",
+    }
+    try:
+        subject = template.format(**values)
+    except (ValueError, TypeError) as err:
+        raise BuildError(f"{where} cannot be filled in ({err}); allowed keys: {allowed}") from err
+    subject = _one_line(subject)
+    if not lead:  # "{short_name} {long_date}: {lead_title}" with no lead: drop the dangling ':'
+        subject = subject.rstrip(" :-–—·|,")
+    if re.search(r"=\?.*\?=", subject):
+        raise BuildError(f"{where}: the subject must not contain '=?…?=' (encoded words)")
+    return subject
+
+
+def _one_line(text: str) -> str:
+    """Return TEXT with control characters turned into spaces and whitespace collapsed."""
+    cleaned = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+    return " ".join(cleaned.split())
+
+
+def _preheader(
+    lead: Article | None, ordered: list[Article], subject: str, settings: Settings, day: date,
+    number: int,
+) -> str:
+    if lead is None:
+        return _trim(f"No articles today · {settings.newsletter.name} · {long_date(day)}")
+    text = _one_line(lead.summary) or _first_sentence(plain_text(lead.body_html), settings)
+    text = _trim(text)
+    fillers = [a.title for a in ordered if a is not lead]
+    if not text:
+        text = lead.title
+    fillers += [settings.newsletter.name, long_date(day)]
+    for filler in fillers:
+        if len(text) >= PREHEADER_MIN:
+            break
+        text = f"{text}{TITLE_JOINER}{_one_line(filler)}"
+    text = _trim(text)
+    if text.casefold() == subject.casefold():
+        text = _trim(f"{text}{TITLE_JOINER}No. {number}")
+    return text
+
+
+def _first_sentence(text: str, settings: Settings) -> str:
+    """Return the first sentence of plain TEXT, without its citations and cross-references."""
+    words = text.split(" ")
+    sentence: list[str] = []
+    for i, word in enumerate(words):
+        sentence.append(word)
+        following = words[i + 1] if i + 1 < len(words) else ""
+        stripped = word.rstrip("\"'”’)")
+        if stripped.endswith(("!", "?")) or (
+            stripped.endswith(".")
+            and stripped[:-1].lstrip("(\"'“‘") not in _NOT_SENTENCE_END
+            and not re.fullmatch(r"\(?[A-Z]\.", stripped)  # an initial: "J. Smith"
+            and (not following or following[:1].isupper() or following[:1] in "\"'“‘(")
+        ):
+            break
+    first = " ".join(sentence)
+    first = _CITATION.sub("", first)
+    first = _cross_reference_pattern(settings.newsletter.short_name).sub("", html.escape(first, quote=False))
+    first = html.unescape(first)
+    return " ".join(re.sub(r"\s+([.,;:!?])", r"\1", first).split())
+
+
+def _trim(text: str) -> str:
+    """Return TEXT cut to at most PREHEADER_MAX characters on a word boundary, with an ellipsis."""
+    text = _one_line(text)
+    if len(text) <= PREHEADER_MAX:
+        return text
+    cut = text[: PREHEADER_MAX - len(ELLIPSIS) + 1]
+    if " " in cut:
+        cut = cut[: cut.rindex(" ")]
+    else:
+        cut = cut[: PREHEADER_MAX - len(ELLIPSIS)]
+    return cut.rstrip(" ,;:·-–—") + ELLIPSIS
+
+
+# --- small helpers -----------------------------------------------------------------------------
+
+def _unique(anchor: str, taken: set[str]) -> str:
+    candidate, n = anchor, 2
+    while candidate in taken:
+        candidate, n = f"{anchor}-{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _dedupe(items: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(i for i in items if i))
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+__all__ = ["build_issue", "long_date", "archive_url", "citations", "plain_text", "SUBJECT_KEYS"]
