@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import reprlib
 import unicodedata
 from datetime import date
 from pathlib import Path
@@ -83,12 +84,15 @@ def sanitize(body_html: str) -> str:
 
 
 def render_markdown(text: str) -> str:
-    """Render Markdown TEXT to sanitized HTML (headings become h3/h4: the issue owns h1 and h2)."""
+    """Render Markdown TEXT to sanitized HTML; headings become h3/h4 (the issue owns h1 and h2)."""
     env: dict = {}
     tokens = _MD.parse(text, env)
-    for token in tokens:
-        if token.type in ("heading_open", "heading_close"):
-            token.tag = "h3" if token.tag == "h1" else "h4"
+    headings = [t for t in tokens if t.type in ("heading_open", "heading_close")]
+    # The body's top heading level becomes h3 and anything deeper h4, so no level is skipped
+    # under the article's h2 whichever of '#', '##' or '###' the editor started with.
+    top = min((t.tag for t in headings), default="h1")
+    for token in headings:
+        token.tag = "h3" if token.tag == top else "h4"
     return sanitize(_MD.renderer.render(tokens, _MD.options, env))
 
 
@@ -314,14 +318,14 @@ class _FileReader:
     def _unknown_keys(self, meta: dict, allowed: tuple[str, ...]) -> None:
         for key in meta:
             if key not in allowed:
-                self.problem(f"unknown front-matter key {str(key)!r}; allowed keys: {', '.join(allowed)}")
+                self.problem(f"unknown front-matter key {_short(key)}; allowed keys: {', '.join(allowed)}")
 
     def _title(self, value: Any, field: str) -> str | None:
         if value is None or (isinstance(value, str) and not value.strip()):
             self.problem(f"field '{field}': missing or empty; every article needs a title")
             return None
         if not isinstance(value, str):
-            self.problem(f"field '{field}': must be text, not {_kind(value)} ({value!r}); put it in quotes")
+            self.problem(f"field '{field}': must be text, not {_kind(value)} ({_short(value)}); put it in quotes")
             return None
         title = " ".join(value.split())
         if any(unicodedata.category(c) == "Cc" for c in title):
@@ -337,7 +341,7 @@ class _FileReader:
         if value is None:
             return self.settings.issue.default_section
         if not isinstance(value, str) or value not in allowed:
-            self.problem(f"field 'section': unknown section {value!r}; allowed sections: {', '.join(allowed)}")
+            self.problem(f"field 'section': unknown section {_short(value)}; allowed sections: {', '.join(allowed)}")
             return self.settings.issue.default_section
         return value
 
@@ -346,7 +350,7 @@ class _FileReader:
         if value is None:
             return ""
         if not isinstance(value, str):
-            self.problem(f"field '{field}': must be text, not {_kind(value)} ({value!r}); put it in quotes")
+            self.problem(f"field '{field}': must be text, not {_kind(value)} ({_short(value)}); put it in quotes")
             return ""
         return value.strip()
 
@@ -356,7 +360,7 @@ class _FileReader:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.problem(f"field 'sources': must be a list of text items or one text, not {value!r}")
+            self.problem(f"field 'sources': must be a list of text items or one text, not {_short(value)}")
             return ()
         return tuple(" ".join(v.split()) for v in value if v.strip())
 
@@ -364,7 +368,7 @@ class _FileReader:
         if value is None:
             return 100
         if not isinstance(value, int) or isinstance(value, bool):
-            self.problem(f"field 'priority': must be a whole number, not {_kind(value)} ({value!r})")
+            self.problem(f"field 'priority': must be a whole number, not {_kind(value)} ({_short(value)})")
             return 100
         return value
 
@@ -373,9 +377,21 @@ class _FileReader:
         if not value:
             return ""
         if not value.lower().startswith(prefixes) or len(value) <= len("https://") or re.search(r"\s", value):
-            self.problem(f"field '{field}': must be an absolute {' or '.join(prefixes)} URL, not {value!r}")
+            self.problem(f"field '{field}': must be an absolute {' or '.join(prefixes)} URL, not {_short(value)}")
             return ""
         return value
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlevel = 2
+
+
+def _short(value: Any) -> str:
+    """Return a bounded repr: YAML aliases can make a small file hold an enormous value."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= 80 else value[:80] + "…")
+    return _REPR.repr(value)
 
 
 def _kind(value: Any) -> str:

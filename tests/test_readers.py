@@ -118,6 +118,12 @@ def test_markdown_article_fields_are_read(project):
     assert "<h3>A heading</h3>" in article.body_html and "<h1>" not in article.body_html
 
 
+def test_body_headings_start_at_h3_without_skipping_levels():
+    assert render_markdown("### Top\n\n#### Deeper\n\n###### Deepest\n") == (
+        "<h3>Top</h3>\n<h4>Deeper</h4>\n<h4>Deepest</h4>"
+    )
+
+
 def test_defaults_apply_when_optional_fields_are_left_out(project):
     write(project, "plain.md", """\
         ---
@@ -414,3 +420,13 @@ def test_every_sample_day_reads_without_errors():
         for article in content.articles:
             assert article.title and article.body_html
             assert_harmless(article.body_html)
+
+
+def test_yaml_alias_bomb_gives_a_short_error_quickly(project):
+    lines = ["---", "title: T", 'a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    lines += ["sources: *a8", "---", "Body."]
+    write(project, "bomb.md", "\n".join(lines) + "\n")
+    message = error_of(project)
+    assert "field 'sources'" in message and "unknown front-matter key 'a8'" in message
+    assert len(message) < 2000
