@@ -36,7 +36,7 @@ sections = ["News", "Analysis"]       # the order sections appear in
 default_section = "News"              # for articles that name no section (.txt files)
 min_articles = 1                      # fewer than this: the day follows empty_policy
 empty_policy = "skip"                 # "skip" sends nothing; "notice" sends a short "no issue today"
-subject = "{{name}}, {{long_date}}"   # also {{short_name}}, {{date}} (YYYY-MM-DD), {{number}}
+subject = "{{name}}, {{long_date}}"   # also {{short_name}}, {{date}}, {{number}}, {{lead_title}}
 greeting = "Good morning, {{name}}."  # {{name}} is the subscriber's name
 greeting_fallback = "Good morning."   # for subscribers without a name
 
