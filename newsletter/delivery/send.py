@@ -1,0 +1,203 @@
+"""Send one day's issue through the ledger: freeze, snapshot, recover, claim, write, record."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+from newsletter import store
+from newsletter.delivery import ledger
+from newsletter.delivery.lock import send_lock
+from newsletter.delivery.outbox import OutboxTransport, Recovery
+from newsletter.errors import NewsletterError
+from newsletter.models import GREETING_PLACEHOLDER, NAME_PLACEHOLDER, TOKEN_PLACEHOLDER, RenderedIssue
+from newsletter.settings import Settings, secret_key
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+class IssueChangedError(NewsletterError):
+    """The issue's content differs from the version frozen when its sending started."""
+
+
+@dataclass(frozen=True)
+class SendReport:
+    """What one run of `send_issue` did, and where the issue stands after it."""
+
+    day: date
+    status: str  # the issue's state after this run: sending, paused or done
+    outbox: Path  # the Maildir's new/ folder
+    written: int = 0  # messages written by this run
+    skipped: int = 0  # rows skipped because the subscriber left after the snapshot
+    failed: int = 0  # rows whose message could not be made
+    already_sent: int = 0  # rows sent by earlier runs (recovered rows included)
+    total: int = 0  # rows in the snapshot
+    seconds: float = 0.0
+    nbytes: int = 0
+    stopped: bool = False  # a stop was asked for (SIGTERM): the run ended at a clean point
+    nothing_to_do: bool = False  # the issue was already done
+    changed: bool = False  # the content differs from the frozen version (a done issue, or a rebuild)
+    rebuilt: bool = False  # the new version was frozen for the rows not yet written
+    earlier_version: int = 0  # after a rebuild: rows that had the earlier version already
+    recovery: Recovery = Recovery()
+
+    @property
+    def rate(self) -> float:
+        """Messages written per second."""
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def sent(self) -> int:
+        """Rows sent so far, by this run and earlier ones."""
+        return self.already_sent + self.written
+
+
+def send_issue(
+    conn: sqlite3.Connection,
+    settings: Settings,
+    rendered: RenderedIssue,
+    *,
+    rebuild: bool = False,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    now: datetime | None = None,
+    sync: str = "auto",
+) -> SendReport:
+    """Write RENDERED to every subscriber of its day exactly once, resuming where a send stopped.
+
+    The first send of a day freezes the content and snapshots the active subscribers; later sends
+    carry on with the frozen version. A changed issue is refused (IssueChangedError) unless
+    REBUILD, and then only the rows not yet written get the new version. STOP, when set, ends the
+    run after the batch in flight is durable and recorded.
+    """
+    from newsletter import messages
+
+    day = rendered.issue.day
+    stamp: Callable[[], str] = (lambda: now.isoformat(timespec="seconds")) if now else store.now_iso
+    transport = OutboxTransport(settings.outbox_dir, day, sync=sync)
+    with send_lock(settings):
+        transport.open()
+        recovery = transport.recover(conn, now=stamp())
+        frozen = ledger.frozen_issue(conn, day)
+        sha = ledger.content_sha256(rendered.html, rendered.text)
+        changed = rebuilt = False
+        earlier = 0
+        if frozen is None:
+            frozen = ledger.freeze_and_snapshot(
+                conn, day, number=rendered.issue.number, subject=rendered.issue.subject,
+                html=rendered.html, text=rendered.text, now=stamp(),
+                message_id=lambda sid: messages.message_id(day, sid, settings.sender_domain),
+            )
+        elif frozen.sha256 != sha:
+            changed = True
+            counts = ledger.counts(conn, day)
+            if frozen.status != ledger.ISSUE_DONE:
+                written, total = counts[ledger.SENT], sum(counts.values())
+                left = sum(counts[s] for s in ledger.UNFINISHED)
+                if not rebuild:
+                    raise IssueChangedError(
+                        f"{day}: the issue changed since sending started ({written} of {total} "
+                        f"written); rerun with --rebuild to send the new version to the {left} "
+                        "not yet written"
+                    )
+                earlier, rebuilt = written, True
+                frozen = ledger.refreeze(
+                    conn, day, number=rendered.issue.number, subject=rendered.issue.subject,
+                    html=rendered.html, text=rendered.text, now=stamp(),
+                )
+        counts = ledger.counts(conn, day)
+        report = SendReport(
+            day, frozen.status, transport.new, already_sent=counts[ledger.SENT],
+            total=sum(counts.values()), changed=changed, rebuilt=rebuilt,
+            earlier_version=earlier, recovery=recovery,
+        )
+        if frozen.status == ledger.ISSUE_DONE:
+            return dataclasses.replace(report, nothing_to_do=True)
+
+        # the messages are made from the frozen version, so a resumed send writes the same bytes
+        issue = dataclasses.replace(rendered.issue, subject=frozen.subject, number=frozen.number)
+        frozen_rendered = RenderedIssue(issue, frozen.html, frozen.text)
+        transport.write_public(*_public_versions(messages, frozen_rendered, settings))
+        template = messages.MessageTemplate.build(
+            frozen_rendered, settings, secret_key(settings), frozen.date_header.astimezone(settings.tz)
+        )
+        result = _send_batches(conn, transport, template.personalize, day, frozen.sha256,
+                               settings.delivery.batch_size, stamp, progress, stop,
+                               todo=sum(counts[s] for s in (ledger.PENDING, ledger.RETRY)))
+        done = ledger.finish_if_done(conn, day, now=stamp())
+        status = ledger.ISSUE_DONE if done else frozen.status
+        return dataclasses.replace(report, status=status, **result)
+
+
+def _send_batches(
+    conn: sqlite3.Connection,
+    transport: OutboxTransport,
+    personalize: Callable,
+    day: date,
+    sha: str,
+    batch_size: int,
+    stamp: Callable[[], str],
+    progress: Progress | None,
+    stop: threading.Event | None,
+    todo: int,
+) -> dict[str, object]:
+    written = skipped = failed = nbytes = 0
+    started = time.perf_counter()
+    stopped = False
+    if progress:
+        progress(0, todo)
+    while True:
+        if stop is not None and stop.is_set():
+            stopped = True
+            break
+        claim = ledger.claim_batch(conn, day, batch_size, sha256=sha, now=stamp())
+        if not claim.rows and not claim.skipped:
+            break
+        skipped += claim.skipped
+        delivered = transport.deliver(claim.rows, personalize)
+        # the files are durable in new/: only now may the rows say so
+        ledger.set_state(conn, day, delivered.written, ledger.SENT, now=stamp(), expected=ledger.CLAIMED)
+        for subscriber_id, reason in delivered.failed:
+            ledger.set_state(conn, day, [subscriber_id], ledger.FAILED, now=stamp(),
+                             expected=ledger.CLAIMED, reply=reason)
+        written += len(delivered.written)
+        failed += len(delivered.failed)
+        nbytes += delivered.nbytes
+        if progress:
+            progress(written + skipped + failed, max(todo, written + skipped + failed))
+    seconds = time.perf_counter() - started
+    return {"written": written, "skipped": skipped, "failed": failed, "nbytes": nbytes,
+            "seconds": seconds, "stopped": stopped}
+
+
+def _public_versions(messages, rendered: RenderedIssue, settings: Settings) -> tuple[str, str]:
+    """Return the non-personal HTML and text of the issue (for outbox/DAY/issue.html and .txt)."""
+    # nobody's token: the unsubscribe link of the public copy goes to the unsubscribe page
+    base = settings.newsletter.base_url.rstrip("/")
+    swaps = {f"{base}/u/{TOKEN_PLACEHOLDER}": f"{base}/unsubscribe/",
+             GREETING_PLACEHOLDER: settings.issue.greeting_fallback, NAME_PLACEHOLDER: "",
+             TOKEN_PLACEHOLDER: ""}
+    html, text = rendered.html, rendered.text
+    for placeholder, value in swaps.items():
+        html, text = html.replace(placeholder, value), text.replace(placeholder, value)
+    public_html = getattr(messages, "public_html", None)
+    public_text = getattr(messages, "public_text", None)
+    if public_html is not None:
+        html = public_html(rendered, settings)
+    if public_text is not None:
+        text = public_text(rendered, settings)
+    return html, text
+
+
+def issue_status(conn: sqlite3.Connection, day: date) -> ledger.IssueStatus:
+    """Return DAY's issue state and the number of its deliveries in each state."""
+    return ledger.issue_status(conn, day)
