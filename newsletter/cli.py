@@ -196,6 +196,136 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+# ----------------------------------------------------------------------------- send, status
+
+
+class StatusFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command("send")
+def send_command(
+    day: Optional[str] = typer.Option(None, "--date", "-d", help="The issue's day, YYYY-MM-DD (default: today)."),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="The issue changed during its send: send the new version to those not yet written."
+    ),
+) -> None:
+    """Send the day's issue to every active subscriber, once each (by default as .eml files in outbox/)."""
+    import signal
+    import threading
+
+    from newsletter import delivery
+
+    when = parse_day(day)
+    prepared = _prepare(when)
+    if prepared.skipped_reason:
+        typer.echo(prepared.skipped_reason)
+    if prepared.rendered is None:
+        return
+    config = settings()
+    if config.delivery.transport != "outbox":
+        fail(f"{config.root / 'newsletter.toml'}: [delivery] transport = {config.delivery.transport!r} "
+             "is not available yet; set transport = \"outbox\"")
+    # SIGTERM (and Ctrl-C) end the send after the batch in flight is durable and recorded
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with _send_progress() as progress:
+            report = delivery.send_issue(store(), config, prepared.rendered, rebuild=rebuild,
+                                         progress=progress, stop=stop)
+    except NewsletterError as err:
+        fail(err)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _report_send(report, when)
+
+
+def _send_progress():
+    """A context giving a progress(done, total) callback: a rich bar on a terminal, nothing otherwise."""
+    import contextlib
+
+    if not sys.stdout.isatty():
+        return contextlib.nullcontext(None)
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                               TimeRemainingColumn)
+
+    @contextlib.contextmanager
+    def bar():
+        columns = (TextColumn("Sending"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                   TextColumn("{task.fields[rate]}"),
+                   TimeRemainingColumn())
+        with Progress(*columns, transient=True) as shown:
+            task = shown.add_task("send", total=None, rate="")
+
+            def update(done: int, total: int) -> None:
+                speed = shown.tasks[0].speed
+                shown.update(task, completed=done, total=total,
+                             rate=f"{speed:,.0f} messages/s" if speed else "")
+
+            yield update
+
+    return bar()
+
+
+def _report_send(report, when: date) -> None:
+    """Print the outcome of a send: one summary line and a hint."""
+    if report.nothing_to_do:
+        typer.echo(f"{when}: already sent to {report.sent:,}; nothing to do")
+        if report.changed:
+            typer.echo(f"Warning: {when}: the articles changed after the issue was sent; the change was not sent",
+                       err=True)
+        return
+    if report.rebuilt:
+        typer.echo(f"{when}: the issue changed since sending started: {report.earlier_version:,} already had "
+                   f"the earlier version; the new version went to the {report.written:,} written now")
+    if report.recovery.sent or report.recovery.released:
+        typer.echo(f"Resumed an interrupted send: {report.recovery.sent:,} already written, "
+                   f"{report.recovery.released:,} to write again")
+    plural = "" if report.written == 1 else "s"
+    typer.echo(f"Sent {report.written:,} message{plural} in {report.seconds:.2f} s "
+               f"({report.rate:,.0f} messages/s) to {_shown(report.outbox)}/")
+    if report.skipped:
+        typer.echo(f"Skipped {report.skipped:,} subscriber(s) who left after the send started")
+    if report.failed:
+        typer.echo(f"Warning: {report.failed:,} message(s) could not be made; see `newsletter status --date {when}`",
+                   err=True)
+    if report.stopped:
+        typer.echo(f"Stopped at a clean point: {report.sent:,} of {report.total:,} written; "
+                   f"`newsletter send --date {when}` resumes")
+        return
+    typer.echo("To deliver by SMTP instead, set [delivery] transport = \"smtp\" in newsletter.toml")
+
+
+@app.command("status")
+def status_command(
+    day: Optional[str] = typer.Option(None, "--date", "-d", help="The issue's day, YYYY-MM-DD (default: today)."),
+    format: StatusFormat = typer.Option(StatusFormat.text, "--format", "-f", help="text, or json for machines."),
+) -> None:
+    """Show where the day's issue stands: not started, sending or done, and its deliveries per state."""
+    from newsletter import delivery
+
+    when = parse_day(day)
+    try:
+        state = delivery.issue_status(store(), when)
+    except NewsletterError as err:
+        fail(err)
+    if format is StatusFormat.json:
+        import json
+
+        typer.echo(json.dumps(state.to_dict(), indent=2))
+        return
+    if state.state == "not started":
+        typer.echo(f"{when}: not started (run `newsletter send --date {when}`)")
+        return
+    typer.echo(f"{when}: {state.state}, issue No. {state.number}: {state.subject}")
+    for name, count in state.counts.items():
+        if count:
+            typer.echo(f"  {name:<10} {count:>8,}")
+    typer.echo(f"  {'total':<10} {state.total:>8,}")
+
+
 def main() -> None:
     """Run the command line."""
     app(prog_name="newsletter")
