@@ -1,0 +1,369 @@
+"""Issue → inlined HTML + plain text, through the one Jinja environment, premailer once per issue.
+
+The output holds placeholders where per-subscriber values go (models.PLACEHOLDERS), each on a line
+of its own, so messages.py can splice values into the encoded body without rendering again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import textwrap
+import traceback
+import warnings
+from datetime import date
+from html.parser import HTMLParser
+from pathlib import Path
+
+import jinja2
+
+from newsletter.builder import long_date
+from newsletter.errors import BuildError
+from newsletter.models import GREETING_PLACEHOLDER, TOKEN_PLACEHOLDER, Issue, RenderedIssue
+from newsletter.project import packaged_templates
+from newsletter.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+HTML_TEMPLATE = "issue.html.j2"
+TEXT_TEMPLATE = "issue.txt.j2"
+NOTICE_HTML_TEMPLATE = "notice.html.j2"
+NOTICE_TEXT_TEMPLATE = "notice.txt.j2"
+
+TEXT_WIDTH = 78
+SIZE_LIMIT = 102_000  # Gmail clips the message above this and hides the unsubscribe footer
+SIZE_WARNING = 90_000  # keep a margin under the limit (EMAIL.md rule 6)
+
+# Languages written right to left: the wrapper gets dir="rtl" for them.
+_RTL_LANGUAGES = frozenset({"ar", "arc", "ckb", "dv", "fa", "ha", "he", "khw", "ks", "ps", "sd", "ur", "yi"})
+
+# An href carrying the unsubscribe token: moved onto a line of its own (whitespace between
+# attributes does not change the rendering), so quoted-printable encoding never splits it.
+_TOKEN_HREF = re.compile(r'\s+(href="[^"\s]*' + TOKEN_PLACEHOLDER + r'[^"\s]*")\s*')
+_HREF = re.compile(r"""\bhref\s*=\s*["']?([^"'\s>]*)""", re.IGNORECASE)
+_TOP_HEADING = re.compile(r"<h[12]\b", re.IGNORECASE)
+
+
+def make_environment(settings: Settings) -> jinja2.Environment:
+    """Return the one Jinja environment: the project's templates first, then the packaged ones."""
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader([
+            jinja2.FileSystemLoader(settings.templates_dir),
+            jinja2.FileSystemLoader(packaged_templates()),
+        ]),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html.j2", "html"), disabled_extensions=(), default_for_string=False,
+            default=False,
+        ),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
+    env.filters["wrap"] = wrap
+    env.filters["html_to_text"] = html_to_text
+    env.filters["underline"] = underline
+    return env
+
+
+def render_issue(issue: Issue, settings: Settings, env: jinja2.Environment | None = None) -> RenderedIssue:
+    """Render ISSUE as inlined HTML and wrapped text; refuse HTML that Gmail would clip."""
+    _check_content(issue)
+    env = env or make_environment(settings)
+    context = _context(issue, settings)
+    html = _inline(_render(env, HTML_TEMPLATE, context))
+    text = _render(env, TEXT_TEMPLATE, context)
+    size_warnings(html)
+    return RenderedIssue(issue=issue, html=html, text=text)
+
+
+def render_notice(day: date, settings: Settings, env: jinja2.Environment | None = None) -> RenderedIssue:
+    """Render the short "no issue today" message sent when the empty policy is "notice"."""
+    when = long_date(day)
+    name = settings.newsletter.name
+    notice = Issue(
+        day=day,
+        number=0,
+        subject=f"{name}: no issue today, {when}",
+        preheader=f"There is no issue of {name} today, {when}. We will be back with the next one.",
+        sections=(),
+        archive_url=settings.newsletter.base_url.rstrip("/") + "/",
+    )
+    env = env or make_environment(settings)
+    context = _context(notice, settings)
+    html = _inline(_render(env, NOTICE_HTML_TEMPLATE, context))
+    text = _render(env, NOTICE_TEXT_TEMPLATE, context)
+    size_warnings(html)
+    return RenderedIssue(issue=notice, html=html, text=text)
+
+
+def size_warnings(html: str) -> list[str]:
+    """Raise BuildError if HTML is too big for Gmail; return a warning if it is close."""
+    size = len(html.encode("utf-8"))
+    if size > SIZE_LIMIT:
+        raise BuildError(
+            f"the issue's HTML is {size:,} bytes: Gmail clips above {SIZE_LIMIT:,} bytes and hides the "
+            "unsubscribe footer; shorten or move some articles to another day"
+        )
+    if size > SIZE_WARNING:
+        return [f"the issue's HTML is {size:,} bytes, close to Gmail's clipping limit of {SIZE_LIMIT:,}"]
+    return []
+
+
+# --- Jinja filters for the text part (wrapping is done here once per issue, not with `wordwrap`) ---
+
+
+def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", hang: str | None = None) -> str:
+    """Wrap TEXT to WIDTH columns; INDENT starts the first line, HANG (default INDENT) the others."""
+    return _fill(" ".join(str(text).split()), width, indent, indent if hang is None else hang)
+
+
+def underline(text: str, char: str = "=", width: int = TEXT_WIDTH) -> str:
+    """Wrap TEXT and underline it with CHAR as long as its longest line."""
+    lines = wrap(text, width).splitlines() or [""]
+    return "\n".join(lines) + "\n" + char * max(len(line) for line in lines)
+
+
+def _fill(text: str, width: int, first: str, rest: str) -> str:
+    # URLs and other long words stay whole: a broken URL no longer works.
+    return textwrap.fill(
+        text, width=width, initial_indent=first, subsequent_indent=rest,
+        break_long_words=False, break_on_hyphens=False,
+    ) or first.rstrip()
+
+
+# --- HTML → text ---
+
+_BLOCK_TAGS = frozenset({
+    "address", "article", "aside", "blockquote", "dd", "div", "dl", "dt", "figcaption", "figure",
+    "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "ol", "p", "pre",
+    "section", "table", "tr", "ul",
+})
+_SKIP_TAGS = frozenset({"head", "script", "style", "title", "template"})
+
+
+@dataclasses.dataclass
+class _Block:
+    first: str  # prefix of the first line
+    rest: str  # prefix of the following lines
+    text: str
+    quotes: int  # blockquote depth: blank lines between quoted blocks keep the ">"
+    list_serial: int | None  # the outermost list it belongs to: items of one list are not spaced
+    pre: bool = False
+
+
+class _TextParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[_Block] = []
+        self.buffer: list[str] = []
+        self.stack: list[list] = []  # ["quote"] | ["ul"|"ol", count, serial] | ["li", marker, used]
+        self.links: list[tuple[str | None, int]] = []  # (href, where its text starts in buffer)
+        self.skip = 0
+        self.pre = 0
+        self.lists_seen = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP_TAGS:
+            self.skip += 1
+        elif tag in _BLOCK_TAGS:
+            self.flush()
+            if tag == "blockquote":
+                self.stack.append(["quote"])
+            elif tag in ("ul", "ol"):
+                self.lists_seen += 1
+                self.stack.append([tag, 0, self.lists_seen])
+            elif tag == "li":
+                lists = [c for c in self.stack if c[0] in ("ul", "ol")]
+                marker = "- "
+                if lists and lists[-1][0] == "ol":
+                    lists[-1][1] += 1
+                    marker = f"{lists[-1][1]}. "
+                self.stack.append(["li", marker, False])
+            elif tag == "pre":
+                self.pre += 1
+            elif tag == "hr":
+                self.buffer.append("* * *")
+                self.flush()
+        elif tag == "br":
+            self.buffer.append("\n")
+        elif tag == "a":
+            self.links.append((dict(attrs).get("href"), len(self.buffer)))
+        elif tag == "img":
+            alt = (dict(attrs).get("alt") or "").strip()
+            if alt:
+                self.buffer.append(f"[{alt}]")
+        elif tag == "td" or tag == "th":
+            self.buffer.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            self.skip = max(0, self.skip - 1)
+        elif tag in _BLOCK_TAGS:
+            self.flush()
+            kind = {"blockquote": "quote", "ul": "ul", "ol": "ol", "li": "li"}.get(tag)
+            if kind:
+                for i in range(len(self.stack) - 1, -1, -1):
+                    if self.stack[i][0] == kind:
+                        del self.stack[i:]
+                        break
+            elif tag == "pre":
+                self.pre = max(0, self.pre - 1)
+        elif tag == "a" and self.links:
+            href, start = self.links.pop()
+            if href and not href.startswith("#"):
+                shown = " ".join("".join(self.buffer[start:]).split())
+                if shown not in (href, href.removeprefix("mailto:")):  # else the text is the URL already
+                    self.buffer.append(f" <{href}>")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            # Outside <pre>, a newline in the source is a space; "\n" in the buffer marks a <br>.
+            self.buffer.append(data if self.pre else re.sub(r"\s", " ", data))
+
+    def flush(self) -> None:
+        raw = "".join(self.buffer)
+        self.buffer = []
+        if not raw.strip():
+            return
+        first = rest = ""
+        quotes = 0
+        for context in self.stack:
+            if context[0] == "quote":
+                first, rest = first + "> ", rest + "> "
+                quotes += 1
+            elif context[0] == "li":
+                marker, used = context[1], context[2]
+                # Only an item's first block shows its marker; later blocks line up under the text.
+                first, rest = first + (" " * len(marker) if used else marker), rest + " " * len(marker)
+                context[2] = True
+        in_list = next((c[2] for c in self.stack if c[0] in ("ul", "ol")), None)
+        if self.pre:
+            text = raw.strip("\n")
+            self.blocks.append(_Block(first, rest, text, quotes, in_list, pre=True))
+        else:
+            text = "\n".join(" ".join(part.split()) for part in raw.split("\n") if part.strip())
+            self.blocks.append(_Block(first, rest, text, quotes, in_list))
+
+
+def html_to_text(html: str, width: int = TEXT_WIDTH) -> str:
+    """Convert HTML to readable wrapped text: paragraphs, `- ` items, `> ` quotes, `text <url>` links."""
+    parser = _TextParser()
+    parser.feed(html)
+    parser.close()
+    parser.flush()
+    out: list[str] = []
+    previous: _Block | None = None
+    for block in parser.blocks:
+        if previous is not None:
+            if block.list_serial is None or block.list_serial != previous.list_serial:
+                out.append(("> " * min(previous.quotes, block.quotes)).rstrip())
+        if block.pre:
+            lines = block.text.split("\n")
+            out.append("\n".join(
+                (block.first if i == 0 else block.rest) + line for i, line in enumerate(lines)
+            ))
+        else:
+            # <br> lines each wrap on their own, all but the first with the hanging prefix.
+            parts = block.text.split("\n")
+            out.append("\n".join(
+                _fill(part, width, block.first if i == 0 else block.rest, block.rest)
+                for i, part in enumerate(parts)
+            ))
+        previous = block
+    return "\n".join(out)
+
+
+# --- internals ---
+
+
+def _context(issue: Issue, settings: Settings) -> dict:
+    language = settings.newsletter.language
+    return {
+        "issue": issue,
+        "settings": settings,
+        "newsletter": settings.newsletter,
+        "sender": settings.sender,
+        "long_date": long_date(issue.day),
+        "language": language,
+        "direction": "rtl" if language.split("-")[0].lower() in _RTL_LANGUAGES else "ltr",
+        "greeting": GREETING_PLACEHOLDER,
+        "unsubscribe_url": f"{settings.newsletter.base_url.rstrip('/')}/u/{TOKEN_PLACEHOLDER}",
+        "view_url": issue.archive_url,
+    }
+
+
+def _render(env: jinja2.Environment, name: str, context: dict) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateNotFound as err:
+        searched = ", ".join(str(p) for p in _search_path(env))
+        raise BuildError(f"{err.name}: template not found (looked in {searched})") from err
+    except jinja2.TemplateSyntaxError as err:
+        where = err.filename or err.name or name
+        raise BuildError(f"{where}:{err.lineno}: {err.message}") from err
+    except jinja2.TemplateError as err:
+        raise BuildError(f"{_template_frame(err, name)}: {err.message or err}") from err
+
+
+def _template_frame(err: BaseException, name: str) -> str:
+    """Return "file:line" of the innermost template frame of ERR (Jinja rewrites tracebacks so)."""
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        if frame.filename.endswith((".j2", ".css", ".html", ".txt")):
+            return f"{frame.filename}:{frame.lineno}"
+    return name
+
+
+def _search_path(env: jinja2.Environment) -> list[Path]:
+    loaders = env.loader.loaders if isinstance(env.loader, jinja2.ChoiceLoader) else [env.loader]
+    return [Path(p) for loader in loaders for p in getattr(loader, "searchpath", [])]
+
+
+def _inline(html: str) -> str:
+    """Inline the CSS once (EMAIL.md rule 1), silently, and put the token href on its own line."""
+    from premailer import Premailer  # slow to import: only the commands that render pay for it
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inlined = Premailer(
+            html,
+            allow_network=False,
+            strip_important=False,
+            cssutils_logging_level=logging.CRITICAL,
+            disable_basic_attributes=["height"],
+        ).transform(pretty_print=False)
+    return _TOKEN_HREF.sub(r"\n\1\n", inlined)
+
+
+def _check_content(issue: Issue) -> None:
+    """Refuse what breaks the email rules: non-https images and links (9, 12), body <h1>/<h2> (11)."""
+    for item in issue.articles:
+        article = item.article
+        if article.image and not article.image.startswith("https://"):
+            raise BuildError(f"{article.path}: image {article.image!r} must be an absolute https:// URL")
+        _check_hrefs(article.path, [article.url] if article.url else [])
+        _check_hrefs(article.path, _HREF.findall(item.body_html))
+        if _TOP_HEADING.search(item.body_html):
+            raise BuildError(f"{article.path}: the body has an <h1> or <h2>; the issue owns those levels")
+    for box in (issue.note, issue.feature):
+        if box is not None:
+            _check_hrefs(box.path, _HREF.findall(box.body_html) + [getattr(box, "link", "")])
+    if not issue.archive_url.startswith("https://"):
+        raise BuildError(f"issue {issue.day}: archive_url {issue.archive_url!r} must start with https://")
+
+
+def _check_hrefs(path: Path, hrefs: list[str]) -> None:
+    for href in hrefs:
+        if href and not href.startswith(("https://", "mailto:")):
+            raise BuildError(
+                f"{path}: link {href!r} is not https:// or mailto: (mail clients flag other links); "
+                "use the site's https:// address"
+            )
+
+
+__all__ = [
+    "make_environment", "render_issue", "render_notice", "size_warnings", "html_to_text",
+    "wrap", "underline",
+]
