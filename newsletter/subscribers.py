@@ -617,7 +617,7 @@ def _read_import(path: Path, codec: str, encoding: str, report: ImportReport) ->
     """Read PATH into one _Wanted per distinct address, recording invalid rows and merges in REPORT."""
     lines = _decoded_lines(path, codec, encoding)
     first = next(lines, None)
-    if first is None or not first.strip():
+    if first is None:
         raise ImportFileError(f"{path}:1: the file is empty; expected a header row with an email column")
     delimiter = max(",;\t", key=first.count) if any(d in first for d in ",;\t") else ","
 
