@@ -77,6 +77,8 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn)
+    except NewsletterError as err:
+        raise NewsletterError(f"{path}: {err}") from err
     except sqlite3.DatabaseError as err:
         raise NewsletterError(f"{path}: cannot open the subscriber database: {err}") from err
     return conn

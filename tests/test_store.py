@@ -74,7 +74,8 @@ def test_a_database_newer_than_the_code_is_a_clear_error(tmp_path):
     with pytest.raises(NewsletterError) as caught:
         store.connect(path)
     assert str(caught.value) == (
-        "database schema version 99 is newer than this tool knows (2); upgrade newsletter"
+        f"{path}: database schema version 99 is newer than this tool knows "
+        f"({len(store.MIGRATIONS)}); upgrade newsletter"
     )
 
 
