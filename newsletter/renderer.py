@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import textwrap
 import traceback
 import warnings
 from datetime import date
@@ -41,6 +40,8 @@ _RTL_LANGUAGES = frozenset({"ar", "arc", "ckb", "dv", "fa", "ha", "he", "khw", "
 # An href carrying the unsubscribe token: moved onto a line of its own (whitespace between
 # attributes does not change the rendering), so quoted-printable encoding never splits it.
 _TOKEN_HREF = re.compile(r'\s+(href="[^"\s]*' + TOKEN_PLACEHOLDER + r'[^"\s]*")\s*')
+# ASCII whitespace only, as textwrap: a no-break space (`No.&nbsp;6`) stays inside its word.
+_SPACES = re.compile(r"[ \t\n\r\f\v]+")
 _HREF = re.compile(r"""\bhref\s*=\s*["']?([^"'\s>]*)""", re.IGNORECASE)
 _TOP_HEADING = re.compile(r"<h[12]\b", re.IGNORECASE)
 
@@ -117,7 +118,7 @@ def size_warnings(html: str) -> list[str]:
 
 def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", hang: str | None = None) -> str:
     """Wrap TEXT to WIDTH columns; INDENT starts the first line, HANG (default INDENT) the others."""
-    return _fill(" ".join(str(text).split()), width, indent, indent if hang is None else hang)
+    return _fill(_SPACES.sub(" ", str(text)).strip(" "), width, indent, indent if hang is None else hang)
 
 
 def underline(text: str, char: str = "=", width: int = TEXT_WIDTH) -> str:
@@ -127,11 +128,25 @@ def underline(text: str, char: str = "=", width: int = TEXT_WIDTH) -> str:
 
 
 def _fill(text: str, width: int, first: str, rest: str) -> str:
-    # URLs and other long words stay whole: a broken URL no longer works.
-    return textwrap.fill(
-        text, width=width, initial_indent=first, subsequent_indent=rest,
-        break_long_words=False, break_on_hyphens=False,
-    ) or first.rstrip()
+    """Return textwrap.fill(TEXT, WIDTH, initial_indent=FIRST, subsequent_indent=REST,
+    break_long_words=False, break_on_hyphens=False) for single-spaced TEXT, several times faster.
+
+    URLs and other long words stay whole on a line of their own: a broken URL no longer works.
+    """
+    lines: list[str] = []
+    words: list[str] = []
+    prefix, used = first, 0
+    for word in text.split(" "):
+        if not word:
+            continue
+        if words and used + 1 + len(word) > width - len(prefix):
+            lines.append(prefix + " ".join(words))
+            prefix, words, used = rest, [], 0
+        used += len(word) + (1 if words else 0)
+        words.append(word)
+    if words:
+        lines.append(prefix + " ".join(words))
+    return "\n".join(lines) or first.rstrip()
 
 
 # --- HTML → text ---
@@ -214,19 +229,19 @@ class _TextParser(HTMLParser):
         elif tag == "a" and self.links:
             href, start = self.links.pop()
             if href and not href.startswith("#"):
-                shown = " ".join("".join(self.buffer[start:]).split())
+                shown = _SPACES.sub(" ", "".join(self.buffer[start:])).strip(" ")
                 if shown not in (href, href.removeprefix("mailto:")):  # else the text is the URL already
                     self.buffer.append(f" <{href}>")
 
     def handle_data(self, data: str) -> None:
         if not self.skip:
             # Outside <pre>, a newline in the source is a space; "\n" in the buffer marks a <br>.
-            self.buffer.append(data if self.pre else re.sub(r"\s", " ", data))
+            self.buffer.append(data if self.pre else _SPACES.sub(" ", data))
 
     def flush(self) -> None:
         raw = "".join(self.buffer)
         self.buffer = []
-        if not raw.strip():
+        if not _SPACES.sub("", raw):
             return
         first = rest = ""
         quotes = 0
@@ -244,7 +259,7 @@ class _TextParser(HTMLParser):
             text = raw.strip("\n")
             self.blocks.append(_Block(first, rest, text, quotes, in_list, pre=True))
         else:
-            text = "\n".join(" ".join(part.split()) for part in raw.split("\n") if part.strip())
+            text = "\n".join(_SPACES.sub(" ", part).strip(" ") for part in raw.split("\n") if part.strip(" "))
             self.blocks.append(_Block(first, rest, text, quotes, in_list))
 
 

@@ -36,6 +36,7 @@ from newsletter.renderer import (
     render_issue,
     render_notice,
     size_warnings,
+    wrap,
 )
 from newsletter.settings import Settings, load_settings
 
@@ -562,6 +563,23 @@ def test_html_to_text_never_breaks_a_long_url():
     assert f"<{url}>" in text
 
 
+@hsettings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters=" \t\n\r\x0b\x0c", blacklist_categories=("Cs",)),
+                        min_size=1, max_size=30), max_size=40),
+       st.integers(min_value=1, max_value=100), st.sampled_from(["", "- ", "> ", "  - "]),
+       st.sampled_from(["", "  ", "> ", "    "]))
+def test_wrap_fills_exactly_as_textwrap_does(words, width, first, rest):
+    text = " ".join(words)
+    expected = textwrap.fill(text, width=width, initial_indent=first, subsequent_indent=rest,
+                             break_long_words=False, break_on_hyphens=False) or first.rstrip()
+    assert wrap(text, width=width, indent=first, hang=rest) == expected
+
+
+def test_wrapping_never_breaks_at_a_no_break_space():
+    text = html_to_text("<p>" + "word " * 14 + "ab No.&nbsp;6</p>", width=76)  # "No." alone would fit
+    assert text.split("\n")[1] == "No.\u00a06"
+
+
 def test_html_to_text_drops_fragment_links_and_keeps_preformatted_text():
     text = html_to_text('<p><a href="#top">Top</a></p><pre>a  b\n  c</pre>')
     assert text == "Top\n\na  b\n  c"
@@ -573,9 +591,10 @@ def test_html_to_text_drops_fragment_links_and_keeps_preformatted_text():
 def test_html_to_text_keeps_every_word_and_fits_the_width(paragraphs):
     source = "".join(f"<p>{html_lib.escape(p)}</p>" for p in paragraphs)
     text = html_to_text(source, width=60)
-    assert text.split() == " ".join(paragraphs).split()
+    words = re.compile(r"[^ \t\n\r\f\v]+")  # ASCII whitespace: a no-break space joins words
+    assert words.findall(text) == words.findall(" ".join(paragraphs))
     for line in text.split("\n"):
-        assert len(line) <= 60 or len(line.split()) == 1
+        assert len(line) <= 60 or len(words.findall(line)) == 1
 
 
 # --- the notice ----------------------------------------------------------------------------------
