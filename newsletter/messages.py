@@ -1,0 +1,493 @@
+"""Per-subscriber message bytes: a reference built with EmailMessage, and a fast path that splices.
+
+`build_reference` is the oracle: one `EmailMessage` per subscriber, as the email package writes it.
+`MessageTemplate` builds that same message once per issue with sentinels where personal values go,
+serializes it, and cuts the bytes at the sentinels. Per subscriber it encodes only the To line,
+the Message-ID line, the token and the few body lines that hold a placeholder, and joins.
+Quoted-printable is line-local (each source line encodes on its own), so a body line holding a
+placeholder is re-encoded alone with the same encoder the email package uses, and the bytes come
+out identical to the reference. tests/test_messages.py holds the two paths against each other.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import logging
+import re
+from collections.abc import Callable
+from datetime import date, datetime
+from email import policy as email_policy
+from email import quoprimime
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from email_validator import EmailNotValidError, validate_email
+
+from newsletter.errors import BuildError, HeaderError
+from newsletter.models import (
+    GREETING_PLACEHOLDER,
+    NAME_PLACEHOLDER,
+    PLACEHOLDERS,
+    TOKEN_PLACEHOLDER,
+    RenderedIssue,
+    Subscriber,
+)
+from newsletter.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Parts are built with 76-octet quoted-printable lines (RFC 2045). The whole message is written
+# with headers unfolded up to 998 octets: at 78, Python folds a long List-Unsubscribe into
+# RFC 2047 encoded words that mail providers do not read as a URL (EMAIL.md rule 18).
+_BUILD_POLICY = email_policy.SMTP.clone(max_line_length=76)
+WIRE_POLICY = email_policy.SMTP.clone(max_line_length=998)
+_QP_LINE_LENGTH = 76
+_MAX_LINE = 998
+
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, lone surrogates.
+_FORBIDDEN_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
+
+_TOKEN_RE = re.compile(r"(0|[1-9][0-9]{0,17})\.([a-z2-7]{32})")
+_MAX_TOKEN_LENGTH = 18 + 1 + 32
+_PLACEHOLDER_RE = re.compile("|".join(map(re.escape, PLACEHOLDERS)))
+
+# Sentinels of the template. Each is ASCII letters and digits, short, on a line of its own or
+# inside a one-line header, so neither quoted-printable nor folding can split it.
+_TO_SENTINEL = "NLXRECIPIENTX@nlx.invalid"
+_MSGID_SENTINEL = "<NLXMESSAGEIDX@nlx.invalid>"
+_LINE_SENTINEL = "NLXSLOT"
+_SLOT_RE = re.compile(
+    rb"To: NLXRECIPIENTX@nlx\.invalid\r\n"
+    rb"|Message-ID: <NLXMESSAGEIDX@nlx\.invalid>\r\n"
+    rb"|NLXUNSUBSCRIBETOKENX"
+    rb"|NLXSLOT([0-9]+)X\r\n"
+)
+_LEFTOVERS = (b"NLXRECIPIENTX", b"NLXMESSAGEIDX", b"NLXSLOT", *(p.encode() for p in PLACEHOLDERS))
+
+# A name of plain words goes into To as it is; an address of this shape is already in the form
+# email-validator returns (checking it costs 50-200 us, a tenth of the budget per message).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9'-]+(?: [A-Za-z0-9'-]+)*")
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9_+-]{1,64}(?:\.[A-Za-z0-9_+-]{1,64})*@"
+    r"(?:(?!xn--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
+    r"(?!xn--|arpa$|invalid$|local$|localhost$|onion$|test$)[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
+)
+
+
+def sign(raw: bytes) -> bytes:
+    """Return RAW unchanged: the hook where DKIM signing (EMAIL.md rule 20) will go."""
+    return raw
+
+
+# --- tokens and ids ------------------------------------------------------------------------------
+
+def _token_mac(key: bytes, subscriber_id: int, list_id: str) -> str:
+    data = f"newsletter-unsubscribe\0{subscriber_id}\0{list_id}".encode("utf-8")
+    digest = hmac.new(key, data, hashlib.sha256).digest()[:20]
+    return base64.b32encode(digest).decode("ascii").lower()  # 32 chars, no padding
+
+
+def unsubscribe_token(key: bytes, subscriber_id: int, list_id: str) -> str:
+    """Return the unsubscribe token of one subscriber of one list: `{id}.{hmac, base32}`."""
+    if not key:
+        raise ValueError("unsubscribe tokens need a non-empty secret key")
+    if isinstance(subscriber_id, bool) or not isinstance(subscriber_id, int) or not 0 <= subscriber_id < 10**18:
+        raise ValueError(f"subscriber id {subscriber_id!r} is not a non-negative integer below 10**18")
+    return f"{subscriber_id}.{_token_mac(key, subscriber_id, list_id)}"
+
+
+def verify_token(key: bytes, token: str, list_id: str) -> int | None:
+    """Return the subscriber id TOKEN was made for under KEY and LIST_ID, or None if it was not."""
+    if not key or not isinstance(token, str) or len(token) > _MAX_TOKEN_LENGTH:
+        return None
+    match = _TOKEN_RE.fullmatch(token)
+    if match is None:
+        return None
+    subscriber_id = int(match[1])
+    if hmac.compare_digest(match[2], _token_mac(key, subscriber_id, list_id)):
+        return subscriber_id
+    return None
+
+
+def message_id(day: date, subscriber_id: int, domain: str) -> str:
+    """Return the Message-ID of one issue for one subscriber; the same on every call."""
+    domain = domain.strip().lower()
+    if not domain.isascii():
+        domain = domain.encode("idna").decode("ascii")
+    digest = hashlib.sha256(f"{day.isoformat()}\0{subscriber_id}\0{domain}".encode("ascii")).hexdigest()
+    return f"<{day:%Y%m%d}.{subscriber_id}.{digest[:12]}@{domain}>"
+
+
+# --- input checks --------------------------------------------------------------------------------
+
+def _clip(value: str) -> str:
+    return repr(value if len(value) <= 60 else value[:57] + "...")
+
+
+def check_header_value(field: str, value: str) -> str:
+    """Return VALUE if it is safe in a header; raise HeaderError naming FIELD if it is not."""
+    if not isinstance(value, str):
+        raise HeaderError(f"{field}: expected text, not {type(value).__name__}")
+    if found := _FORBIDDEN_CHARS.search(value):
+        raise HeaderError(
+            f"{field}: contains the control character U+{ord(found[0]):04X} ({_clip(value)}); "
+            "a header value must be one line of plain text"
+        )
+    if _ENCODED_WORD.search(value):
+        raise HeaderError(
+            f"{field}: looks like an RFC 2047 encoded word ({_clip(value)}); "
+            "write the text itself, not an encoding of it"
+        )
+    return value
+
+
+def ascii_address(email: str) -> str:
+    """Return the ASCII form of EMAIL (IDNA domain); HeaderError if it needs SMTPUTF8 or is invalid."""
+    if _PLAIN_ADDRESS.fullmatch(email) and len(email) <= 254:
+        return email  # already what email-validator would return
+    return _validated_ascii_address(email)
+
+
+def _validated_ascii_address(email: str) -> str:
+    try:
+        result = validate_email(email, check_deliverability=False)
+    except EmailNotValidError as err:
+        raise HeaderError(f"{email!r}: not a valid address: {err}") from err
+    if result.ascii_email is None:
+        raise HeaderError(
+            f"{email!r}: the part before @ is not ASCII; delivering to it needs SMTPUTF8, "
+            "which this sender does not use"
+        )
+    return result.ascii_email
+
+
+def _subscriber_name(subscriber: Subscriber) -> str:
+    return check_header_value(f"subscriber {subscriber.id} name", subscriber.name or "").strip()
+
+
+# --- personal values: the one place where greeting and name are made and escaped -----------------
+
+def _greeting(name: str, settings: Settings) -> str:
+    return settings.issue.greeting.format(name=name) if name else settings.issue.greeting_fallback
+
+
+def _personal_values(name: str, token: str, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+    """Return the placeholder values for the text part and for the HTML part (escaped)."""
+    greeting = _greeting(name, settings)
+    text = {GREETING_PLACEHOLDER: greeting, NAME_PLACEHOLDER: name, TOKEN_PLACEHOLDER: token}
+    markup = {
+        GREETING_PLACEHOLDER: html.escape(greeting),
+        NAME_PLACEHOLDER: html.escape(name),
+        TOKEN_PLACEHOLDER: token,
+    }
+    return text, markup
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    # One pass, so a name that happens to spell a placeholder is not replaced again.
+    return _PLACEHOLDER_RE.sub(lambda m: values[m[0]], template)
+
+
+def personal_html(rendered: RenderedIssue, subscriber: Subscriber, settings: Settings, key: bytes) -> str:
+    """Return the HTML one subscriber receives (for the preview)."""
+    token = unsubscribe_token(key, subscriber.id, settings.sender.list_id)
+    _, markup = _personal_values(_subscriber_name(subscriber), token, settings)
+    return _fill(rendered.html, markup)
+
+
+def public_html(rendered: RenderedIssue, settings: Settings) -> str:
+    """Return the HTML for the archive: the fallback greeting and no one's token."""
+    base = settings.newsletter.base_url.rstrip("/")
+    page = rendered.html.replace(f"{base}/u/{TOKEN_PLACEHOLDER}", f"{base}/unsubscribe/")
+    _, markup = _personal_values("", "", settings)
+    return _fill(page, markup)
+
+
+def _encoded_words(text: str) -> list[str]:
+    """Return TEXT as RFC 2047 encoded words of at most 75 characters, cut after a space if one is near."""
+    words = []
+    while text:
+        end = size = 0
+        while end < len(text) and size + len(text[end].encode("utf-8")) <= 45:  # 60 base64 chars
+            size += len(text[end].encode("utf-8"))
+            end += 1
+        if end < len(text) and (space := text.rfind(" ", 1, end)) > 0:
+            end = space + 1  # the space stays inside the word: whitespace between words is dropped
+        words.append("=?utf-8?b?" + base64.b64encode(text[:end].encode("utf-8")).decode("ascii") + "?=")
+        text = text[end:]
+    return words
+
+
+def _mailbox(name: str, address: str) -> str:
+    """Return the To value `name <address>`, folded with CRLF where it is long.
+
+    Written here rather than by the email package: on Python 3.11 its folder puts an encoded word
+    right next to plain text (`=?utf-8?q?=3A_=C2=A0?=0` for ": \\xa00"), which RFC 2047 readers
+    do not decode. Here a name is plain words, one quoted string, or wholly encoded words.
+    """
+    if not name:
+        return address
+    if _PLAIN_NAME.fullmatch(name):
+        phrase = name
+    elif re.fullmatch(r"[\x20-\x7e]+", name):
+        phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    else:
+        phrase = ""
+    if phrase and len("To: ") + len(phrase) + len(address) + 3 <= 78:
+        return f"{phrase} <{address}>"
+    if phrase and len("To: ") + len(phrase) <= _MAX_LINE and len(address) + 3 <= _MAX_LINE:
+        return f"{phrase}\r\n <{address}>"
+    words = _encoded_words(name)
+    if len("To: ") + sum(len(w) + 1 for w in words) + len(address) + 2 <= 78:
+        return " ".join(words) + f" <{address}>"
+    return "\r\n ".join(words) + f"\r\n <{address}>"
+
+
+# --- the message ---------------------------------------------------------------------------------
+
+def _check_settings(rendered: RenderedIssue, settings: Settings) -> None:
+    day = rendered.issue.day
+    check_header_value(f"issue {day} subject", rendered.issue.subject)
+    check_header_value("sender.from", settings.sender.from_address)
+    check_header_value("sender.reply_to", settings.sender.reply_to)
+    check_header_value("sender.list_id", settings.sender.list_id)
+    check_header_value("sender.unsubscribe_mailto", settings.sender.unsubscribe_mailto)
+    check_header_value("newsletter.name", settings.newsletter.name)
+    check_header_value("newsletter.base_url", settings.newsletter.base_url)
+    for field, template in (("issue.greeting", settings.issue.greeting),
+                            ("issue.greeting_fallback", settings.issue.greeting_fallback)):
+        if _FORBIDDEN_CHARS.search(template):
+            raise BuildError(f"{field} {template!r}: contains a control character or line break")
+    try:
+        settings.issue.greeting.format(name="Ada")
+    except (KeyError, IndexError, ValueError, AttributeError) as err:
+        raise BuildError(
+            f"issue.greeting {settings.issue.greeting!r}: not a template with only {{name}} in it ({err!r})"
+        ) from err
+    for part, body in (("HTML", rendered.html), ("text", rendered.text)):
+        if TOKEN_PLACEHOLDER not in body:
+            raise BuildError(f"issue {day}: the {part} part has no unsubscribe link (no {TOKEN_PLACEHOLDER})")
+        if _LINE_SENTINEL in body:
+            raise BuildError(f"issue {day}: the {part} part contains the reserved word {_LINE_SENTINEL}")
+
+
+def _list_id(settings: Settings) -> str:
+    name = settings.newsletter.name
+    if name.isascii() and re.search(r'[()<>@,;:\\".\[\]]', name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{settings.sender.list_id}>"
+
+
+def _list_unsubscribe(settings: Settings, token: str) -> str:
+    base = settings.newsletter.base_url.rstrip("/")
+    links = [f"<{base}/u/{token}>"]
+    if settings.sender.unsubscribe_mailto:
+        links.append(f"<mailto:{settings.sender.unsubscribe_mailto}?subject=unsubscribe-{token}>")
+    return ", ".join(links)
+
+
+def _boundary(rendered: RenderedIssue) -> str:
+    # "=_" never occurs in quoted-printable text, so this boundary is safe whatever the parts hold;
+    # fixed per issue so a message written twice is the same bytes.
+    digest = hashlib.sha256((rendered.text + "\0" + rendered.html).encode("utf-8", "surrogatepass"))
+    return "=_nl." + digest.hexdigest()[:24]
+
+
+def _compose(
+    rendered: RenderedIssue, settings: Settings, date_header: datetime,
+    *, to: str, msgid: str, token: str, text: str, markup: str,
+) -> bytes:
+    """Return the serialized message; both paths go through here."""
+    if date_header.tzinfo is None or date_header.utcoffset() is None:
+        raise BuildError(f"issue {rendered.issue.day}: the Date {date_header.isoformat()} has no time zone")
+    msg = EmailMessage(policy=_BUILD_POLICY)
+    msg["From"] = settings.sender.from_address
+    msg.set_raw("To", to)  # already encoded and folded: see _mailbox
+    msg["Subject"] = rendered.issue.subject
+    msg["Date"] = format_datetime(date_header)
+    msg["Message-ID"] = msgid
+    if settings.sender.reply_to:
+        msg["Reply-To"] = settings.sender.reply_to
+    msg["MIME-Version"] = "1.0"
+    msg["List-Id"] = _list_id(settings)
+    msg["List-Unsubscribe"] = _list_unsubscribe(settings, token)
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["Precedence"] = "bulk"
+    msg["Auto-Submitted"] = "auto-generated"
+    try:
+        msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+        msg.add_alternative(markup, subtype="html", charset="utf-8", cte="quoted-printable")
+    except UnicodeEncodeError as err:
+        raise BuildError(f"issue {rendered.issue.day}: the text cannot be encoded as UTF-8: {err}") from err
+    for part in msg.iter_parts():
+        del part["MIME-Version"]  # add_alternative puts one on the part; it belongs on the top only
+    msg.set_boundary(_boundary(rendered))
+    raw = msg.as_bytes(policy=WIRE_POLICY)
+    _check_list_unsubscribe(rendered, raw)
+    return raw
+
+
+def _check_list_unsubscribe(rendered: RenderedIssue, raw: bytes) -> None:
+    head = raw[: raw.find(b"\r\n\r\n") + 2]
+    match = re.search(rb"^List-Unsubscribe: (.*)\r\n(?![ \t])", head, re.MULTILINE)
+    if match is None or b"=?" in match[0] or not match[1].startswith(b"<https://"):
+        raise BuildError(
+            f"issue {rendered.issue.day}: List-Unsubscribe would not be written as plain URLs "
+            "(newsletter.base_url or sender.unsubscribe_mailto too long or not ASCII)"
+        )
+
+
+def build_reference(
+    rendered: RenderedIssue, subscriber: Subscriber, settings: Settings, key: bytes,
+    date_header: datetime, *, signer: Callable[[bytes], bytes] = sign,
+) -> bytes:
+    """Return one subscriber's message built with EmailMessage: slow, and the oracle of the fast path."""
+    _check_settings(rendered, settings)
+    name = _subscriber_name(subscriber)
+    address = _validated_ascii_address(subscriber.email)
+    token = unsubscribe_token(key, subscriber.id, settings.sender.list_id)
+    text_values, html_values = _personal_values(name, token, settings)
+    raw = _compose(
+        rendered, settings, date_header,
+        to=_mailbox(name, address),
+        msgid=message_id(rendered.issue.day, subscriber.id, settings.sender_domain),
+        token=token,
+        text=_fill(rendered.text, text_values),
+        markup=_fill(rendered.html, html_values),
+    )
+    return signer(raw)
+
+
+# --- the fast path -------------------------------------------------------------------------------
+
+def _qp_line(line: str) -> bytes:
+    """Encode one body line as the email package does inside a whole body, CRLF included."""
+    encoded = quoprimime.body_encode(line.encode("utf-8").decode("latin-1") + "\n", _QP_LINE_LENGTH)
+    return encoded.replace("\n", "\r\n").encode("ascii")
+
+
+def _split_lines(body: str, start: int) -> tuple[str, list[str]]:
+    """Return BODY with each line holding a placeholder replaced by a numbered sentinel, and those lines."""
+    kept, personal = [], []
+    # Split as the email package does before encoding: bytes.splitlines (CR, LF, CRLF only).
+    for line in body.encode("utf-8", "surrogatepass").splitlines():
+        text = line.decode("utf-8", "surrogatepass")
+        if _PLACEHOLDER_RE.search(text):
+            kept.append(f"{_LINE_SENTINEL}{start + len(personal)}X")
+            personal.append(text)
+        else:
+            kept.append(text)
+    return "\n".join(kept), personal
+
+
+class MessageTemplate:
+    """One issue's message, pre-encoded, with slots where each subscriber's values go."""
+
+    def __init__(
+        self, day: date, settings: Settings, key: bytes, segments: tuple[bytes, ...],
+        slots: tuple[tuple[str, int], ...], lines: tuple[str, ...], signer: Callable[[bytes], bytes] = sign,
+    ) -> None:
+        self.day = day
+        self.settings = settings
+        self.key = key
+        self.segments = segments  # static bytes, one more than the slots
+        self.slots = slots        # ("to"|"msgid"|"token", 0) or ("text"|"html", index into lines)
+        self.lines = lines        # the source body lines that hold placeholders
+        self.signer = signer
+
+    def __repr__(self) -> str:  # not the segments (100+ KB) nor the key (secret)
+        return f"MessageTemplate(day={self.day}, {len(self.slots)} slots, {sum(map(len, self.segments))} bytes)"
+
+    @classmethod
+    def build(
+        cls, rendered: RenderedIssue, settings: Settings, key: bytes, date_header: datetime,
+        *, signer: Callable[[bytes], bytes] = sign,
+    ) -> MessageTemplate:
+        """Build the issue's message once with sentinels and cut it into static segments."""
+        day = rendered.issue.day
+        _check_settings(rendered, settings)
+        unsubscribe_token(key, 0, settings.sender.list_id)  # refuses an empty key now, not per subscriber
+        text, text_lines = _split_lines(rendered.text, 0)
+        markup, html_lines = _split_lines(rendered.html, len(text_lines))
+        raw = _compose(
+            rendered, settings, date_header,
+            to=_TO_SENTINEL, msgid=_MSGID_SENTINEL, token=TOKEN_PLACEHOLDER,
+            text=text, markup=markup,
+        )
+        segments, slots, seen = [], [], []
+        last = 0
+        for match in _SLOT_RE.finditer(raw):
+            segments.append(raw[last:match.start()])
+            last = match.end()
+            found = match[0]
+            if found.startswith(b"To: "):
+                slots.append(("to", 0))
+            elif found.startswith(b"Message-ID: "):
+                slots.append(("msgid", 0))
+            elif found == TOKEN_PLACEHOLDER.encode():
+                slots.append(("token", 0))
+            else:
+                index = int(match[1])
+                slots.append(("text" if index < len(text_lines) else "html", index))
+                seen.append(index)
+        segments.append(raw[last:])
+
+        expected_tokens = 2 if settings.sender.unsubscribe_mailto else 1
+        problems = []
+        if slots.count(("to", 0)) != 1 or slots.count(("msgid", 0)) != 1:
+            problems.append("the To or Message-ID sentinel is not there exactly once")
+        if slots.count(("token", 0)) != expected_tokens:
+            problems.append(f"the token sentinel is in the headers {slots.count(('token', 0))} times, "
+                            f"not {expected_tokens}")
+        if sorted(seen) != list(range(len(text_lines) + len(html_lines))):
+            problems.append("a personal body line was split or lost by the encoder")
+        static = b"".join(segments)
+        if leftover := [s.decode() for s in _LEFTOVERS if s in static]:
+            problems.append(f"{', '.join(leftover)} left outside the slots (a placeholder in a header?)")
+        if not raw.isascii():
+            problems.append("the message is not 7-bit")
+        if any(len(line) > _MAX_LINE for line in raw.split(b"\r\n")):
+            problems.append(f"a line is longer than {_MAX_LINE} octets")
+        if problems:
+            raise BuildError(f"issue {day}: cannot make the message template: " + "; ".join(problems))
+
+        logger.debug("issue %s: template of %d bytes, %d personal lines", day, len(raw), len(seen))
+        return cls(
+            day=day, settings=settings, key=key, segments=tuple(segments), slots=tuple(slots),
+            lines=tuple(text_lines + html_lines), signer=signer,
+        )
+
+    def personalize(self, subscriber: Subscriber) -> bytes:
+        """Return SUBSCRIBER's message: the reference's bytes, spliced instead of rebuilt."""
+        settings = self.settings
+        name = _subscriber_name(subscriber)
+        address = ascii_address(subscriber.email)
+        token = unsubscribe_token(self.key, subscriber.id, settings.sender.list_id)
+        text_values, html_values = _personal_values(name, token, settings)
+        token_bytes = token.encode("ascii")
+        segments = self.segments
+        out = [segments[0]]
+        for (kind, index), segment in zip(self.slots, segments[1:]):
+            if kind == "token":
+                out.append(token_bytes)
+            elif kind == "text":
+                out.append(_qp_line(_fill(self.lines[index], text_values)))
+            elif kind == "html":
+                out.append(_qp_line(_fill(self.lines[index], html_values)))
+            elif kind == "to":
+                out.append(b"To: " + _mailbox(name, address).encode("ascii") + b"\r\n")
+            else:
+                mid = message_id(self.day, subscriber.id, settings.sender_domain)
+                out.append(b"Message-ID: " + mid.encode("ascii") + b"\r\n")
+            out.append(segment)
+        return self.signer(b"".join(out))
+
+
+__all__ = [
+    "MessageTemplate", "WIRE_POLICY", "ascii_address", "build_reference", "check_header_value",
+    "message_id", "personal_html", "public_html", "sign", "unsubscribe_token", "verify_token",
+]
