@@ -73,6 +73,7 @@ def body_text(message: email.message.EmailMessage) -> str:
 
 
 def stop_after_first_batch() -> tuple[threading.Event, callable]:
+    """A stop asked for once the first batch is recorded; the batch already staged is finished too."""
     stop = threading.Event()
 
     def progress(done: int, total: int) -> None:
@@ -145,7 +146,7 @@ def test_subscriber_added_after_the_snapshot_gets_the_next_issue_not_this_one(se
     first = add_subscribers(conn, 5)
     stop, progress = stop_after_first_batch()
     stopped = send_issue(conn, settings, make_rendered(), stop=stop, progress=progress)
-    assert stopped.stopped and stopped.written == 2 and stopped.status == "sending"
+    assert stopped.stopped and stopped.written == 4 and stopped.status == "sending"
     late = add_subscribers(conn, 1, start=99)
 
     send_issue(conn, settings, make_rendered())
@@ -156,20 +157,20 @@ def test_subscriber_added_after_the_snapshot_gets_the_next_issue_not_this_one(se
 
 
 def test_unsubscribing_between_snapshot_and_claim_is_honoured(settings, conn) -> None:
-    active = add_subscribers(conn, 5)
+    active = add_subscribers(conn, 7)
     stop, progress = stop_after_first_batch()
     send_issue(conn, settings, make_rendered(), stop=stop, progress=progress)
-    set_subscriber_status(conn, active[4], "unsubscribed")
+    set_subscriber_status(conn, active[6], "unsubscribed")
 
     report = send_issue(conn, settings, make_rendered())
 
-    assert sorted(parsed_outbox(settings)) == sorted(active[:4])
+    assert sorted(parsed_outbox(settings)) == sorted(active[:6])
     assert report.skipped == 1 and report.written == 2 and report.status == "done"
-    assert issue_status(conn, DAY).counts == {**{s: 0 for s in ledger.STATES}, "sent": 4, "skipped": 1}
+    assert issue_status(conn, DAY).counts == {**{s: 0 for s in ledger.STATES}, "sent": 6, "skipped": 1}
 
 
 def test_every_message_of_an_issue_carries_the_date_it_was_frozen_with(settings, conn) -> None:
-    add_subscribers(conn, 4)
+    add_subscribers(conn, 6)
     stop, progress = stop_after_first_batch()
     send_issue(conn, settings, make_rendered(), stop=stop, progress=progress,
                now=datetime(2026, 11, 26, 5, 0, tzinfo=timezone.utc))
@@ -188,9 +189,9 @@ def report_dir(settings: Settings, day: date = DAY) -> Path:
 
 def interrupted_batch(settings: Settings, conn: sqlite3.Connection) -> tuple[list[str], list[ledger.Claimed]]:
     """Leave the ledger as a send killed mid-batch would: some rows sent, the next batch claimed."""
-    active = add_subscribers(conn, 7)
+    active = add_subscribers(conn, 9)
     stop, progress = stop_after_first_batch()
-    send_issue(conn, settings, make_rendered(), stop=stop, progress=progress)
+    send_issue(conn, settings, make_rendered(), stop=stop, progress=progress)  # 4 written
     frozen = ledger.frozen_issue(conn, DAY)
     claim = ledger.claim_batch(conn, DAY, 3, sha256=frozen.sha256, now=store.now_iso())
     return active, list(claim.rows)
@@ -209,10 +210,10 @@ def test_recovery_counts_a_claimed_row_whose_file_is_in_new_as_sent_and_does_not
 
     assert maildir_path(settings, "new", written).read_bytes() == marker
     assert report.recovery.sent == 1 and report.recovery.released == 2
-    assert report.written == 7 - 2 - 1  # all but the first batch and the recovered row
+    assert report.written == 9 - 4 - 1  # all but the two batches before the stop and the recovered row
     files = list(report_dir(settings).iterdir())
-    assert len(files) == 7
-    assert issue_status(conn, DAY).counts["sent"] == 7
+    assert len(files) == 9
+    assert issue_status(conn, DAY).counts["sent"] == 9
 
 
 def test_recovery_removes_a_file_left_only_in_tmp_and_writes_that_row_again(settings, conn) -> None:
@@ -245,7 +246,7 @@ def test_recovery_writes_claimed_rows_that_have_no_file(settings, conn) -> None:
 
 
 def test_a_changed_issue_is_refused_mid_send_and_rebuild_sends_it_only_to_the_rest(settings, conn) -> None:
-    active = add_subscribers(conn, 5)
+    active = add_subscribers(conn, 7)
     stop, progress = stop_after_first_batch()
     send_issue(conn, settings, make_rendered(), stop=stop, progress=progress)
     changed = make_rendered(words="Correction: the talks were postponed.")
@@ -253,22 +254,22 @@ def test_a_changed_issue_is_refused_mid_send_and_rebuild_sends_it_only_to_the_re
     with pytest.raises(IssueChangedError) as refused:
         send_issue(conn, settings, changed)
     assert str(refused.value) == (
-        "2026-11-26: the issue changed since sending started (2 of 5 written); "
+        "2026-11-26: the issue changed since sending started (4 of 7 written); "
         "rerun with --rebuild to send the new version to the 3 not yet written"
     )
-    assert len(list(report_dir(settings).iterdir())) == 2
+    assert len(list(report_dir(settings).iterdir())) == 4
 
     report = send_issue(conn, settings, changed, rebuild=True)
 
-    assert report.rebuilt and report.earlier_version == 2 and report.written == 3
+    assert report.rebuilt and report.earlier_version == 4 and report.written == 3
     bodies = {to: body_text(m) for to, m in parsed_outbox(settings).items()}
     assert sorted(bodies) == sorted(active)
     assert sum("Correction" in b for b in bodies.values()) == 3
-    assert sum("talks resumed" in b for b in bodies.values()) == 2
+    assert sum("talks resumed" in b for b in bodies.values()) == 4
 
 
 def test_the_same_content_carries_on_with_the_frozen_version(settings, conn) -> None:
-    add_subscribers(conn, 4)
+    add_subscribers(conn, 6)
     stop, progress = stop_after_first_batch()
     send_issue(conn, settings, make_rendered(), stop=stop, progress=progress)
     # same html and text, a different subject string: the frozen subject is kept
@@ -339,12 +340,12 @@ def test_send_command_refuses_a_changed_issue_until_rebuild(project, runner: Cli
 
     refused = runner.invoke(app, ["--project", str(project), "send", "--date", day])
     assert refused.exit_code == 1
-    assert (f"Error: {day}: the issue changed since sending started (1 of 3 written); "
-            "rerun with --rebuild to send the new version to the 2 not yet written") in refused.output
+    assert (f"Error: {day}: the issue changed since sending started (2 of 3 written); "
+            "rerun with --rebuild to send the new version to the 1 not yet written") in refused.output
 
     rebuilt = runner.invoke(app, ["--project", str(project), "send", "--date", day, "--rebuild"])
     assert rebuilt.exit_code == 0, rebuilt.output
-    assert "1 already had the earlier version; the new version went to the 2 written now" in rebuilt.output
+    assert "2 already had the earlier version; the new version went to the 1 written now" in rebuilt.output
     assert len(list((project / "outbox" / day / "mail" / "new").iterdir())) == 3
 
 
@@ -360,7 +361,7 @@ def test_send_command_on_an_empty_day_sends_nothing(project, runner: CliRunner) 
 
 
 def test_status_command_counts_deliveries_per_state_as_text_and_json(settings, conn, runner) -> None:
-    active = add_subscribers(conn, 5)
+    active = add_subscribers(conn, 7)
     project = str(settings.root)
     not_started = runner.invoke(app, ["--project", project, "status", "--date", "2026-11-26"])
     assert not_started.exit_code == 0
@@ -373,13 +374,13 @@ def test_status_command_counts_deliveries_per_state_as_text_and_json(settings, c
     assert text.exit_code == 0, text.output
     lines = [line.split() for line in text.output.splitlines()]
     assert text.output.startswith("2026-11-26: sending, issue No. 7: MDB November 26: Talks resume")
-    assert ["sent", "2"] in lines and ["pending", "3"] in lines and ["total", "5"] in lines
+    assert ["sent", "4"] in lines and ["pending", "3"] in lines and ["total", "7"] in lines
 
-    set_subscriber_status(conn, active[2], "unsubscribed")
+    set_subscriber_status(conn, active[6], "unsubscribed")
     send_issue(conn, settings, make_rendered())
     as_json = runner.invoke(app, ["--project", project, "status", "--date", "2026-11-26", "--format", "json"])
     assert as_json.exit_code == 0, as_json.output
     data = json.loads(as_json.output)
-    assert data["state"] == "done" and data["number"] == 7 and data["total"] == 5
-    assert data["deliveries"]["sent"] == 4 and data["deliveries"]["skipped"] == 1
+    assert data["state"] == "done" and data["number"] == 7 and data["total"] == 7
+    assert data["deliveries"]["sent"] == 6 and data["deliveries"]["skipped"] == 1
     assert data["deliveries"]["pending"] == 0

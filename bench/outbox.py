@@ -1,0 +1,254 @@
+"""Benchmark the outbox send against the disk's limit and the EmailMessage reference path.
+
+    python bench/outbox.py --subscribers 100000 --runs 3
+    python bench/outbox.py --subscribers 100000 --compare-memory
+
+Makes a temporary project with a realistic issue (15 articles of about 600 words) and N
+subscribers, runs the real `send_issue`, and prints messages/s, MB/s and peak memory next to two
+references measured in the same run: the same number of bytes written by `dd conv=fdatasync`
+(the disk's limit) and `messages.build_reference` on a sample of subscribers. Ratios are what to
+read: they hold on a noisy machine. Figures are medians over the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+DAY = date(2026, 11, 26)
+WORDS = (
+    "ministers interceptor guarantees treaty inspection uranium enrichment facility delegation "
+    "agreement sanctions missile launch warhead verification protocol council regional security "
+    "defense officials reported statement according spokesman negotiations program nuclear "
+    "biological chemical agency satellite imagery border exercise talks envoy parliament budget "
+    "the of and to in a that for on with as by at from said would after before during while"
+).split()
+NON_ASCII_NAMES = ("Zoë Ångström", "José Núñez", "Łukasz Żółć", "Ærøskøbing Ødegaard", "Søren Kierk")
+
+
+def make_project(root: Path, subscribers: int, seed: int = 7) -> Path:
+    """Create a project in ROOT with DAY's 15 articles and SUBSCRIBERS active subscribers."""
+    from newsletter import store
+    from newsletter.project import init_project
+
+    project = init_project(root / "project", "The Benchmark Bulletin", "TBB", DAY.isoformat(), "November 26")
+    rng = random.Random(seed)
+    day_dir = project / "articles" / DAY.isoformat()
+    shutil.rmtree(day_dir)
+    day_dir.mkdir(parents=True)
+    for n in range(15):
+        paragraphs = []
+        for _ in range(6):
+            sentences = []
+            for _ in range(5):
+                words = rng.choices(WORDS, k=20)
+                sentences.append(" ".join(words).capitalize() + ".")
+            paragraphs.append(" ".join(sentences) + " (Interfax, November 25)")
+        (day_dir / f"article-{n:02d}.md").write_text(textwrap.dedent(f"""\
+            ---
+            title: Article {n + 1} on regional security talks
+            section: {"News" if n % 2 else "Analysis"}
+            summary: One sentence about article {n + 1}.
+            sources: ["Interfax, November 25", "Wire, November 24"]
+            ---
+            """) + "\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    conn = store.connect(project / "subscribers" / "newsletter.db")
+    now = store.now_iso()
+    with store.write(conn):
+        rows = (
+            (f"reader{i}@example.org", f"reader{i}@example.org",
+             f"{NON_ASCII_NAMES[i % len(NON_ASCII_NAMES)]} {i}" if i % 10 == 0 else f"Reader {i}",
+             "active", now, now)
+            for i in range(subscribers)
+        )
+        conn.executemany(
+            "INSERT INTO subscribers (email, email_key, name, status, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)", rows)
+    conn.close()
+    return project
+
+
+def dd_seconds(folder: Path, nbytes: int) -> float:
+    """Time `dd conv=fdatasync` writing NBYTES (rounded up to 1 MiB) into one file in FOLDER."""
+    target = folder / "dd.bin"
+    count = max(1, -(-nbytes // (1 << 20)))
+    started = time.perf_counter()
+    subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={count}", "conv=fdatasync"],
+                   check=True, capture_output=True)
+    seconds = time.perf_counter() - started
+    target.unlink()
+    return seconds
+
+
+def reference_rate(settings, rendered, sample: int) -> float:
+    """Messages per second of the EmailMessage reference path (encode only) on SAMPLE subscribers."""
+    from newsletter import messages
+    from newsletter.models import Subscriber
+    from newsletter.settings import secret_key
+
+    key = secret_key(settings)
+    when = datetime(2026, 11, 26, 5, 0, tzinfo=timezone.utc)
+    people = [Subscriber(i + 1, f"reader{i}@example.org", f"reader{i}@example.org",
+                         f"{NON_ASCII_NAMES[i % 5]} {i}" if i % 10 == 0 else f"Reader {i}", "active", "", "")
+              for i in range(sample)]
+    started = time.perf_counter()
+    for person in people:
+        messages.build_reference(rendered, person, settings, key, when)
+    return sample / (time.perf_counter() - started)
+
+
+def reset(conn, project: Path) -> None:
+    """Forget the previous run: its ledger rows and its outbox."""
+    from newsletter import store
+
+    with store.write(conn):
+        conn.execute("DELETE FROM deliveries")
+        conn.execute("DELETE FROM issues")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.rmtree(project / "outbox" / DAY.isoformat(), ignore_errors=True)
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(args: argparse.Namespace) -> dict:
+    from newsletter import store
+    from newsletter.delivery import send_issue
+    from newsletter.pipeline import prepare_issue
+    from newsletter.settings import load_settings
+
+    base = Path(tempfile.mkdtemp(prefix="outbox-bench-", dir=args.dir))
+    try:
+        project = make_project(base, args.subscribers)
+        settings = load_settings(project)
+        if args.batch_size:
+            settings = settings.replace("delivery", batch_size=args.batch_size)
+        rendered = prepare_issue(settings, DAY).rendered
+        conn = store.connect(settings.database_path)
+        before_send_mb = rss_mb()
+        sends, dds = [], []
+        for number in range(args.runs):
+            if number:
+                reset(conn, project)
+            os.sync()
+            if args.trace:
+                import tracemalloc
+
+                tracemalloc.start()
+            started = time.perf_counter()
+            report = send_issue(conn, settings, rendered, sync=args.sync)
+            seconds = time.perf_counter() - started
+            traced = 0
+            if args.trace:
+                traced = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            assert report.written == args.subscribers, report
+            sends.append({"seconds": seconds, "nbytes": report.nbytes, "traced": traced})
+            if not args.no_dd:
+                dds.append(dd_seconds(base, report.nbytes))
+        reference = reference_rate(settings, rendered, args.reference_sample)
+        conn.close()
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    n = args.subscribers
+    send_s = statistics.median(s["seconds"] for s in sends)
+    nbytes = sends[0]["nbytes"]
+    result = {
+        "subscribers": n,
+        "runs": args.runs,
+        "message_kb": nbytes / n / 1000,
+        "send_seconds": [round(s["seconds"], 3) for s in sends],
+        "messages_per_s": n / send_s,
+        "mb_per_s": nbytes / send_s / 1e6,
+        "peak_rss_mb": rss_mb(),
+        "rss_before_send_mb": before_send_mb,
+        "traced_peak_mb": max(s["traced"] for s in sends) / 1e6,
+        "reference_messages_per_s": reference,
+    }
+    if dds:
+        dd_s = statistics.median(dds)
+        result.update({
+            "dd_seconds": [round(s, 3) for s in dds],
+            "dd_messages_per_s": n / dd_s,
+            "dd_mb_per_s": nbytes / dd_s / 1e6,
+            "ratio_to_disk": (n / send_s) / (n / dd_s),
+        })
+    result["ratio_to_reference"] = result["messages_per_s"] / reference
+    return result
+
+
+def show(result: dict) -> None:
+    n = result["subscribers"]
+    print(f"{n:,} subscribers, {result['message_kb']:.0f} KB per message, median of {result['runs']} run(s)")
+    print(f"  outbox send     {result['messages_per_s']:>9,.0f} messages/s  {result['mb_per_s']:>7,.0f} MB/s"
+          f"   runs: {result['send_seconds']} s")
+    if "dd_messages_per_s" in result:
+        print(f"  dd fdatasync    {result['dd_messages_per_s']:>9,.0f} messages/s  {result['dd_mb_per_s']:>7,.0f} MB/s"
+              f"   runs: {result['dd_seconds']} s")
+        print(f"  ratio to the disk's limit   {result['ratio_to_disk']:.0%}   (target >= 50%)")
+    print(f"  reference path  {result['reference_messages_per_s']:>9,.0f} messages/s  (EmailMessage, encode only)")
+    print(f"  ratio to the reference      {result['ratio_to_reference']:.0f}x  (target >= 30x)")
+    print(f"  peak RSS {result['peak_rss_mb']:.0f} MB (before the send {result['rss_before_send_mb']:.0f} MB)"
+          + (f", traced Python peak during the send {result['traced_peak_mb']:.1f} MB"
+             if result["traced_peak_mb"] else ""))
+
+
+def compare_memory(args: argparse.Namespace) -> None:
+    """Run 1,000 and N subscribers in fresh processes; compare their peak memory."""
+    figures = {}
+    for count in (1000, args.subscribers):
+        command = [sys.executable, __file__, "--subscribers", str(count), "--runs", "1", "--no-dd", "--json",
+                   "--reference-sample", "20", "--trace"]
+        if args.dir:
+            command += ["--dir", args.dir]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        figures[count] = json.loads(output.splitlines()[-1])
+    small, large = figures[1000], figures[args.subscribers]
+    print(f"peak RSS: {small['peak_rss_mb']:.0f} MB at 1,000, {large['peak_rss_mb']:.0f} MB at "
+          f"{args.subscribers:,}: ratio {large['peak_rss_mb'] / small['peak_rss_mb']:.2f} (target <= 1.5)")
+    print(f"traced Python peak during the send: {small['traced_peak_mb']:.1f} MB at 1,000, "
+          f"{large['traced_peak_mb']:.1f} MB at {args.subscribers:,}: "
+          f"ratio {large['traced_peak_mb'] / small['traced_peak_mb']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3, help="send runs (the median is reported)")
+    parser.add_argument("--batch-size", type=int, default=0, help="override [delivery] batch_size")
+    parser.add_argument("--sync", choices=("auto", "syncfs", "fsync"), default="auto")
+    parser.add_argument("--reference-sample", type=int, default=200)
+    parser.add_argument("--dir", default=None, help="where the temporary project goes (default: $TMPDIR)")
+    parser.add_argument("--no-dd", action="store_true", help="skip the dd reference")
+    parser.add_argument("--trace", action="store_true", help="trace Python allocations (slower)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary project")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
+    parser.add_argument("--compare-memory", action="store_true",
+                        help="run 1,000 and --subscribers in fresh processes and compare peak memory")
+    args = parser.parse_args()
+    if args.compare_memory:
+        compare_memory(args)
+        return
+    result = run(args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        show(result)
+
+
+if __name__ == "__main__":
+    main()
