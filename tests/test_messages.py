@@ -11,6 +11,7 @@ from email.header import decode_header, make_header
 from email.utils import getaddresses
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, assume, given, settings as hsettings, strategies as st
 
 from newsletter.errors import BuildError, HeaderError
@@ -94,9 +95,11 @@ def realistic_issue(subject: str | None = None) -> RenderedIssue:
         ]
     text_lines += [
         "Dear " + NAME_PLACEHOLDER + ", to stop receiving this bulletin:",
+        f"name = {NAME_PLACEHOLDER} ",  # '=' and a trailing space on a short personal line
         f"{BASE}/u/{TOKEN_PLACEHOLDER}",
     ]
     html_lines += [
+        f'<b class="n">{NAME_PLACEHOLDER}</b>\t',
         f'<p>Sent to {NAME_PLACEHOLDER}. <a href="{BASE}/u/{TOKEN_PLACEHOLDER}"',
         'style="color:#555555;">Unsubscribe</a></p></body></html>',
     ]
@@ -145,9 +148,9 @@ names = st.one_of(
     st.just(""),
     st.from_regex(r"[A-Z][a-z]{1,10}( [A-Z][a-z'-]{1,12}){0,2}", fullmatch=True),
     st.text(safe_chars, max_size=40),
-    st.text(st.sampled_from(list('abZ "\',\\().<>@;:[]éüß“”😀Ω漢\u00a0')), min_size=60, max_size=200),
+    st.text(st.sampled_from(list('abZ "\',\\().<>@;:[]=éüß“”😀Ω漢\u00a0')), min_size=60, max_size=200),
     st.sampled_from([
-        'Smith, John', 'O\'Brien "Bo"', 'back\\slash', 'J. R. R. Tolkien', "Zoë Ünal", "  padded  ",
+        'Smith, John', 'O\'Brien "Bo"', "A=B", "x" * 80, 'back\\slash', 'J. R. R. Tolkien', "Zoë Ünal", "  padded  ",
         GREETING_PLACEHOLDER, f"{NAME_PLACEHOLDER} {TOKEN_PLACEHOLDER}", "<b>Tom & Jerry</b>",
     ]),
 ).filter(lambda name: not re.search(r"=\?.*\?=", name, re.DOTALL))
@@ -273,8 +276,10 @@ def test_preview_html_is_the_html_part_and_archive_html_is_nobodys(settings, tem
 
 def test_token_round_trip_and_shape():
     token = unsubscribe_token(KEY, 42, "ssb.newsletter.example.org")
-    assert re.fullmatch(r"[a-z0-9._-]+", token) and token.startswith("42.")
+    assert re.fullmatch(r"42\.[0-9a-f]{32}", token)
     assert verify_token(KEY, token, "ssb.newsletter.example.org") == 42
+    # a mail system that upper-cases the mailto subject does not break it
+    assert verify_token(KEY, token.upper(), "ssb.newsletter.example.org") == 42
 
 
 def test_tokens_differ_per_subscriber_key_and_list():
@@ -283,17 +288,16 @@ def test_tokens_differ_per_subscriber_key_and_list():
     assert verify_token(b"another key", token, "a.example.org") is None
     assert verify_token(KEY, token, "b.example.org") is None
     assert verify_token(KEY, "43." + token.split(".")[1], "a.example.org") is None  # another id
-    assert verify_token(KEY, token.upper(), "a.example.org") is None
     assert verify_token(KEY, "042." + token.split(".")[1], "a.example.org") is None
     assert verify_token(KEY, token + "\n", "a.example.org") is None
     assert verify_token(b"", token, "a.example.org") is None
 
 
-@given(position=st.integers(min_value=0), char=st.sampled_from("abcdefghijklmnopqrstuvwxyz234567"))
+@given(position=st.integers(min_value=0), char=st.sampled_from("0123456789abcdef.x"))
 def test_a_token_with_one_character_changed_is_refused(position, char):
     token = unsubscribe_token(KEY, 42, "a.example.org")
     position %= len(token)
-    assume(token[position] != char)
+    assume(token[position].lower() != char)
     changed = token[:position] + char + token[position + 1:]
     assert verify_token(KEY, changed, "a.example.org") is None
 
@@ -339,6 +343,22 @@ def test_injected_name_is_refused_naming_the_name(settings, template, bad):
         template.personalize(person)
     with pytest.raises(HeaderError, match="subscriber 9 name"):
         build_reference(ISSUE, person, settings, KEY, SENT_AT)
+
+
+@hsettings(max_examples=300)
+@given(
+    local=st.from_regex(r"[A-Za-z0-9_+-]{1,70}(\.[A-Za-z0-9_+-]{1,10}){0,2}", fullmatch=True),
+    domain=st.from_regex(r"([a-zA-Z0-9-]{1,12}\.){1,3}[a-zA-Z0-9-]{1,8}|[a-z]+\.(test|invalid)|b\u00fccher\.de",
+                         fullmatch=True),
+)
+def test_recipient_address_agrees_with_email_validator(local, domain):
+    try:
+        expected = validate_email(f"{local}@{domain}", check_deliverability=False).ascii_email
+    except EmailNotValidError:
+        with pytest.raises(HeaderError):
+            ascii_address(f"{local}@{domain}")
+    else:
+        assert ascii_address(f"{local}@{domain}") == expected
 
 
 def test_non_ascii_local_part_needs_smtputf8(settings, template):
