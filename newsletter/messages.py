@@ -232,12 +232,27 @@ def personal_html(rendered: RenderedIssue, subscriber: Subscriber, settings: Set
     return _fill(rendered.html, markup)
 
 
+def personal_text(rendered: RenderedIssue, subscriber: Subscriber, settings: Settings, key: bytes) -> str:
+    """Return the text part one subscriber receives (for the preview)."""
+    token = unsubscribe_token(key, subscriber.id, settings.sender.list_id)
+    plain, _ = _personal_values(_subscriber_name(subscriber), token, settings)
+    return _fill(rendered.text, plain)
+
+
 def public_html(rendered: RenderedIssue, settings: Settings) -> str:
     """Return the HTML for the archive: the fallback greeting and no one's token."""
+    return _fill(_public_unsubscribe(rendered.html, settings), _personal_values("", "", settings)[1])
+
+
+def public_text(rendered: RenderedIssue, settings: Settings) -> str:
+    """Return the text part for the archive: the fallback greeting and no one's token."""
+    return _fill(_public_unsubscribe(rendered.text, settings), _personal_values("", "", settings)[0])
+
+
+def _public_unsubscribe(page: str, settings: Settings) -> str:
+    # nobody's token: the public copy's unsubscribe link goes to the site's unsubscribe page
     base = settings.newsletter.base_url.rstrip("/")
-    page = rendered.html.replace(f"{base}/u/{TOKEN_PLACEHOLDER}", f"{base}/unsubscribe/")
-    _, markup = _personal_values("", "", settings)
-    return _fill(page, markup)
+    return page.replace(f"{base}/u/{TOKEN_PLACEHOLDER}", f"{base}/unsubscribe/")
 
 
 def _encoded_words(text: str) -> list[str]:

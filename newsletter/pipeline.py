@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
-from newsletter.models import RenderedIssue
-from newsletter.settings import Settings
+from newsletter.files import write_atomic
+from newsletter.models import RenderedIssue, Subscriber
+from newsletter.settings import Settings, secret_key
 
 
 @dataclass(frozen=True)
@@ -41,3 +43,29 @@ def prepare_issue(settings: Settings, day: date) -> PreparedIssue:
     rendered = renderer.render_issue(issue, settings, env)
     warnings = tuple(issue.warnings) + tuple(renderer.size_warnings(rendered.html))
     return PreparedIssue(day, rendered, count, warnings)
+
+
+def write_public_copy(settings: Settings, rendered: RenderedIssue) -> tuple[Path, Path]:
+    """Write outbox/DAY/issue.html and issue.txt: the issue as anyone may see it, no personal data."""
+    from newsletter import messages
+
+    folder = settings.outbox_dir / rendered.issue.day.isoformat()
+    html = write_atomic(folder, "issue.html", messages.public_html(rendered, settings).encode("utf-8"))
+    text = write_atomic(folder, "issue.txt", messages.public_text(rendered, settings).encode("utf-8"))
+    return html, text
+
+
+def write_preview(
+    settings: Settings, rendered: RenderedIssue, subscriber: Subscriber | None
+) -> tuple[Path, str]:
+    """Write the preview HTML (one subscriber's copy, or the public one); return its path and the text part."""
+    from newsletter import messages
+
+    folder = settings.outbox_dir / rendered.issue.day.isoformat()
+    if subscriber is None:
+        html_path, _ = write_public_copy(settings, rendered)
+        return html_path, messages.public_text(rendered, settings)
+    key = secret_key(settings)
+    html = messages.personal_html(rendered, subscriber, settings, key)
+    path = write_atomic(folder, f"preview-{subscriber.id}.html", html.encode("utf-8"))
+    return path, messages.personal_text(rendered, subscriber, settings, key)
