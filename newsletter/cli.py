@@ -344,14 +344,26 @@ def build(
     typer.echo(f"Wrote {_shown(html_path)} and {_shown(text_path)}")
 
 
+class ScreenshotWidth(str, enum.Enum):
+    w375 = "375"
+    w600 = "600"
+    w800 = "800"
+
+
 @app.command()
 def preview(
     day: Optional[str] = typer.Option(None, "--date", "-d", help="The issue's day, YYYY-MM-DD (default: today)."),
     subscriber: Optional[str] = typer.Option(None, "--subscriber", "-s", help="Show this subscriber's own copy."),
     text: bool = typer.Option(False, "--text", help="Print the plain-text part instead of opening the HTML."),
     open_browser: bool = typer.Option(True, "--open/--no-open", help="Open the HTML in the default browser."),
+    screenshot: Optional[Path] = typer.Option(
+        None, "--screenshot", help="Write a PNG picture of the issue to this file (needs chromium) instead of opening it.",
+        dir_okay=False,
+    ),
+    width: ScreenshotWidth = typer.Option(ScreenshotWidth.w600, "--width", help="Screenshot width in pixels."),
+    dark: bool = typer.Option(False, "--dark", help="Screenshot in dark mode (prefers-color-scheme: dark)."),
 ) -> None:
-    """Build the day's issue and open it in a browser (or print the text part)."""
+    """Build the day's issue and open it in a browser (or print the text part, or take a screenshot)."""
     from newsletter.pipeline import write_preview
 
     prepared = _prepare(parse_day(day))
@@ -372,6 +384,18 @@ def preview(
         fail(err)
     if text:
         typer.echo(text_body, nl=False)
+        return
+    if screenshot is not None:
+        from newsletter.browser import screenshot as take_screenshot
+
+        try:
+            shot_width, shot_height = take_screenshot(
+                html_path.read_text(encoding="utf-8"), screenshot, width=int(width.value), dark=dark
+            )
+        except NewsletterError as err:
+            fail(err)
+        typer.echo(f"Wrote {_shown(screenshot.resolve())} ({shot_width}×{shot_height} px, "
+                   f"{'dark' if dark else 'light'} mode)")
         return
     if open_browser:
         import webbrowser
@@ -525,6 +549,32 @@ def status_command(
         if count:
             typer.echo(f"  {name:<10} {count:>8,}")
     typer.echo(f"  {'total':<10} {state.total:>8,}")
+
+
+# ----------------------------------------------------------------------------- check
+
+
+@app.command("check")
+def check_command(
+    day: Optional[str] = typer.Option(None, "--date", "-d", help="The issue's day, YYYY-MM-DD (default: today)."),
+    format: StatusFormat = typer.Option(StatusFormat.text, "--format", "-f", help="text, or json for machines."),
+) -> None:
+    """Check the day's issue and a sample message against the email rules; exit 1 on any error."""
+    from newsletter.check import check_issue, format_report
+
+    when = parse_day(day)
+    try:
+        report = check_issue(settings(), when)
+    except NewsletterError as err:
+        fail(err)
+    if format is StatusFormat.json:
+        import json
+
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        typer.echo(format_report(report))
+    if report.errors:
+        raise typer.Exit(1)
 
 
 def main() -> None:
