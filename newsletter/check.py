@@ -222,6 +222,7 @@ class _Checker:
     rendered: RenderedIssue
     findings: list[Finding] = field(default_factory=list)
     html_bytes: int | None = None
+    _bad_layout: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     @property
     def issue(self) -> Issue:
@@ -346,6 +347,7 @@ class _Checker:
                 if (name, value) not in seen:
                     seen.add((name, value))
                     self._layout_property(name, value, f"<{element.tag}>")
+        self._report_layout()
 
     def _layout_property(self, name: str, value: str, where_found: str) -> None:
         name, value = name.lower(), " ".join(value.lower().replace("!important", "").split())
@@ -356,9 +358,17 @@ class _Checker:
             or _LAYOUT_PROPERTIES.match(name)
         )
         if bad:
-            self.error(8, f"{name}: {value} on {where_found}: many mail clients (Outlook, Gmail apps) ignore "
-                          "flex, grid, float and position; lay out with tables",
-                       self._templates.blame(f"{name}:{value}", f"{name}: {value}", value, name))
+            where = self._templates.blame(f"{name}:{value}", f"{name}: {value}", value, name)
+            found = self._bad_layout.setdefault(where, [])
+            if f"{name}: {value}" not in (f for f, _ in found):
+                found.append((f"{name}: {value}", where_found))
+
+    def _report_layout(self) -> None:
+        for where, found in self._bad_layout.items():
+            listed = ", ".join(f"{declaration} (on {element})" for declaration, element in found[:4])
+            more = f" and {len(found) - 4} more" if len(found) > 4 else ""
+            self.error(8, f"layout by flex, grid, float or position: {listed}{more}; Outlook and the Gmail "
+                          "apps ignore these, so the columns fall apart: lay out with tables", where)
 
     # rule 13
     def _forbidden(self, doc) -> None:
@@ -479,13 +489,13 @@ class _Checker:
                 self.warn(11, f"the link to {href[:80]!r} has no text (screen readers read the address)",
                           self._where_url(href) or self._templates.blame(href))
         unsubscribe_url = f"{self.settings.newsletter.base_url.rstrip('/')}/u/{TOKEN_PLACEHOLDER}"
-        layout = self._templates.blame("unsubscribe", "<body")
+        layout = self._templates.blame("unsubscribe_url", "<body")
         if not unsubscribe:
             self.error(12, "the HTML part has no unsubscribe link (a link to {{ unsubscribe_url }}): "
                            "Gmail and Yahoo require one in the body", layout)
         if unsubscribe_url not in self.rendered.text:
             self.error(12, "the text part has no unsubscribe link ({{ unsubscribe_url }})",
-                       self._templates.blame("unsubscribe_url", "Unsubscribe"))
+                       self._templates.blame("footer", "{% include", text_part=True))
         if not view:
             self.warn(12, "no \"view in browser\" link to the issue's archive page ({{ view_url }})", layout)
 
@@ -514,11 +524,11 @@ class _Checker:
             else:
                 self.error(None, f"the {part} shows template syntax {snippet!r} to the reader: a template "
                                  "left it unrendered (a raw block, or a variable in a string)",
-                           self._templates.blame(snippet, snippet[:2]))
+                           self._templates.blame(snippet, snippet[:2], text_part=part == "text part"))
         for word in sorted(set(_LEFTOVER_WORDS.findall(text))):
             self.error(None, f"the {part} still holds the placeholder {word} after personalizing: a template "
                              "puts it where the message builder does not replace it",
-                       self._templates.blame(word, "{{ greeting", "unsubscribe_url"))
+                       self._templates.blame(word, "{{ greeting", "unsubscribe_url", text_part=part == "text part"))
 
     def _sections(self) -> None:
         for section in self.issue.sections:
@@ -538,7 +548,7 @@ class _Checker:
                     self.warn(None, f"cross-reference ({ref.text}) points at {ref.day.isoformat()}, which has "
                                     "no issue: the link leads to a missing archive page", where)
             for source in item.sources:
-                problem = _citation_problem(source)
+                problem = citation_problem(source)
                 if problem:
                     self.warn(None, f"citation {source!r} {problem}", where)
             plain = html_lib.unescape(re.sub(r"<[^>]*>", " ", item.body_html))
@@ -547,7 +557,7 @@ class _Checker:
                 inner = " ".join(match[1].split())
                 if inner in cited or inner.lower().startswith("see "):
                     continue
-                problem = _citation_problem(inner)
+                problem = citation_problem(inner)
                 if problem:
                     self.warn(None, f"({inner}) looks like a citation but {problem}", where)
 
@@ -691,17 +701,17 @@ class _TemplateSources:
             path = Path(filename).resolve()
             own = path.is_relative_to(project)
             shown = _display(settings, path) if own else f"{name} (built-in template)"
-            sources.append((not own, shown, source.lower()))
-        self.sources = [(shown, text) for _, shown, text in sorted(sources, key=lambda s: s[0])]
+            sources.append((not own, shown, name.endswith(".txt.j2"), source.lower()))
+        self.sources = [s[1:] for s in sorted(sources, key=lambda s: s[0])]
 
-    def blame(self, *needles: str) -> str:
-        """Return the first template holding one of NEEDLES (tried in order), or ""."""
+    def blame(self, *needles: str, text_part: bool = False) -> str:
+        """Return the first template of the HTML (or text) part holding one of NEEDLES, tried in order."""
         for needle in needles:
             needle = needle.lower().strip()
             if not needle:
                 continue
-            for shown, text in self.sources:
-                if needle in text:
+            for shown, is_text, source in self.sources:
+                if is_text == text_part and needle in source:
                     return shown
         return ""
 
@@ -761,7 +771,7 @@ def _decoded_parts(raw: bytes) -> dict[str, str]:
     return {p.get_content_type(): p.get_content() for p in parts if p.get_content_maintype() == "text"}
 
 
-def _citation_problem(text: str) -> str:
+def citation_problem(text: str) -> str:
     """Return what is wrong with a citation such as 'Interfax, June 2', or "" if it is well formed."""
     from newsletter.builder import MONTHS
 
@@ -782,4 +792,4 @@ def _citation_problem(text: str) -> str:
     return ""
 
 
-__all__ = ["CheckReport", "Finding", "SAMPLE_SUBSCRIBER", "check_issue", "check_rendered", "format_report"]
+__all__ = ["CheckReport", "Finding", "SAMPLE_SUBSCRIBER", "check_issue", "citation_problem", "check_rendered", "format_report"]
