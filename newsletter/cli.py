@@ -223,7 +223,7 @@ def subscribers_count() -> None:
 
 @subscribers_app.command("list")
 def subscribers_list(
-    status: Optional[str] = typer.Option(None, "--status", help="Only this status: active, unsubscribed or bounced."),
+    status: Optional[str] = typer.Option(None, "--status", help="Only this status: active, unsubscribed, bounced or pending."),
     search: Optional[str] = typer.Option(None, "--search", help="Only addresses or names containing this text."),
     format: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
 ) -> None:
@@ -291,7 +291,7 @@ def _echo_lines(title: str, items: list, limit: int = 20) -> None:
 def subscribers_export(
     file: Optional[str] = typer.Argument(None, help="Where to write; - or nothing for standard output."),
     format: ExportFormat = typer.Option(ExportFormat.csv, "--format", "-f", help="csv (spreadsheet-safe) or json."),
-    status: Optional[str] = typer.Option(None, "--status", help="Only this status: active, unsubscribed or bounced."),
+    status: Optional[str] = typer.Option(None, "--status", help="Only this status: active, unsubscribed, bounced or pending."),
 ) -> None:
     """Export the list as CSV (which `import` reads back) or JSON."""
     from newsletter import subscribers as subscribers_module
@@ -362,10 +362,17 @@ def preview(
     ),
     width: ScreenshotWidth = typer.Option(ScreenshotWidth.w600, "--width", help="Screenshot width in pixels."),
     dark: bool = typer.Option(False, "--dark", help="Screenshot in dark mode (prefers-color-scheme: dark)."),
+    serve: bool = typer.Option(
+        False, "--serve", help="Serve a live preview on 127.0.0.1 that rebuilds and reloads when a file changes."
+    ),
+    port: int = typer.Option(8008, "--port", help="The live preview's port (with --serve).", min=1, max=65535),
 ) -> None:
     """Build the day's issue and open it in a browser (or print the text part, or take a screenshot)."""
     from newsletter.pipeline import write_preview
 
+    if serve:
+        _serve_preview(parse_day(day), port, open_browser)
+        return
     prepared = _prepare(parse_day(day))
     if prepared.rendered is None:
         typer.echo(prepared.skipped_reason)
@@ -404,6 +411,63 @@ def preview(
         typer.echo(f"Opened {_shown(html_path)}")
     else:
         typer.echo(str(html_path))
+
+
+def _serve_preview(when: date, port: int, open_browser: bool) -> None:
+    """Run the live preview of WHEN's issue on 127.0.0.1:PORT until Ctrl-C."""
+    from newsletter.web.preview import serve_preview
+
+    url = f"http://127.0.0.1:{port}/"
+    typer.echo(f"Live preview of {when} at {url} (rebuilds when an article or template is saved; Ctrl-C stops)")
+    if open_browser:
+        import threading
+        import webbrowser
+
+        threading.Timer(1.0, webbrowser.open, (url,)).start()
+    serve_preview(settings(), when, port)
+
+
+@app.command("archive")
+def archive_command(
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="The site's folder (default: outbox/site).", file_okay=False,
+    ),
+) -> None:
+    """Write the archive of every sent issue as a static site: index, issue pages, Atom feed."""
+    from newsletter import archive
+
+    config = settings()
+    target = out or config.outbox_dir / "site"
+    try:
+        report = archive.build_site(store(), config, target, datetime.now().astimezone())
+    except NewsletterError as err:
+        fail(err)
+    typer.echo(f"Archive of {report.issues:,} issue{'' if report.issues == 1 else 's'} in {_shown(target.resolve())}/ "
+               f"({report.written:,} file{'' if report.written == 1 else 's'} written, {report.unchanged:,} unchanged)")
+    typer.echo("Copy that folder to any static host, or run `newsletter serve` to serve it with sign-up and unsubscribe")
+
+
+@app.command("serve")
+def serve_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on (put a reverse proxy with HTTPS in front)."),
+    port: int = typer.Option(8080, "--port", help="The port to listen on.", min=1, max=65535),
+) -> None:
+    """Serve the archive, one-click unsubscribe and sign-up with confirmation (rebuilds the archive first)."""
+    from newsletter import archive
+    from newsletter.web.app import serve
+
+    config = settings()
+    site = config.outbox_dir / "site"
+    try:
+        report = archive.build_site(store(), config, site, datetime.now().astimezone())
+    except NewsletterError as err:
+        fail(err)
+    typer.echo(f"Archive of {report.issues:,} issue{'' if report.issues == 1 else 's'} in {_shown(site.resolve())}/")
+    typer.echo(f"Serving http://{host}:{port}/ (Ctrl-C stops); links in emails point at {config.newsletter.base_url}/")
+    try:
+        serve(config, site, host=host, port=port)
+    except NewsletterError as err:
+        fail(err)
 
 
 def _shown(path: Path) -> str:

@@ -14,7 +14,7 @@ GREETING_PLACEHOLDER = "NLXGREETINGX"
 TOKEN_PLACEHOLDER = "NLXUNSUBSCRIBETOKENX"
 PLACEHOLDERS = (NAME_PLACEHOLDER, GREETING_PLACEHOLDER, TOKEN_PLACEHOLDER)
 
-STATUSES = ("active", "unsubscribed", "bounced")
+STATUSES = ("active", "unsubscribed", "bounced", "pending")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,32 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX deliveries_state ON deliveries (issue_day, state);
     """,
+    # 3: web sign-up: the `pending` status (SQLite cannot change a CHECK: rebuild the table, ids
+    # kept), and the log of sign-up requests that bounds confirmation messages per address and IP
+    """
+    CREATE TABLE subscribers_v3 (
+        id          INTEGER PRIMARY KEY,
+        email       TEXT NOT NULL,
+        email_key   TEXT NOT NULL UNIQUE,
+        name        TEXT NOT NULL DEFAULT '',
+        status      TEXT NOT NULL CHECK (status IN ('active', 'unsubscribed', 'bounced', 'pending')),
+        topics      TEXT NOT NULL DEFAULT '',
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    INSERT INTO subscribers_v3 (id, email, email_key, name, status, topics, created_at, updated_at)
+        SELECT id, email, email_key, name, status, topics, created_at, updated_at FROM subscribers;
+    DROP TABLE subscribers;
+    ALTER TABLE subscribers_v3 RENAME TO subscribers;
+    CREATE INDEX subscribers_status ON subscribers (status, id);
+    CREATE TABLE signup_requests (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL CHECK (kind IN ('address', 'ip')),
+        key         TEXT NOT NULL,
+        at          TEXT NOT NULL
+    );
+    CREATE INDEX signup_requests_key ON signup_requests (kind, key, at);
+    """,
 )
 
 

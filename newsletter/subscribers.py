@@ -32,7 +32,8 @@ from newsletter.models import Subscriber
 logger = logging.getLogger(__name__)
 
 ACTIVE, UNSUBSCRIBED, BOUNCED = "active", "unsubscribed", "bounced"
-STATUSES: tuple[str, ...] = (ACTIVE, UNSUBSCRIBED, BOUNCED)
+PENDING = "pending"  # signed up on the web, not yet confirmed: receives no issue
+STATUSES: tuple[str, ...] = (ACTIVE, UNSUBSCRIBED, BOUNCED, PENDING)
 EXPORT_COLUMNS: tuple[str, ...] = ("email", "name", "status", "created_at", "updated_at")
 MAX_NAME_LENGTH = 200
 SHOWN_PROBLEMS = 10  # invalid lines listed in an ImportFileError before "… and N more"
@@ -185,6 +186,12 @@ def get(conn: sqlite3.Connection, email: str) -> Subscriber:
     return _require(conn, email)
 
 
+def get_id(conn: sqlite3.Connection, subscriber_id: int) -> Subscriber | None:
+    """Return the subscriber with SUBSCRIBER_ID, or None if there is none (erased)."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM subscribers WHERE id = ?", (subscriber_id,)).fetchone()
+    return Subscriber(**dict(row)) if row else None
+
+
 def add(conn: sqlite3.Connection, email: str, name: str = "", resubscribe: bool = False) -> AddResult:
     """Add EMAIL; an address already there is left alone, and a former subscriber needs RESUBSCRIBE."""
     normalized, key = normalize_email(email)
@@ -201,6 +208,13 @@ def add(conn: sqlite3.Connection, email: str, name: str = "", resubscribe: bool 
             return AddResult(_row(conn, key), "added")  # type: ignore[arg-type]
         if existing.status == ACTIVE:
             return AddResult(existing, "unchanged")
+        if existing.status == PENDING:
+            # the editors add it by hand: that is the confirmation the web sign-up waits for
+            conn.execute(
+                "UPDATE subscribers SET status = ?, name = ?, updated_at = ? WHERE id = ?",
+                (ACTIVE, name or existing.name, store.now_iso(), existing.id),
+            )
+            return AddResult(_row(conn, key), "added")  # type: ignore[arg-type]
         if not resubscribe:
             raise SubscriberError(
                 f"{existing.email} is {existing.status}; if they asked to join again, "
@@ -226,8 +240,8 @@ def _change_status(conn: sqlite3.Connection, email: str, status: str, only_from:
 
 
 def unsubscribe(conn: sqlite3.Connection, email: str) -> StatusChange:
-    """Unsubscribe EMAIL (an active subscriber); a bounced or unsubscribed one stays as it is."""
-    return _change_status(conn, email, UNSUBSCRIBED, only_from=(ACTIVE,))
+    """Unsubscribe EMAIL (an active or pending subscriber); a bounced or unsubscribed one stays as it is."""
+    return _change_status(conn, email, UNSUBSCRIBED, only_from=(ACTIVE, PENDING))
 
 
 def resubscribe(conn: sqlite3.Connection, email: str) -> StatusChange:
@@ -249,6 +263,53 @@ def set_status(conn: sqlite3.Connection, subscriber_id: int, status: str) -> boo
             (status, store.now_iso(), subscriber_id),
         )
         return True
+
+
+def _change_status_by_id(
+    conn: sqlite3.Connection, subscriber_id: int, status: str, only_from: tuple[str, ...]
+) -> StatusChange | None:
+    with _writing(conn, f"subscriber {subscriber_id}"):
+        row = conn.execute(f"SELECT {_COLUMNS} FROM subscribers WHERE id = ?", (subscriber_id,)).fetchone()
+        if row is None:
+            return None
+        subscriber = Subscriber(**dict(row))
+        if subscriber.status in only_from:
+            conn.execute(
+                "UPDATE subscribers SET status = ?, updated_at = ? WHERE id = ?",
+                (status, store.now_iso(), subscriber_id),
+            )
+            return StatusChange(_row(conn, subscriber.email_key), subscriber.status)  # type: ignore[arg-type]
+        return StatusChange(subscriber, subscriber.status)
+
+
+def unsubscribe_id(conn: sqlite3.Connection, subscriber_id: int) -> StatusChange | None:
+    """Unsubscribe the subscriber with SUBSCRIBER_ID (an unsubscribe link); None if they were erased."""
+    return _change_status_by_id(conn, subscriber_id, UNSUBSCRIBED, only_from=(ACTIVE, PENDING))
+
+
+def confirm_id(conn: sqlite3.Connection, subscriber_id: int) -> StatusChange | None:
+    """Make the pending subscriber SUBSCRIBER_ID active (a confirmed sign-up); None if they were erased."""
+    return _change_status_by_id(conn, subscriber_id, ACTIVE, only_from=(PENDING,))
+
+
+def sign_up(conn: sqlite3.Connection, email: str) -> AddResult:
+    """Record EMAIL as pending (a web sign-up); an address already on the list is left as it is.
+
+    The outcome is "pending" for a new address, "unchanged" otherwise: the caller sends a
+    confirmation only when the subscriber is pending, whatever the outcome.
+    """
+    normalized, key = normalize_email(email)
+    with _writing(conn, normalized):
+        existing = _row(conn, key)
+        if existing is not None:
+            return AddResult(existing, "unchanged")
+        now = store.now_iso()
+        conn.execute(
+            "INSERT INTO subscribers (email, email_key, name, status, created_at, updated_at)"
+            " VALUES (?, ?, '', ?, ?, ?)",
+            (normalized, key, PENDING, now, now),
+        )
+        return AddResult(_row(conn, key), "pending")  # type: ignore[arg-type]
 
 
 def remove(conn: sqlite3.Connection, email: str) -> Subscriber:
@@ -430,6 +491,7 @@ _STATUS_WORDS = {
     "opt out": UNSUBSCRIBED, "unsubscribed by admin": UNSUBSCRIBED,
     # Mailchimp "cleans" addresses that bounce hard
     "bounced": BOUNCED, "bounce": BOUNCED, "hard bounce": BOUNCED, "cleaned": BOUNCED,
+    "pending": PENDING, "unconfirmed": PENDING,
 }
 _TRUE = ("true", "yes", "y", "1", "t")
 _FALSE = ("false", "no", "n", "0", "f")
@@ -538,9 +600,9 @@ def _row_status(layout: _Layout, cells: list[str]) -> str | None:
 
 
 def _strongest(statuses: Iterable[str | None]) -> str | None:
-    """Combine what several sources say: bounced beats unsubscribed beats active beats nothing."""
+    """Combine what several sources say: bounced beats unsubscribed beats active beats pending beats nothing."""
     said = set(statuses)
-    for status in (BOUNCED, UNSUBSCRIBED, ACTIVE):
+    for status in (BOUNCED, UNSUBSCRIBED, ACTIVE, PENDING):
         if status in said:
             return status
     return None
@@ -695,8 +757,10 @@ def _plan(
         if current["email"] != row.email:
             report.merged.append(MergedRow(row.line, row.email, f"the list entry {current['email']}"))
         status, kept = current["status"], False
-        if row.status in (UNSUBSCRIBED, BOUNCED) and current["status"] == ACTIVE:
+        if row.status in (UNSUBSCRIBED, BOUNCED) and current["status"] in (ACTIVE, PENDING):
             status = row.status  # the person asked to leave (or bounced) elsewhere: that wins
+        elif row.status in (None, ACTIVE) and current["status"] == PENDING:
+            status = ACTIVE  # the editors import it: that is the confirmation the sign-up waits for
         elif row.status in (None, ACTIVE) and current["status"] != ACTIVE:
             if resubscribe:
                 status = ACTIVE

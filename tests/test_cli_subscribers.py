@@ -107,6 +107,7 @@ def test_count_shows_each_status_and_the_total(run):
         "active               2\n"
         "unsubscribed         1\n"
         "bounced              0\n"
+        "pending              0\n"
         "total                3\n"
     )
 
@@ -133,7 +134,7 @@ def test_list_as_a_table_csv_and_json(run):
 def test_list_refuses_an_unknown_status(run):
     result = run("list", "--status", "gone")
     assert result.exit_code == 1
-    assert result.stderr == "Error: status: 'gone' is not one of active, unsubscribed, bounced\n"
+    assert result.stderr == "Error: status: 'gone' is not one of active, unsubscribed, bounced, pending\n"
 
 
 def test_import_prints_the_summary(run):

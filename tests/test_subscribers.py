@@ -60,7 +60,7 @@ def test_adding_an_address_again_in_another_case_changes_nothing(conn):
     again = subscribers.add(conn, "ADA@EXAMPLE.com", name="Someone Else")
     assert again.outcome == "unchanged" and not again.changed
     assert again.subscriber == first.subscriber
-    assert subscribers.count_by_status(conn) == {"active": 1, "unsubscribed": 0, "bounced": 0}
+    assert subscribers.count_by_status(conn) == {"active": 1, "unsubscribed": 0, "bounced": 0, "pending": 0}
 
 
 def test_plus_tags_and_dots_make_different_subscribers(conn):
@@ -133,8 +133,8 @@ def test_unsubscribe_leaves_a_bounced_address_bounced(conn):
 def test_set_status_checks_the_status_and_the_id(conn):
     person = subscribers.add(conn, "ada@example.com").subscriber
     assert not subscribers.set_status(conn, person.id, "active")
-    with pytest.raises(SubscriberError, match="^status: 'pending' is not one of active, unsubscribed, bounced$"):
-        subscribers.set_status(conn, person.id, "pending")
+    with pytest.raises(SubscriberError, match="^status: 'paused' is not one of active, unsubscribed, bounced, pending$"):
+        subscribers.set_status(conn, person.id, "paused")
     with pytest.raises(SubscriberError, match="^subscriber 999 does not exist$"):
         subscribers.set_status(conn, 999, "bounced")
 
@@ -185,7 +185,7 @@ def test_count_by_status_counts_every_status(conn):
         subscribers.add(conn, f"p{i}@example.com")
     subscribers.unsubscribe(conn, "p1@example.com")
     subscribers.set_status(conn, subscribers.get(conn, "p2@example.com").id, "bounced")
-    assert subscribers.count_by_status(conn) == {"active": 3, "unsubscribed": 1, "bounced": 1}
+    assert subscribers.count_by_status(conn) == {"active": 3, "unsubscribed": 1, "bounced": 1, "pending": 0}
 
 
 def test_iter_subscribers_streams_in_keyset_batches(conn):
@@ -279,8 +279,8 @@ def test_import_maps_a_status_column(conn, tmp_path):
 
 
 def test_import_refuses_a_status_it_does_not_know(conn, tmp_path):
-    path = write(tmp_path, "email,status\na@example.com,pending\n")
-    with pytest.raises(ImportFileError, match="line 2: status: 'pending' is not a status the importer knows"):
+    path = write(tmp_path, "email,status\na@example.com,paused\n")
+    with pytest.raises(ImportFileError, match="line 2: status: 'paused' is not a status the importer knows"):
         subscribers.import_file(conn, path)
 
 
@@ -756,5 +756,5 @@ def test_two_processes_change_the_list_at_once_without_losing_updates(tmp_path):
             assert person.status == ("unsubscribed" if i % 3 == 0 else "active"), person
     assert subscribers.get(conn, "shared@example.com").status == "active"
     # 2 × 60 added one by one, 2 × 6 files × 25 imported, and the shared address
-    assert subscribers.count_by_status(conn) == {"active": 2 * 40 + 2 * 150 + 1, "unsubscribed": 2 * 20, "bounced": 0}
+    assert subscribers.count_by_status(conn) == {"active": 2 * 40 + 2 * 150 + 1, "unsubscribed": 2 * 20, "bounced": 0, "pending": 0}
     conn.close()

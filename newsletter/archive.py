@@ -1,0 +1,294 @@
+"""The static archive: every sent issue as a web page, an index by month, and an Atom feed.
+
+The pages come from the frozen renders in the ledger's `issues` table (what subscribers got),
+through `messages.public_html`: the fallback greeting and nobody's token. Links to the site
+(`{base_url}/archive/YYYY/MM/DD/`, `{base_url}/unsubscribe/`) become relative, so the site works on
+any static host, under any path, and from `newsletter serve`; the feed keeps them absolute.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+
+import jinja2
+
+from newsletter.builder import MONTHS, long_date
+from newsletter.errors import BuildError, NewsletterError
+from newsletter.files import write_atomic
+from newsletter.models import Issue, RenderedIssue
+from newsletter.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+FEED_ENTRIES = 20  # the feed carries the full content of this many latest issues
+ATOM = "http://www.w3.org/2005/Atom"
+
+_BODY = re.compile(r"<body\b[^>]*>(.*)</body>", re.DOTALL | re.IGNORECASE)
+_STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
+_PREHEADER = re.compile(r'<div class="pre"[^>]*>.*?</div>\s*', re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Headline:
+    anchor: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ArchivedIssue:
+    """One sent issue as the archive shows it: public HTML, its headlines, when it was frozen."""
+
+    day: date
+    number: int
+    subject: str
+    html: str
+    headlines: tuple[Headline, ...]
+    updated: str  # ISO 8601 with offset: when the issue was frozen for sending
+
+    @property
+    def path(self) -> str:
+        """The issue's folder in the site, as cross-references spell it."""
+        return f"archive/{self.day:%Y/%m/%d}/"
+
+    @property
+    def long_date(self) -> str:
+        return long_date(self.day)
+
+
+@dataclass(frozen=True)
+class SiteReport:
+    """What `build_site` did: the folder, the issues in it, the files written and left as they were."""
+
+    out: Path
+    issues: int
+    written: int
+    unchanged: int
+
+
+class _Headlines(HTMLParser):
+    """Collect the `<h2 id=…>` headings of an issue (one per article)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[Headline] = []
+        self._anchor: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "h2":
+            self._anchor = dict(attrs).get("id") or ""
+            self._text = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h2" and self._anchor is not None:
+            text = " ".join("".join(self._text).split())
+            if self._anchor and text:
+                self.found.append(Headline(self._anchor, text))
+            self._anchor = None
+
+    def handle_data(self, data: str) -> None:
+        if self._anchor is not None:
+            self._text.append(data)
+
+
+def headlines(html: str) -> tuple[Headline, ...]:
+    """Return the article headlines of an issue's HTML with their anchors."""
+    parser = _Headlines()
+    parser.feed(html)
+    parser.close()
+    return tuple(parser.found)
+
+
+def archived_issues(conn: sqlite3.Connection, settings: Settings) -> list[ArchivedIssue]:
+    """Return every sent issue, newest first (notices of days without an issue are left out)."""
+    from newsletter import messages
+
+    issues = []
+    for row in conn.execute(
+        "SELECT day, number, subject, html, text, created_at FROM issues WHERE number > 0 ORDER BY day DESC"
+    ):
+        day = date.fromisoformat(row["day"])
+        shell = Issue(day=day, number=row["number"], subject=row["subject"], preheader="", sections=(),
+                      archive_url="")
+        public = messages.public_html(RenderedIssue(shell, row["html"], row["text"]), settings)
+        issues.append(ArchivedIssue(day, row["number"], row["subject"], public, headlines(public),
+                                    _rfc3339(row["created_at"])))
+    return issues
+
+
+def _rfc3339(stamp: str) -> str:
+    moment = datetime.fromisoformat(stamp)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.isoformat(timespec="seconds")
+
+
+def _relative_links(html: str, base_url: str, depth: int) -> str:
+    """Point links to the site (`{base_url}/…`) at the same page relative to a page DEPTH folders deep."""
+    base = base_url.rstrip("/")
+    up = "../" * depth
+
+    def relative(match: re.Match[str]) -> str:
+        rest = match[2]
+        return f'{match[1]}"{up + rest if up or rest else "./"}"'
+
+    return re.sub(r'(\bhref=)"' + re.escape(base) + r'/([^"]*)"', relative, html)
+
+
+def email_body(html: str) -> str:
+    """Return what is inside the email's <body>, without the hidden preheader."""
+    found = _BODY.search(html)
+    if found is None:
+        raise BuildError("the issue's HTML has no <body>")
+    return _PREHEADER.sub("", found[1], count=1).strip()
+
+
+def _page_context(settings: Settings, root: str, title: str) -> dict:
+    sender = settings.sender
+    return {
+        "language": settings.newsletter.language,
+        "site_name": settings.newsletter.name,
+        "tagline": settings.newsletter.tagline,
+        "postal_address": sender.postal_address,
+        "root": root,
+        "title": title,
+        "feed_url": f"{root}feed.xml",
+        "main_class": "",
+        "extra_style": "",
+        "script": "",
+    }
+
+
+def render_page(env: jinja2.Environment, name: str, settings: Settings, root: str, title: str, **values) -> str:
+    """Render the web template NAME (under templates/web/) with the site's common values."""
+    from newsletter.renderer import _render
+
+    context = _page_context(settings, root, title)
+    context.update(values)
+    return _render(env, f"web/{name}", context)
+
+
+def issue_page(env: jinja2.Environment, settings: Settings, issue: ArchivedIssue,
+               previous: ArchivedIssue | None = None, next_: ArchivedIssue | None = None) -> str:
+    """Render one issue's archive page (four folders deep: archive/YYYY/MM/DD/)."""
+    root = "../../../../"
+    body = _relative_links(email_body(issue.html), settings.newsletter.base_url, 4)
+    styles = "\n".join(_STYLE.findall(issue.html))
+
+    def link(other: ArchivedIssue | None) -> dict | None:
+        return None if other is None else {
+            "href": root + other.path, "number": other.number, "long_date": other.long_date,
+        }
+
+    return render_page(env, "issue.html.j2", settings, root, issue.subject, content=body,
+                       extra_style=styles, main_class="issue-page",
+                       previous=link(previous), next=link(next_))
+
+
+def index_page(env: jinja2.Environment, settings: Settings, issues: list[ArchivedIssue]) -> str:
+    """Render the front page: the subscribe form and every issue by month, newest first."""
+    months: list[dict] = []
+    for issue in issues:
+        name = f"{MONTHS[issue.day.month - 1]} {issue.day.year}"
+        if not months or months[-1]["name"] != name:
+            months.append({"name": name, "issues": []})
+        months[-1]["issues"].append({
+            "href": issue.path, "number": issue.number, "long_date": issue.long_date,
+            "headlines": issue.headlines,
+        })
+    return render_page(env, "index.html.j2", settings, "./", settings.newsletter.name, months=months)
+
+
+def unsubscribe_page(env: jinja2.Environment, settings: Settings) -> str:
+    """Render the page the public copy's Unsubscribe link opens: each email has a personal link."""
+    contact = settings.sender.reply_to or settings.sender.unsubscribe_mailto
+    return render_page(env, "unsubscribe.html.j2", settings, "../", f"Unsubscribe: {settings.newsletter.name}",
+                       contact=contact)
+
+
+def atom_feed(settings: Settings, issues: list[ArchivedIssue], now: datetime, limit: int = FEED_ENTRIES) -> bytes:
+    """Return the Atom feed (RFC 4287) of the latest LIMIT issues with their full content."""
+    base = settings.newsletter.base_url.rstrip("/")
+    ET.register_namespace("", ATOM)
+
+    def add(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+        element = ET.SubElement(parent, f"{{{ATOM}}}{tag}", attrs)
+        if text is not None:
+            element.text = text
+        return element
+
+    latest = issues[:limit]
+    feed = ET.Element(f"{{{ATOM}}}feed", {"xml:lang": settings.newsletter.language})
+    add(feed, "id", f"{base}/")
+    add(feed, "title", settings.newsletter.name)
+    add(feed, "subtitle", settings.newsletter.tagline)
+    add(feed, "updated", max((i.updated for i in latest), default=now.astimezone(timezone.utc)
+                             .isoformat(timespec="seconds")))
+    add(feed, "link", rel="self", type="application/atom+xml", href=f"{base}/feed.xml")
+    add(feed, "link", rel="alternate", type="text/html", href=f"{base}/")
+    author = add(feed, "author")
+    add(author, "name", settings.newsletter.name)
+    for issue in latest:
+        url = f"{base}/{issue.path}"
+        entry = add(feed, "entry")
+        add(entry, "id", url)
+        add(entry, "title", issue.subject)
+        add(entry, "updated", issue.updated)
+        add(entry, "published", issue.updated)
+        add(entry, "link", rel="alternate", type="text/html", href=url)
+        if issue.headlines:
+            add(entry, "summary", "; ".join(h.text for h in issue.headlines))
+        add(entry, "content", email_body(issue.html), type="html")
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(feed, encoding="utf-8", xml_declaration=False) + b"\n"
+
+
+def _write(out: Path, relative: str, data: bytes, counts: list[int]) -> None:
+    """Write a file of the site unless it already holds DATA (a rebuild rewrites only what changed)."""
+    target = out / relative
+    try:
+        if target.read_bytes() == data:
+            counts[1] += 1
+            return
+    except OSError:
+        pass
+    write_atomic(out, relative, data)
+    counts[0] += 1
+
+
+def build_site(conn: sqlite3.Connection, settings: Settings, out: Path, now: datetime,
+               env: jinja2.Environment | None = None) -> SiteReport:
+    """Write the archive of every sent issue into OUT: index, one page per issue, feed, unsubscribe page."""
+    from newsletter.renderer import make_environment
+
+    env = env or make_environment(settings)
+    try:
+        issues = archived_issues(conn, settings)
+    except sqlite3.Error as err:
+        raise NewsletterError(f"{settings.database_path}: cannot read the sent issues: {err}") from err
+    counts = [0, 0]
+    for position, issue in enumerate(issues):
+        older = issues[position + 1] if position + 1 < len(issues) else None
+        newer = issues[position - 1] if position > 0 else None
+        try:
+            page = issue_page(env, settings, issue, previous=older, next_=newer)
+        except BuildError as err:
+            raise BuildError(f"issue {issue.day}: {err}") from err
+        _write(out, f"{issue.path}index.html", page.encode("utf-8"), counts)
+    _write(out, "index.html", index_page(env, settings, issues).encode("utf-8"), counts)
+    _write(out, "unsubscribe/index.html", unsubscribe_page(env, settings).encode("utf-8"), counts)
+    _write(out, "feed.xml", atom_feed(settings, issues, now), counts)
+    logger.info("archive: %d issues in %s (%d files written)", len(issues), out, counts[0])
+    return SiteReport(out, len(issues), counts[0], counts[1])
+
+
+__all__ = [
+    "ArchivedIssue", "Headline", "SiteReport", "archived_issues", "atom_feed", "build_site",
+    "email_body", "headlines", "index_page", "issue_page", "render_page", "unsubscribe_page",
+]

@@ -1,0 +1,301 @@
+"""The web application of `newsletter serve` (Starlette, run by uvicorn): the archive and the list's endpoints.
+
+- `GET /u/TOKEN` shows which address the link unsubscribes, with one button; a GET changes nothing
+  (mail scanners follow links). `POST /u/TOKEN` with `List-Unsubscribe=One-Click` (RFC 8058, as
+  Gmail and Yahoo send it, or the page's button) unsubscribes at once: 200, no login, cookie or
+  redirect. A token this project did not make answers 400 and changes nothing.
+- `POST /subscribe` records a new address as pending and mails it a confirmation link;
+  `GET /confirm/TOKEN` shows a button, its POST makes the subscriber active. The page says the same
+  whatever the address's status.
+- Everything else is the static archive (`newsletter archive`), served from its folder.
+
+Bodies are bounded (FORM_LIMIT, 413 above); sign-ups are bounded per address and per client
+(web/signup.py). The database work runs in the thread pool, one connection per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from newsletter import archive, messages, store, subscribers
+from newsletter.delivery.single import send_single
+from newsletter.errors import NewsletterError
+from newsletter.settings import Settings, secret_key
+from newsletter.web import signup
+
+logger = logging.getLogger(__name__)
+
+FORM_LIMIT = 8 * 1024  # bytes of a form body; the forms here hold one short field
+ONE_CLICK = "One-Click"
+
+_HEADINGS = {
+    400: "This link or request is not valid",
+    404: "Page not found",
+    405: "Method not allowed",
+    413: "Request too large",
+    415: "Unsupported form",
+    429: "Too many requests",
+    500: "Something went wrong",
+}
+# Pages with a token in their address: no cache, no Referer leaving with the token, no framing.
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "base-uri 'none'; frame-ancestors 'none'",
+}
+_EVERY_RESPONSE = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class _SecurityHeaders:
+    """Add the headers every response carries, the archive's files included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    (name, value) for name, value in _EVERY_RESPONSE if name not in present
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class WebApp:
+    """The endpoints, bound to one project's settings, key and templates."""
+
+    def __init__(self, settings: Settings, now: Callable[[], datetime]) -> None:
+        from newsletter.renderer import make_environment
+
+        self.settings = settings
+        self.key = secret_key(settings)
+        self.env = make_environment(settings)
+        self.now = now
+
+    # ------------------------------------------------------------------ helpers
+
+    def page(self, root: str, heading: str, *paragraphs: str, status: int = 200, address: str = "",
+             form: dict | None = None, headers: dict[str, str] | None = None) -> HTMLResponse:
+        """Return a page of the site: a heading, paragraphs, maybe an address and a one-button form."""
+        html = archive.render_page(self.env, "page.html.j2", self.settings, root,
+                                   f"{heading}: {self.settings.newsletter.name}", heading=heading,
+                                   paragraphs=paragraphs, address=address, form=form, error="")
+        return HTMLResponse(html, status_code=status, headers={**_PAGE_HEADERS, **(headers or {})})
+
+    def connect(self) -> sqlite3.Connection:
+        return store.connect(self.settings.database_path)
+
+    def _in_thread(self, work: Callable[[sqlite3.Connection], object]):
+        def run() -> object:
+            conn = self.connect()
+            try:
+                return work(conn)
+            finally:
+                conn.close()
+
+        return run_in_threadpool(run)
+
+    # ------------------------------------------------------------------ unsubscribe
+
+    def _unsubscribe_id(self, token: str) -> int:
+        subscriber_id = messages.verify_token(self.key, token, self.settings.sender.list_id)
+        if subscriber_id is None:
+            raise HTTPException(400, "This unsubscribe link is not one of ours, or it was cut short. "
+                                     "Copy the whole link from the email, or use the Unsubscribe link of "
+                                     "a more recent email.")
+        return subscriber_id
+
+    async def unsubscribe_page(self, request: Request) -> Response:
+        subscriber_id = self._unsubscribe_id(request.path_params["token"])
+        person = await self._in_thread(lambda conn: subscribers.get_id(conn, subscriber_id))
+        if person is None:
+            return self._unsubscribed_generic()
+        if person.status in (subscribers.ACTIVE, subscribers.PENDING):
+            form = {"action": request.path_params["token"], "button": "Unsubscribe",
+                    "fields": [("List-Unsubscribe", ONE_CLICK)]}
+            return self.page("../", "Unsubscribe?",
+                             f"Press the button to stop {self.settings.newsletter.name} being sent to",
+                             address=person.email, form=form)
+        return self.page("../", "You are unsubscribed",
+                         f"{self.settings.newsletter.name} is no longer sent to", address=person.email)
+
+    async def unsubscribe(self, request: Request) -> Response:
+        subscriber_id = self._unsubscribe_id(request.path_params["token"])
+        form = await read_form(request)
+        if form.get("List-Unsubscribe") != ONE_CLICK:
+            raise HTTPException(400, "The request has no List-Unsubscribe=One-Click field; "
+                                     "use the button on this link's page.")
+        change = await self._in_thread(lambda conn: subscribers.unsubscribe_id(conn, subscriber_id))
+        if change is None:
+            return self._unsubscribed_generic()
+        if change.changed:
+            logger.info("subscriber %s unsubscribed by link", subscriber_id)
+        return self.page("../", "You are unsubscribed",
+                         f"No more emails of {self.settings.newsletter.name} will be sent to",
+                         address=change.subscriber.email)
+
+    def _unsubscribed_generic(self) -> HTMLResponse:
+        return self.page("../", "You are unsubscribed",
+                         f"No more emails of {self.settings.newsletter.name} will be sent to this address.")
+
+    # ------------------------------------------------------------------ sign-up
+
+    async def subscribe(self, request: Request) -> Response:
+        form = await read_form(request)
+        email = form.get("email", "").strip()
+        if not email:
+            raise HTTPException(400, "Enter your email address in the form to subscribe.")
+        client = request.client.host if request.client else ""
+        now = self.now()
+
+        def work(conn: sqlite3.Connection) -> signup.SignUp:
+            return signup.sign_up(conn, self.settings, self.env, self.key, email, client, now, send_single)
+
+        try:
+            await self._in_thread(work)
+        except signup.LimitReached as err:
+            raise HTTPException(429, f"Sorry: {err}.", headers={"Retry-After": str(err.retry_after)}) from err
+        except subscribers.SubscriberError as err:
+            raise HTTPException(400, f"{err}. Check the address and try again.") from err
+        except NewsletterError as err:
+            # a transport failure must not tell whether the address was new: the page stays the same
+            logger.error("sign-up: the confirmation message was not sent: %s", err)
+        return self.page("./", "Check your inbox",
+                         "If this address can receive our emails, a message with a link to confirm the "
+                         "subscription is on its way to it. Nothing more is sent until the link is followed.",
+                         address=email)
+
+    def _confirm_id(self, token: str) -> int:
+        subscriber_id = signup.verify_confirm_token(self.key, token, self.settings.sender.list_id, self.now())
+        if subscriber_id is None:
+            raise HTTPException(400, "This confirmation link is not valid or has expired (links work for "
+                                     f"{signup.CONFIRM_DAYS} days). Subscribe again from the archive's front page.")
+        return subscriber_id
+
+    async def confirm_page(self, request: Request) -> Response:
+        subscriber_id = self._confirm_id(request.path_params["token"])
+        person = await self._in_thread(lambda conn: subscribers.get_id(conn, subscriber_id))
+        if person is None or person.status not in (subscribers.PENDING, subscribers.ACTIVE):
+            raise HTTPException(400, "This confirmation link is no longer valid. Subscribe again from the "
+                                     "archive's front page.")
+        if person.status == subscribers.ACTIVE:
+            return self.page("../", "You are subscribed", f"{self.settings.newsletter.name} is sent to",
+                             address=person.email)
+        form = {"action": request.path_params["token"], "button": "Confirm my subscription",
+                "fields": [("confirm", "yes")]}
+        return self.page("../", "Confirm your subscription",
+                         f"Press the button to receive {self.settings.newsletter.name} at",
+                         address=person.email, form=form)
+
+    async def confirm(self, request: Request) -> Response:
+        subscriber_id = self._confirm_id(request.path_params["token"])
+        await read_form(request)  # bounded like every body, though nothing in it is needed
+        change = await self._in_thread(lambda conn: subscribers.confirm_id(conn, subscriber_id))
+        if change is None or change.subscriber.status != subscribers.ACTIVE:
+            raise HTTPException(400, "This confirmation link is no longer valid. Subscribe again from the "
+                                     "archive's front page.")
+        if change.changed:
+            logger.info("subscriber %s confirmed", subscriber_id)
+        return self.page("../", "You are subscribed",
+                         f"Thank you. The next issue of {self.settings.newsletter.name} will be sent to",
+                         address=change.subscriber.email)
+
+    # ------------------------------------------------------------------ errors
+
+    async def error_page(self, request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        detail = getattr(exc, "detail", "") or ""
+        if status == 404:
+            detail = "There is no page at this address. The archive's front page lists every issue."
+        elif status == 405:
+            detail = "This address does not answer that kind of request."
+        heading = _HEADINGS.get(status, "Request refused")
+        root = "../" * (request.url.path.count("/") - 1) or "./"  # relative: works under any prefix
+        return self.page(root, heading, detail, status=status, headers=getattr(exc, "headers", None) or {})
+
+
+async def read_form(request: Request, limit: int = FORM_LIMIT) -> dict[str, str]:
+    """Read a urlencoded or multipart form of at most LIMIT bytes; 413 above, 415 for another type."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise HTTPException(413, f"A form here holds at most {limit:,} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"A form here holds at most {limit:,} bytes.")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/x-www-form-urlencoded" or (not content_type and not body):
+        try:
+            pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                                           strict_parsing=False, max_num_fields=20)
+        except (UnicodeDecodeError, ValueError) as err:
+            raise HTTPException(400, "The form could not be read.") from err
+        return dict(pairs)
+    if content_type == "multipart/form-data":
+        async def replay() -> AsyncIterator[bytes]:
+            yield bytes(body)
+            yield b""
+
+        try:
+            form = await MultiPartParser(Headers(scope=request.scope), replay(), max_files=0,
+                                         max_fields=20, max_part_size=limit).parse()
+        except MultiPartException as err:
+            raise HTTPException(400, f"The form could not be read: {err.message}.") from err
+        return {name: value for name, value in form.multi_items() if isinstance(value, str)}
+    raise HTTPException(415, "Send the form as application/x-www-form-urlencoded or multipart/form-data.")
+
+
+def make_app(settings: Settings, site_dir: Path | None = None,
+             now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> ASGIApp:
+    """Return the web application; with SITE_DIR it also serves the archive built there."""
+    web = WebApp(settings, now)
+    routes: list = [
+        Route("/u/{token}", web.unsubscribe_page, methods=["GET"]),
+        Route("/u/{token}", web.unsubscribe, methods=["POST"]),
+        Route("/subscribe", web.subscribe, methods=["POST"]),
+        Route("/confirm/{token}", web.confirm_page, methods=["GET"]),
+        Route("/confirm/{token}", web.confirm, methods=["POST"]),
+    ]
+    if site_dir is not None:
+        routes.append(Mount("/", StaticFiles(directory=site_dir, html=True)))
+    app = Starlette(routes=routes, exception_handlers={HTTPException: web.error_page, 500: web.error_page})
+    return _SecurityHeaders(app)
+
+
+def serve(settings: Settings, site_dir: Path, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve the archive and the endpoints with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(make_app(settings, site_dir), host=host, port=port, log_level="info", server_header=False,
+                proxy_headers=True, timeout_keep_alive=5, limit_concurrency=200)
+
+
+__all__ = ["FORM_LIMIT", "WebApp", "make_app", "read_form", "serve"]
