@@ -240,6 +240,59 @@ class Browser:
         return base64.b64decode(shot["data"])
 
 
+# --- measurements (for tests and checks) --------------------------------------------------------
+
+BOX_SELECTOR = "table, td, th, img, h1, h2, h3, h4, p, li"
+TEXT_SELECTOR = "p, li, td, th, h1, h2, h3, h4, a, blockquote, strong, em"
+
+_BOXES_JS = """(sel => Array.from(document.querySelectorAll(sel)).map(e => {
+  const r = e.getBoundingClientRect();
+  return [e.tagName.toLowerCase(), r.left, r.top, r.width, r.height];
+}))(%s)"""
+
+# For every element with its own text: its colour, the first opaque background up its ancestors
+# (the page's white if none), and the start of its text.
+_COLOURS_JS = """(sel => {
+  const rgba = c => (c.match(/[\\d.]+/g) || []).map(Number);
+  const behind = e => {
+    for (; e; e = e.parentElement) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c.length >= 3 && (c.length < 4 || c[3] > 0)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const own = e => Array.from(e.childNodes).some(n => n.nodeType === 3 && n.textContent.trim());
+  return Array.from(document.querySelectorAll(sel)).filter(own).map(e =>
+    [rgba(getComputedStyle(e).color).slice(0, 3), behind(e), e.textContent.trim().slice(0, 40)]);
+})(%s)"""
+
+
+def boxes(browser: Browser, selector: str = BOX_SELECTOR) -> list[tuple[str, float, float, float, float]]:
+    """Return (tag, left, top, width, height) of every element matching SELECTOR, in document order."""
+    return [tuple(box) for box in browser.evaluate(_BOXES_JS % json.dumps(selector))]
+
+
+def remove_style_blocks(browser: Browser) -> int:
+    """Remove every <style> element from the page (as Gmail's apps do); return how many there were."""
+    return int(browser.evaluate("(() => { const s = document.querySelectorAll('style'); "
+                                "s.forEach(e => e.remove()); return s.length; })()"))
+
+
+def text_colours(browser: Browser, selector: str = TEXT_SELECTOR) -> list[tuple[tuple, tuple, str]]:
+    """Return (text colour, background behind it, text) for each element with text of its own."""
+    return [(tuple(fg), tuple(bg), text) for fg, bg, text in browser.evaluate(_COLOURS_JS % json.dumps(selector))]
+
+
+def contrast_ratio(foreground: tuple, background: tuple) -> float:
+    """Return the WCAG 2 contrast ratio of two sRGB colours given as 0-255 triples (1 to 21)."""
+    def luminance(colour: tuple) -> float:
+        linear = [c / 255 / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in colour[:3]]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
 def screenshot(html: str, path: Path, *, width: int = 600, dark: bool = False, offline: bool = False) -> tuple[int, int]:
     """Write a PNG picture of HTML as a reader sees it WIDTH px wide; return its width and height."""
     if width not in WIDTHS:
@@ -261,4 +314,7 @@ def png_size(png: bytes) -> tuple[int, int]:
     return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
-__all__ = ["Browser", "BrowserError", "WIDTHS", "find_chromium", "png_size", "screenshot"]
+__all__ = [
+    "Browser", "BrowserError", "WIDTHS", "boxes", "contrast_ratio", "find_chromium", "png_size",
+    "remove_style_blocks", "screenshot", "text_colours",
+]
