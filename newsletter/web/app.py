@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 FORM_LIMIT = 8 * 1024  # bytes of a form body; the forms here hold one short field
 ONE_CLICK = "One-Click"
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+_READ_WRITE = ("GET", "HEAD", "POST")
 
 _HEADINGS = {
     400: "This link or request is not valid",
@@ -229,6 +231,14 @@ class WebApp:
 
     # ------------------------------------------------------------------ errors
 
+    @staticmethod
+    def not_allowed(allow: str) -> Callable[[Request], Response]:
+        """Return an endpoint answering 405 with ALLOW (so the archive's files do not answer 404)."""
+        async def endpoint(request: Request) -> Response:
+            raise HTTPException(405, headers={"Allow": allow})
+
+        return endpoint
+
     async def error_page(self, request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
         detail = getattr(exc, "detail", "") or ""
@@ -283,6 +293,10 @@ def make_app(settings: Settings, site_dir: Path | None = None,
         Route("/subscribe", web.subscribe, methods=["POST"]),
         Route("/confirm/{token}", web.confirm_page, methods=["GET"]),
         Route("/confirm/{token}", web.confirm, methods=["POST"]),
+        Route("/subscribe", web.not_allowed("POST"), methods=[m for m in _METHODS if m != "POST"]),
+        Route("/u/{token}", web.not_allowed("GET, HEAD, POST"), methods=[m for m in _METHODS if m not in _READ_WRITE]),
+        Route("/confirm/{token}", web.not_allowed("GET, HEAD, POST"),
+              methods=[m for m in _METHODS if m not in _READ_WRITE]),
     ]
     if site_dir is not None:
         routes.append(Mount("/", StaticFiles(directory=site_dir, html=True)))

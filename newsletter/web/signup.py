@@ -24,7 +24,7 @@ from pathlib import Path
 import jinja2
 
 from newsletter import store, subscribers
-from newsletter.errors import NewsletterError
+from newsletter.errors import HeaderError, NewsletterError, SubscriberError
 from newsletter.models import Subscriber
 from newsletter.settings import Settings
 
@@ -166,7 +166,12 @@ def sign_up(
     from newsletter import messages
 
     normalized, email_key = subscribers.normalize_email(email)
-    envelope = messages.ascii_address(normalized)  # refuses an address we could not deliver to
+    try:
+        # an address goes into the To header: no encoded words (EMAIL.md rule 21), and ASCII or IDNA only
+        messages.check_header_value("email", normalized)
+        envelope = messages.ascii_address(normalized)
+    except HeaderError as err:
+        raise SubscriberError(f"{normalized}: not a valid address for this list: {err}") from err
     _admit(conn, [
         ("ip", client or "unknown", IP_LIMIT, IP_WINDOW,
          "too many sign-up requests from your network; try again later"),

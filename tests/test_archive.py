@@ -1,0 +1,205 @@
+"""The static archive: `newsletter archive` writes an index, one page per sent issue, a feed."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+from typer.testing import CliRunner
+
+from newsletter import archive, store
+from newsletter.cli import app
+from newsletter.models import PLACEHOLDERS
+from newsletter.settings import load_settings
+from sent_project import SENT_DAYS, copy_project, make_sent_project
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+BASE = "https://ssb.newsletter.example.org"
+TOKEN = re.compile(r"/u/[0-9]+\.[0-9a-f]{32}")
+
+
+@pytest.fixture(scope="module")
+def sent(tmp_path_factory) -> Path:
+    return make_sent_project(tmp_path_factory.mktemp("archive") / "project")
+
+
+@pytest.fixture(scope="module")
+def site(sent: Path) -> Path:
+    result = CliRunner().invoke(app, ["--project", str(sent), "archive"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Archive of 3 issues in ")
+    return sent / "outbox" / "site"
+
+
+class Page(HTMLParser):
+    """What a page holds that a reader or a screen reader relies on."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.headings: list[int] = []
+        self.links: list[str] = []
+        self.meta: dict[str, str] = {}
+        self.ids: set[str] = set()
+        self.forms: list[dict] = []
+        self.inputs: list[dict] = []
+        self.scripts = 0
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        if re.fullmatch(r"h[1-6]", tag):
+            self.headings.append(int(tag[1]))
+        if tag == "a" and attrs.get("href") is not None:
+            self.links.append(attrs["href"])
+        if tag == "meta" and "name" in attrs:
+            self.meta[attrs["name"]] = attrs.get("content", "")
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "form":
+            self.forms.append(attrs)
+        if tag == "input":
+            self.inputs.append(attrs)
+        if tag == "script":
+            self.scripts += 1
+
+
+def page_of(site: Path, url: str) -> Path:
+    """Return the file the static host serves for URL (a path under the site, ending in / for a folder)."""
+    path = urlsplit(url).path.lstrip("/")
+    return site / (path + "index.html" if path.endswith("/") or not path else path)
+
+
+def test_archive_has_a_page_per_sent_issue_where_cross_references_point(site):
+    for day in SENT_DAYS:
+        year, month, mday = day.split("-")
+        page = site / "archive" / year / month / mday / "index.html"
+        assert page.is_file(), page
+    assert (site / "index.html").is_file() and (site / "feed.xml").is_file()
+    assert (site / "unsubscribe" / "index.html").is_file()
+    # 2026-11-23 was not sent: no page, so the site holds only what subscribers received
+    assert not (site / "archive" / "2026" / "11" / "23").exists()
+
+
+def test_cross_references_in_an_issue_page_lead_to_the_earlier_issue_pages(site):
+    page_url = "https://host.example/archive/2026/11/26/"
+    html = page_of(site, page_url).read_text()
+    targets = [urljoin(page_url, href) for href in Page(html).links if "archive/2026/11/2" in href]
+    days = {urlsplit(t).path for t in targets}
+    assert {"/archive/2026/11/25/", "/archive/2026/11/24/"} <= days
+    for target in targets:
+        if "/11/25/" in target or "/11/24/" in target or "/11/26/" in target:
+            assert page_of(site, target).is_file(), target
+    # links are relative, so the site works on any host and under any path
+    assert BASE not in html.split("<main", 1)[1].split("</main>")[0].replace(f"{BASE}/feed", "")
+
+
+def test_archive_pages_carry_no_personal_data(site):
+    for page in site.rglob("*.html"):
+        html = page.read_text()
+        assert not TOKEN.search(html), page
+        for placeholder in PLACEHOLDERS:
+            assert placeholder not in html, (page, placeholder)
+        assert "Good morning, " not in html and "Åkesson" not in html, page  # no greeting by name
+    issue = (site / "archive/2026/11/26/index.html").read_text()
+    assert "Good morning." in issue  # the fallback greeting, nobody's name
+
+
+@pytest.mark.parametrize("relative", ["index.html", "archive/2026/11/26/index.html", "unsubscribe/index.html"])
+def test_pages_have_landmarks_a_skip_link_one_h1_and_headings_in_order(site, relative):
+    page = Page((site / relative).read_text())
+    for landmark in ("header", "main", "footer"):
+        assert page.tags.count(landmark) == 1, landmark
+    assert page.links[0] == "#main" and "main" in page.ids
+    assert page.headings.count(1) == 1 and page.headings[0] == 1
+    assert all(b <= a + 1 for a, b in zip(page.headings, page.headings[1:])), page.headings
+    assert "width=device-width" in page.meta["viewport"]
+    assert page.scripts == 0
+
+
+def test_index_lists_each_issue_by_month_with_number_date_and_headlines(site):
+    html = (site / "index.html").read_text()
+    assert "<h3>November 2026</h3>" in html
+    first = html.index("No.&nbsp;")
+    assert html.index("Thursday, November 26, 2026") < html.index("Wednesday, November 25, 2026")  # newest first
+    assert first < html.index("Negotiators Agree Outline of Veska Enrichment Framework")
+    assert 'href="archive/2026/11/26/#a-veska-framework-outline"' in html
+    page = Page(html)
+    assert page.forms == [{"class": "subscribe", "method": "post", "action": "./subscribe"}]
+    assert {"id": "email", "name": "email", "type": "email", "autocomplete": "email", "required": None,
+            "maxlength": "254"} in page.inputs
+
+
+def test_issue_page_links_to_its_neighbours_and_the_public_unsubscribe_page(site):
+    html = (site / "archive/2026/11/25/index.html").read_text()
+    links = Page(html).links
+    assert "../../../../archive/2026/11/24/" in links and "../../../../archive/2026/11/26/" in links
+    assert "../../../../unsubscribe/" in links
+    explained = (site / "unsubscribe/index.html").read_text()
+    assert "personal unsubscribe link" in explained
+
+
+def test_feed_is_atom_with_the_full_content_of_each_issue(site):
+    root = ET.parse(site / "feed.xml").getroot()
+    assert root.tag == f"{ATOM}feed"
+    assert root.find(f"{ATOM}id").text == f"{BASE}/"
+    assert root.find(f"{ATOM}title").text == "The Sample Security Bulletin"
+    datetime.fromisoformat(root.find(f"{ATOM}updated").text)
+    assert root.find(f"{ATOM}link[@rel='self']").get("href") == f"{BASE}/feed.xml"
+    assert root.find(f"{ATOM}author/{ATOM}name").text
+    entries = root.findall(f"{ATOM}entry")
+    assert [e.find(f"{ATOM}id").text for e in entries] == [
+        f"{BASE}/archive/2026/11/26/", f"{BASE}/archive/2026/11/25/", f"{BASE}/archive/2026/11/24/"]
+    newest = entries[0]
+    assert newest.find(f"{ATOM}title").text.startswith("SSB Thursday, November 26, 2026: ")
+    assert newest.find(f"{ATOM}link").get("href") == f"{BASE}/archive/2026/11/26/"
+    datetime.fromisoformat(newest.find(f"{ATOM}updated").text)
+    content = newest.find(f"{ATOM}content")
+    assert content.get("type") == "html"
+    assert "Negotiators Agree Outline of Veska Enrichment Framework" in content.text
+    assert "Eighteen Countries Sign Pledge on Lab Safety Backup Systems" in content.text  # the last article too
+    assert f'href="{BASE}/archive/2026/11/25/"' in content.text  # absolute in a feed reader
+    assert not TOKEN.search(content.text)
+
+
+def test_building_again_rewrites_nothing_that_did_not_change(sent, site):
+    result = CliRunner().invoke(app, ["--project", str(sent), "archive"])
+    assert result.exit_code == 0, result.output
+    assert "(0 files written, 6 unchanged)" in result.output
+
+
+def test_archive_out_writes_the_site_where_asked(sent, tmp_path):
+    result = CliRunner().invoke(app, ["--project", str(sent), "archive", "--out", str(tmp_path / "public")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "public/archive/2026/11/24/index.html").is_file()
+
+
+def test_a_project_that_sent_nothing_gets_an_empty_archive_and_a_valid_feed(project):
+    result = CliRunner().invoke(app, ["--project", str(project), "archive"])
+    assert result.exit_code == 0, result.output
+    assert "Archive of 0 issues" in result.output
+    assert "No issue has been sent yet." in (project / "outbox/site/index.html").read_text()
+    root = ET.parse(project / "outbox/site/feed.xml").getroot()
+    assert root.findall(f"{ATOM}entry") == [] and root.find(f"{ATOM}updated").text
+
+
+def test_feed_keeps_only_the_latest_issues(sent):
+    settings = load_settings(sent)
+    issues = archive.archived_issues(store.connect(settings.database_path), settings)
+    root = ET.fromstring(archive.atom_feed(settings, issues, datetime.now().astimezone(), limit=2))
+    assert len(root.findall(f"{ATOM}entry")) == 2
+
+
+def test_a_template_error_in_the_archive_names_the_template(sent, tmp_path):
+    project = copy_project(sent, tmp_path / "broken")
+    (project / "templates" / "web").mkdir(parents=True)
+    (project / "templates" / "web" / "index.html.j2").write_text("{% extends 'web/base.html.j2' %}\n{% block main %}{{ nope }}{% endblock %}\n")
+    result = CliRunner().invoke(app, ["--project", str(project), "archive"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ") and "index.html.j2" in result.stderr and "nope" in result.stderr
