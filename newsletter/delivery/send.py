@@ -18,7 +18,7 @@ from newsletter.delivery import ledger
 from newsletter.delivery.lock import send_lock
 from newsletter.delivery.outbox import OutboxTransport, Recovery, Staged
 from newsletter.errors import NewsletterError
-from newsletter.models import GREETING_PLACEHOLDER, NAME_PLACEHOLDER, TOKEN_PLACEHOLDER, RenderedIssue
+from newsletter.models import RenderedIssue
 from newsletter.settings import Settings, secret_key
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,9 @@ def send_issue(
         # the messages are made from the frozen version, so a resumed send writes the same bytes
         issue = dataclasses.replace(rendered.issue, subject=frozen.subject, number=frozen.number)
         frozen_rendered = RenderedIssue(issue, frozen.html, frozen.text)
-        transport.write_public(*_public_versions(messages, frozen_rendered, settings))
+        transport.write_public(
+            messages.public_html(frozen_rendered, settings), messages.public_text(frozen_rendered, settings)
+        )
         template = messages.MessageTemplate.build(
             frozen_rendered, settings, secret_key(settings), frozen.date_header.astimezone(settings.tz)
         )
@@ -200,25 +202,6 @@ def _send_batches(
                 record(in_flight[0])
     seconds = time.perf_counter() - started
     return {**totals, "seconds": seconds, "stopped": stopped}
-
-
-def _public_versions(messages, rendered: RenderedIssue, settings: Settings) -> tuple[str, str]:
-    """Return the non-personal HTML and text of the issue (for outbox/DAY/issue.html and .txt)."""
-    # nobody's token: the unsubscribe link of the public copy goes to the unsubscribe page
-    base = settings.newsletter.base_url.rstrip("/")
-    swaps = {f"{base}/u/{TOKEN_PLACEHOLDER}": f"{base}/unsubscribe/",
-             GREETING_PLACEHOLDER: settings.issue.greeting_fallback, NAME_PLACEHOLDER: "",
-             TOKEN_PLACEHOLDER: ""}
-    html, text = rendered.html, rendered.text
-    for placeholder, value in swaps.items():
-        html, text = html.replace(placeholder, value), text.replace(placeholder, value)
-    public_html = getattr(messages, "public_html", None)
-    public_text = getattr(messages, "public_text", None)
-    if public_html is not None:
-        html = public_html(rendered, settings)
-    if public_text is not None:
-        text = public_text(rendered, settings)
-    return html, text
 
 
 def issue_status(conn: sqlite3.Connection, day: date) -> ledger.IssueStatus:
