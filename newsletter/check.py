@@ -80,6 +80,11 @@ class CheckReport:
         return tuple(f for f in self.findings if f.severity == "warning")
 
     @property
+    def skipped(self) -> bool:
+        """True when the day has no issue to send (the empty policy), so there was nothing to check."""
+        return bool(self.skipped_reason) and self.html_bytes is None and not self.findings
+
+    @property
     def ok(self) -> bool:
         """True when nothing stops the issue from being sent."""
         return not self.errors
@@ -89,7 +94,7 @@ class CheckReport:
             "day": self.day.isoformat(),
             "summary": {
                 "ok": self.ok, "errors": len(self.errors), "warnings": len(self.warnings),
-                "skipped": bool(self.skipped_reason), "skipped_reason": self.skipped_reason,
+                "skipped": self.skipped, "skipped_reason": self.skipped_reason,
                 "number": self.number, "subject": self.subject, "html_bytes": self.html_bytes,
             },
             "findings": [f.to_dict() for f in self.findings],
@@ -98,10 +103,15 @@ class CheckReport:
 
 def format_report(report: CheckReport) -> str:
     """Return REPORT as lines a person reads at a glance: a summary, then errors, then warnings."""
-    if report.skipped_reason and not report.findings:
+    if report.skipped:
         return f"No issue to check: {report.skipped_reason}"
     errors, warnings = len(report.errors), len(report.warnings)
-    what = f"issue No. {report.number} of {report.day}" if report.number else f"issue of {report.day}"
+    if report.skipped_reason:  # the empty policy sends a notice instead: that is what was checked
+        what = f"{report.skipped_reason}\nThe notice of {report.day}"
+    elif report.number:
+        what = f"Issue No. {report.number} of {report.day}"
+    else:
+        what = f"Issue of {report.day}"
     size = f", {report.html_bytes:,} bytes of HTML" if report.html_bytes is not None else ""
     counts = f"{errors} error{'' if errors == 1 else 's'}, {warnings} warning{'' if warnings == 1 else 's'}"
     lines = [f"{what}{size}: {counts}" if report.findings else f"{what}{size}: no problems found"]
@@ -685,7 +695,7 @@ class _Checker:
 
 
 class _TemplateSources:
-    """The templates as the Jinja environment resolves them, the project's own first, for blame."""
+    """The templates an email is made of, as the Jinja environment resolves them, the project's own first."""
 
     def __init__(self, settings: Settings) -> None:
         from newsletter import renderer
@@ -693,15 +703,14 @@ class _TemplateSources:
         env = renderer.make_environment(settings)
         project = settings.templates_dir.resolve()
         sources = []
-        for name in env.list_templates():
-            try:
-                source, filename, _ = env.loader.get_source(env, name)
-            except Exception:  # noqa: BLE001 - an unreadable file is simply not blamed
-                continue
-            path = Path(filename).resolve()
-            own = path.is_relative_to(project)
-            shown = _display(settings, path) if own else f"{name} (built-in template)"
-            sources.append((not own, shown, name.endswith(".txt.j2"), source.lower()))
+        roots = ((renderer.HTML_TEMPLATE, renderer.NOTICE_HTML_TEMPLATE, False),
+                 (renderer.TEXT_TEMPLATE, renderer.NOTICE_TEXT_TEMPLATE, True))
+        for *names, is_text in roots:
+            for name, source, filename in _referenced_templates(env, names):
+                path = Path(filename).resolve()
+                own = path.is_relative_to(project)
+                shown = _display(settings, path) if own else f"{name} (built-in template)"
+                sources.append((not own, shown, is_text, source.lower()))
         self.sources = [s[1:] for s in sorted(sources, key=lambda s: s[0])]
 
     def blame(self, *needles: str, text_part: bool = False) -> str:
@@ -714,6 +723,26 @@ class _TemplateSources:
                 if is_text == text_part and needle in source:
                     return shown
         return ""
+
+
+def _referenced_templates(env, names: list[str]) -> list[tuple[str, str, str]]:
+    """Return (name, source, file) of NAMES and every template they extend, include or import."""
+    import jinja2
+    from jinja2 import meta
+
+    found, queue = {}, list(names)
+    while queue:
+        name = queue.pop()
+        if name in found:
+            continue
+        try:
+            source, filename, _ = env.loader.get_source(env, name)
+            referenced = meta.find_referenced_templates(env.parse(source))
+        except jinja2.TemplateError:
+            continue  # missing or broken: the render reported it already
+        found[name] = (name, source, filename)
+        queue.extend(r for r in referenced if r)
+    return list(found.values())
 
 
 class _ListLogger:

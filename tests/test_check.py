@@ -82,6 +82,18 @@ def test_a_day_without_an_issue_says_so_and_exits_0(runner, sample_project):
     assert "empty_policy = skip" in result.output
 
 
+def test_the_notice_sent_on_an_empty_day_is_checked_too(runner, tmp_path):
+    folder = small_project(tmp_path)
+    config = folder / "newsletter.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace('empty_policy = "skip"', 'empty_policy = "notice"'),
+                      encoding="utf-8")
+    result = runner.invoke(app, ["--project", str(folder), "check", "--date", "2026-11-22"])
+    assert result.exit_code == 0, result.output
+    first, second = result.output.splitlines()
+    assert first.endswith("sending a short notice (empty_policy = notice)")
+    assert re.fullmatch(r"The notice of 2026-11-22, [\d,]+ bytes of HTML: no problems found", second)
+
+
 # --- deliberately broken issues -----------------------------------------------------------------
 
 def test_too_many_articles_for_gmail_is_an_error_naming_the_longest(tmp_path):
@@ -160,6 +172,25 @@ def test_an_article_without_title_is_an_error_naming_the_file_not_a_traceback(ru
     assert "Traceback" not in result.output
 
 
+def test_a_plain_http_link_in_an_article_names_the_article(tmp_path):
+    folder = small_project(tmp_path)
+    write_article(folder, "linky.md", "See [the report](http://example.org/report) (Interfax, Nov. 20).\n")
+    finding = only_error(check(folder))
+    assert finding.rule == 12 and finding.where == "articles/2026-11-21/linky.md"
+    assert finding.message.startswith("link 'http://example.org/report' is not https:// or mailto:")
+
+
+def test_a_template_error_is_a_finding_with_file_and_line(runner, tmp_path):
+    folder = small_project(tmp_path)
+    (folder / "templates").mkdir()
+    (folder / "templates" / "issue.html.j2").write_text(
+        '{% extends "partials/layout.html.j2" %}\n{% block content %}\n{{ issue.headline }}\n{% endblock %}\n',
+        encoding="utf-8")
+    result = runner.invoke(app, ["--project", str(folder), "check", "--date", DAY.isoformat()])
+    assert result.exit_code == 1
+    assert "ERROR   templates/issue.html.j2:3: " in result.output and "'headline'" in result.output
+
+
 def test_dkim_on_another_domain_than_from_is_an_error_in_the_settings(tmp_path):
     folder = small_project(tmp_path)
     (folder / "dkim.pem").write_text("-----BEGIN PRIVATE KEY-----\n", encoding="utf-8")
@@ -227,7 +258,7 @@ def test_errors_are_listed_before_warnings_and_exit_1(runner, tmp_path):
     result = runner.invoke(app, ["--project", str(folder), "check", "--date", DAY.isoformat()])
     assert result.exit_code == 1
     lines = result.output.splitlines()
-    assert re.fullmatch(r"issue No\. 1 of 2026-11-21, [\d,]+ bytes of HTML: 1 error, 1 warning", lines[0])
+    assert re.fullmatch(r"Issue No\. 1 of 2026-11-21, [\d,]+ bytes of HTML: 1 error, 1 warning", lines[0])
     assert lines[1].startswith("  ERROR   templates/issue.html.j2: link 'javascript:")
     assert lines[2].startswith("  warning articles/2026-11-21/earlier.md: cross-reference")
     assert lines[-1] == "Fix the errors above: an issue with errors is not sent."
