@@ -758,3 +758,81 @@ def test_two_processes_change_the_list_at_once_without_losing_updates(tmp_path):
     # 2 × 60 added one by one, 2 × 6 files × 25 imported, and the shared address
     assert subscribers.count_by_status(conn) == {"active": 2 * 40 + 2 * 150 + 1, "unsubscribed": 2 * 20, "bounced": 0, "pending": 0}
     conn.close()
+
+
+# ----------------------------------------------------------------------------- web sign-up: pending
+
+
+def test_sign_up_records_a_new_address_as_pending_and_leaves_others_alone(conn):
+    subscribers.add(conn, "ada@example.com")
+    subscribers.add(conn, "bob@example.com")
+    subscribers.unsubscribe(conn, "bob@example.com")
+    new = subscribers.sign_up(conn, "Carol@Example.com")
+    assert new.outcome == "pending" and new.subscriber.status == "pending" and new.subscriber.name == ""
+    for address, status in (("ADA@example.com", "active"), ("bob@example.com", "unsubscribed"),
+                            ("carol@example.com", "pending")):
+        again = subscribers.sign_up(conn, address)
+        assert again.outcome == "unchanged" and again.subscriber.status == status
+    assert subscribers.count_by_status(conn) == {"active": 1, "unsubscribed": 1, "bounced": 0, "pending": 1}
+
+
+def test_confirm_id_activates_only_a_pending_subscriber(conn):
+    pending = subscribers.sign_up(conn, "carol@example.com").subscriber
+    left = subscribers.add(conn, "bob@example.com").subscriber
+    subscribers.unsubscribe(conn, "bob@example.com")
+    change = subscribers.confirm_id(conn, pending.id)
+    assert change.changed and change.before == "pending" and change.subscriber.status == "active"
+    assert not subscribers.confirm_id(conn, pending.id).changed
+    assert not subscribers.confirm_id(conn, left.id).changed
+    assert subscribers.get(conn, "bob@example.com").status == "unsubscribed"
+    assert subscribers.confirm_id(conn, 999) is None
+
+
+def test_unsubscribe_id_stops_active_and_pending_and_keeps_bounced(conn):
+    active = subscribers.add(conn, "ada@example.com").subscriber
+    pending = subscribers.sign_up(conn, "carol@example.com").subscriber
+    bounced = subscribers.add(conn, "dan@example.com").subscriber
+    subscribers.set_status(conn, bounced.id, "bounced")
+    assert subscribers.unsubscribe_id(conn, active.id).subscriber.status == "unsubscribed"
+    assert subscribers.unsubscribe_id(conn, pending.id).subscriber.status == "unsubscribed"
+    assert subscribers.unsubscribe_id(conn, bounced.id).subscriber.status == "bounced"
+    assert subscribers.unsubscribe_id(conn, 999) is None
+    assert subscribers.get_id(conn, active.id).email == "ada@example.com"
+    assert subscribers.get_id(conn, 999) is None
+
+
+def test_adding_or_importing_a_pending_address_confirms_it(conn, tmp_path):
+    subscribers.sign_up(conn, "carol@example.com")
+    subscribers.sign_up(conn, "erin@example.com")
+    assert subscribers.add(conn, "carol@example.com", name="Carol").subscriber.status == "active"
+    subscribers.import_file(conn, write(tmp_path, "email\nerin@example.com\n"))
+    assert subscribers.get(conn, "erin@example.com").status == "active"
+
+
+def test_a_pending_export_imports_back_as_pending(conn, tmp_path):
+    subscribers.sign_up(conn, "carol@example.com")
+    exported = tmp_path / "list.csv"
+    subscribers.export_to_path(conn, exported)
+    other = store.connect(tmp_path / "other" / "newsletter.db")
+    subscribers.import_file(other, exported)
+    assert subscribers.get(other, "carol@example.com").status == "pending"
+
+
+def test_a_version_2_database_gains_the_pending_status_and_keeps_its_ids(tmp_path):
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    for migration in store.MIGRATIONS[:2]:
+        old.executescript(migration)
+    old.execute("PRAGMA user_version = 2")
+    old.execute("INSERT INTO subscribers (id, email, email_key, name, status, created_at, updated_at)"
+                " VALUES (7, 'ada@example.com', 'ada@example.com', 'Ada', 'active', 'x', 'x'),"
+                " (42, 'bob@example.com', 'bob@example.com', '', 'unsubscribed', 'x', 'x')")
+    with pytest.raises(sqlite3.IntegrityError):
+        old.execute("INSERT INTO subscribers (email, email_key, status, created_at, updated_at)"
+                    " VALUES ('c@example.com', 'c@example.com', 'pending', 'x', 'x')")
+    old.close()
+    conn = store.connect(path)
+    assert [(p[0], p[1]) for p in conn.execute("SELECT id, email FROM subscribers ORDER BY id")] == [
+        (7, "ada@example.com"), (42, "bob@example.com")]
+    assert subscribers.sign_up(conn, "c@example.com").subscriber.status == "pending"
+    assert conn.execute("SELECT count(*) FROM signup_requests").fetchone()[0] == 0
