@@ -641,6 +641,66 @@ def check_command(
         raise typer.Exit(1)
 
 
+# ----------------------------------------------------------------------------- schedule
+
+NOTHING_DUE = 3  # exit code of `schedule --once` when no slot is due
+
+
+@app.command("schedule")
+def schedule_command(
+    once: bool = typer.Option(
+        False, "--once",
+        help="Run the slot due now (within [schedule] catch_up_hours), if any, and exit (for cron or a "
+             "systemd timer). Exit code: 0 sent or already sent, 3 nothing due, 1 failure.",
+    ),
+    next_count: Optional[int] = typer.Option(
+        None, "--next", metavar="N", min=1, max=1000,
+        help="Print the next N run times in local time and UTC (to check the time zone and DST), and exit.",
+    ),
+) -> None:
+    """Send each day's issue at [schedule] send_time, exactly once, until SIGTERM or Ctrl-C.
+
+    At start, a slot that passed less than [schedule] catch_up_hours ago and is not sent yet runs at
+    once; an older one is logged as missed, never sent late. Logs go to standard error.
+    """
+    import logging
+    import threading
+    from datetime import timezone
+
+    from newsletter import schedule
+
+    config = settings()
+    now = datetime.now(timezone.utc)
+    if next_count is not None:
+        typer.echo(f"The daily send runs at {config.schedule.send_time} {config.newsletter.timezone}:")
+        for slot in schedule.next_runs(now, next_count, config):
+            typer.echo(f"  {schedule.format_slot(slot)}")
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S%z"))
+    loggers = [(logging.getLogger("newsletter"), logging.INFO), (logging.getLogger("apscheduler"), logging.WARNING)]
+    for logger, level in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(level)
+    stop = threading.Event()
+    try:
+        with schedule.stop_on_signals(stop):
+            if once:
+                result = schedule.run_once(config, now, stop=stop)
+            else:
+                schedule.run_scheduler(config, stop)
+                result = None
+    except NewsletterError as err:
+        fail(err)
+    finally:
+        for logger, _ in loggers:
+            logger.removeHandler(handler)
+    if once and result is None:
+        raise typer.Exit(NOTHING_DUE)
+    if once and not result.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Run the command line."""
     app(prog_name="newsletter")

@@ -1,0 +1,467 @@
+"""The daily clock: each day's issue goes out at `[schedule] send_time`, exactly once.
+
+APScheduler 3 is only the clock here (an in-memory job store and a `CronTrigger` in the
+newsletter's time zone). Durability is the ledger's: `run_due_issue` is idempotent, so a DST
+double fire, a restart, a second scheduler or a manual send never mails anyone twice
+(RELIABILITY.md, "Scheduling"). The issue of a run is the local date of its scheduled slot, found
+from the same trigger that fires the job, never from "today".
+
+The clock arithmetic (`slots_between`, `last_slot`, `due_slot`, `next_runs`) takes `now`, so it
+is tested with any clock; `run_slot` is what the scheduler, its catch-up and `--once` all run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from newsletter.errors import LockedError, NewsletterError
+from newsletter.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SCHEDULE_LOCK_NAME = "schedule.lock"
+# A run that starts this close to its slot is on time even with catch_up_hours = 0.
+ON_TIME = timedelta(minutes=10)
+# After a failed or unfinished run, the scheduler tries the same issue again this much later,
+# as long as the slot is still within the catch-up window.
+RETRY_AFTER = timedelta(minutes=15)
+# How long a scheduled run waits for another send (a manual `newsletter send`) to end.
+LOCK_WAIT_SECONDS = 3600.0
+_LOCK_POLL_SECONDS = 0.5
+
+# What a run did. The first four are fine (`--once` exits 0); the others are failures.
+SENT, ALREADY_SENT, STOPPED, SKIPPED = "sent", "already sent", "stopped", "skipped"
+NOT_SENT, INCOMPLETE, FAILED = "not sent", "incomplete", "failed"
+_FINE = (SENT, ALREADY_SENT, STOPPED, SKIPPED)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One time the clock fires: the issue it sends (the slot's local date) and when, in local time."""
+
+    day: date
+    at: datetime  # aware, in the newsletter's zone
+    shifted: bool = False  # send_time does not exist that day (clocks go forward): it fires later
+    repeat: bool = False  # send_time comes twice that day (clocks go back): this is the second
+
+    @property
+    def note(self) -> str:
+        """Say what is special about this slot, or nothing."""
+        if self.shifted:
+            return f"clocks go forward: the send time does not exist this day, so it runs at {self.at:%H:%M}"
+        if self.repeat:
+            return "clocks go back: the send time comes twice this day; this second run finds the issue sent"
+        return ""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run of a day's issue did: the summary line of the scheduler's log."""
+
+    day: date
+    outcome: str  # sent | already sent | stopped | skipped | not sent | incomplete | failed
+    articles: int = 0
+    messages: int = 0  # messages written by this run
+    failures: int = 0  # messages that could not be made in this run
+    seconds: float = 0.0
+    number: int = 0
+    detail: str = ""  # the empty policy's reason, the check's errors, or the cause of a failure
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong: sent, already sent, stopped cleanly, or nothing to send today."""
+        return self.outcome in _FINE
+
+    def summary(self) -> str:
+        """Return the one line the scheduler logs for this run."""
+        issue = f"issue of {self.day}" + (f" (No. {self.number})" if self.number else "")
+        line = (f"{issue}: {self.outcome}; {self.articles} article{'' if self.articles == 1 else 's'}, "
+                f"{self.messages:,} message{'' if self.messages == 1 else 's'}, "
+                f"{self.failures:,} failure{'' if self.failures == 1 else 's'}, {self.seconds:.2f} s")
+        return f"{line}; {self.detail}" if self.detail else line
+
+
+# --- the clock -----------------------------------------------------------------------------------
+
+def trigger(settings: Settings):
+    """Return the CronTrigger that fires at send_time every day in the newsletter's zone."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    hour, minute = (int(part) for part in settings.schedule.send_time.split(":"))
+    return CronTrigger(hour=hour, minute=minute, timezone=settings.tz)
+
+
+def _slots_from(start: datetime, settings: Settings) -> Iterator[Slot]:
+    """Yield every slot from START on, as APScheduler's trigger fires them."""
+    _require_aware(start)
+    cron = trigger(settings)
+    tz = settings.tz
+    hour, minute = (int(part) for part in settings.schedule.send_time.split(":"))
+    previous = None
+    moment = start
+    while True:
+        fire = cron.get_next_fire_time(previous, moment)
+        if fire is None:  # pragma: no cover - a daily trigger has no end
+            return
+        # the trigger's own wall date is the day it matched, even where the clock skipped
+        day = fire.replace(tzinfo=None).date()
+        at = fire.astimezone(tz)
+        wall = datetime(day.year, day.month, day.day, hour, minute)
+        first = wall.replace(tzinfo=tz, fold=0).astimezone(timezone.utc)
+        second = wall.replace(tzinfo=tz, fold=1).astimezone(timezone.utc)
+        shifted = (at.hour, at.minute) != (hour, minute)
+        repeat = not shifted and first != second and at.astimezone(timezone.utc) == max(first, second)
+        yield Slot(day, at, shifted=shifted, repeat=repeat)
+        previous = moment = fire
+
+
+def slots_between(start: datetime, end: datetime, settings: Settings) -> list[Slot]:
+    """Return every slot the clock fires at in [START, END): a DST fall-back day can have two."""
+    _require_aware(end)
+    found = []
+    for slot in _slots_from(start, settings):
+        if slot.at >= end:
+            break
+        found.append(slot)
+    return found
+
+
+def last_slot(now: datetime, settings: Settings) -> Slot | None:
+    """Return the latest slot at or before NOW."""
+    # two days back always holds a slot of a daily trigger, even across a 25-hour day
+    found = slots_between(now - timedelta(hours=49), now + timedelta(microseconds=1), settings)
+    return found[-1] if found else None
+
+
+def catch_up_window(settings: Settings) -> timedelta:
+    """Return how long after its slot a day's issue may still go out."""
+    return max(timedelta(hours=settings.schedule.catch_up_hours), ON_TIME)
+
+
+def due_slot(now: datetime, settings: Settings) -> date | None:
+    """Return the day whose issue is due at NOW: the latest slot's, if within the catch-up window."""
+    slot = last_slot(now, settings)
+    if slot is not None and now - slot.at <= catch_up_window(settings):
+        return slot.day
+    return None
+
+
+def next_runs(now: datetime, n: int, settings: Settings) -> list[Slot]:
+    """Return the next N times the clock fires after NOW (DST repeats and shifts marked)."""
+    found: list[Slot] = []
+    if n <= 0:
+        return found
+    for slot in _slots_from(now + timedelta(microseconds=1), settings):
+        found.append(slot)
+        if len(found) == n:
+            break
+    return found
+
+
+def _require_aware(moment: datetime) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{moment!r}: the schedule needs an aware datetime (with a time zone)")
+
+
+# --- one run ---------------------------------------------------------------------------------------
+
+def run_due_issue(
+    settings: Settings,
+    day: date,
+    *,
+    stop: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    lock_wait: float = 0.0,
+) -> RunResult:
+    """Build, check and send DAY's issue; a done issue is a no-op, an interrupted one resumes.
+
+    Problems of the issue (bad articles, check errors) and of the send (another sender holding
+    the lock for longer than LOCK_WAIT seconds, a transport failure) become the result's outcome
+    and detail: this never raises a NewsletterError, so a scheduler that calls it keeps running.
+    """
+    from newsletter import delivery, store
+    from newsletter.check import check_rendered
+    from newsletter.pipeline import prepare_issue
+
+    started = time.perf_counter()
+
+    def result(outcome: str, **fields: object) -> RunResult:
+        return RunResult(day, outcome, seconds=time.perf_counter() - started, **fields)
+
+    try:
+        conn = store.connect(settings.database_path)
+    except NewsletterError as err:
+        return result(FAILED, detail=_cause(err))
+    try:
+        state = delivery.issue_status(conn, day)
+        if state.state == "done":
+            return result(ALREADY_SENT, number=state.number,
+                          detail=f"{state.counts.get('sent', 0):,} written earlier; nothing to do")
+        try:
+            prepared = prepare_issue(settings, day)
+        except NewsletterError as err:
+            return result(NOT_SENT, detail=_cause(err))
+        if prepared.rendered is None:
+            return result(SKIPPED, articles=prepared.article_count, detail=prepared.skipped_reason)
+        number = prepared.rendered.issue.number
+        articles = prepared.article_count
+        try:
+            report = check_rendered(prepared, settings)
+        except NewsletterError as err:
+            return result(NOT_SENT, articles=articles, number=number, detail=_cause(err))
+        if report.errors:
+            for finding in report.errors:
+                logger.error("%s: %s", finding.where or f"issue of {day}", finding.message)
+            first = report.errors[0]
+            return result(
+                NOT_SENT, articles=articles, number=number,
+                detail=(f"the check found {len(report.errors)} error(s), first {first.where or day}: "
+                        f"{first.message}; see `newsletter check --date {day}`"),
+            )
+        if report.warnings:
+            logger.info("%s: the check found %d warning(s); see `newsletter check --date %s`",
+                        day, len(report.warnings), day)
+        if prepared.skipped_reason:
+            logger.info("%s", prepared.skipped_reason)
+        try:
+            sent = _send_when_free(conn, settings, prepared.rendered, stop, progress, lock_wait)
+        except LockedError as err:
+            if stop is not None and stop.is_set():
+                return result(STOPPED, articles=articles, number=number,
+                              detail="stopped while waiting for the other send to end")
+            return result(FAILED, articles=articles, number=number, detail=_cause(err))
+        except NewsletterError as err:
+            return result(FAILED, articles=articles, number=number, detail=_cause(err))
+    finally:
+        conn.close()
+    fields = dict(articles=articles, number=number, messages=sent.written, failures=sent.failed)
+    if sent.nothing_to_do:
+        return result(ALREADY_SENT, **fields, detail=f"{sent.sent:,} written earlier; nothing to do")
+    if sent.stopped:
+        return result(STOPPED, **fields, detail=f"{sent.sent:,} of {sent.total:,} written; the next start resumes")
+    if sent.status != "done":
+        return result(INCOMPLETE, **fields,
+                      detail=f"{sent.sent:,} of {sent.total:,} written, the issue is {sent.status}; "
+                             "the next run resumes")
+    return result(SENT, **fields, detail=f"{sent.sent:,} of {sent.total:,} written")
+
+
+def _send_when_free(conn, settings, rendered, stop, progress, lock_wait: float):
+    """Call send_issue, waiting up to LOCK_WAIT seconds while another send holds the lock."""
+    from newsletter import delivery
+
+    deadline = time.monotonic() + lock_wait
+    pause = stop if stop is not None else threading.Event()
+    waiting = False
+    while True:
+        try:
+            return delivery.send_issue(conn, settings, rendered, stop=stop, progress=progress)
+        except LockedError as err:
+            if pause.is_set() or time.monotonic() >= deadline:
+                raise
+            if not waiting:
+                logger.info("%s; waiting for it to end", err)
+                waiting = True
+            pause.wait(_LOCK_POLL_SECONDS)
+
+
+def _cause(err: BaseException) -> str:
+    """Return ERR's message followed by the causes it chains, when they add something."""
+    text = str(err)
+    cause = err.__cause__
+    while cause is not None:
+        if str(cause) and str(cause) not in text:
+            text += f" (cause: {cause})"
+        cause = cause.__cause__
+    return text
+
+
+def run_slot(settings: Settings, now: datetime, *, stop: threading.Event | None = None,
+             lock_wait: float = 0.0) -> RunResult | None:
+    """Run the issue due at NOW and log its summary; return None (and log why) when none is due."""
+    day = due_slot(now, settings)
+    if day is None:
+        _log_nothing_due(settings, now)
+        return None
+    result = run_due_issue(settings, day, stop=stop, lock_wait=lock_wait)
+    log_result(result)
+    return result
+
+
+def log_result(result: RunResult) -> None:
+    """Log a run's summary line: info when fine, error when not."""
+    logger.log(logging.INFO if result.ok else logging.ERROR, "%s", result.summary())
+
+
+def _log_nothing_due(settings: Settings, now: datetime) -> None:
+    """Say why nothing is due; warn when the last slot's issue was missed (never sent late by surprise)."""
+    from newsletter import delivery, store
+
+    slot = last_slot(now, settings)
+    if slot is None:  # pragma: no cover - a daily trigger always has a slot in the last two days
+        return
+    ago = (now - slot.at).total_seconds() / 3600
+    when = f"the {settings.schedule.send_time} slot of {slot.day} passed {ago:.1f} h ago"
+    window = f"[schedule] catch_up_hours = {settings.schedule.catch_up_hours:g}"
+    try:
+        conn = store.connect(settings.database_path)
+        try:
+            state = delivery.issue_status(conn, slot.day).state
+        finally:
+            conn.close()
+    except NewsletterError as err:
+        logger.error("%s", _cause(err))
+        return
+    has_articles = (settings.articles_dir / slot.day.isoformat()).is_dir()
+    if state == "done" or (state == "not started" and not has_articles):
+        logger.info("nothing due: %s (issue %s)", when, "sent" if state == "done" else "without articles")
+        return
+    logger.warning(
+        "missed: %s, beyond %s; its issue is %s and is not sent late on its own; "
+        "send it by hand with `newsletter send --date %s` if it should still go out",
+        when, window, state, slot.day,
+    )
+
+
+# --- one scheduler per project --------------------------------------------------------------------
+
+def schedule_lock_path(settings: Settings) -> Path:
+    """Return the project's scheduler lock file, next to the database."""
+    return settings.database_path.parent / SCHEDULE_LOCK_NAME
+
+
+@contextlib.contextmanager
+def schedule_lock(settings: Settings) -> Iterator[Path]:
+    """Hold the project's scheduler lock; raise LockedError when another scheduler holds it."""
+    path = schedule_lock_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise LockedError(
+                f"{path}: another `newsletter schedule` is running for this project (pid {holder}); "
+                "it sends the issues, so this one stops"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        try:
+            yield path
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
+    """Set STOP on SIGTERM or SIGINT for the block (the run in flight then ends at a clean point)."""
+    def handler(signum: int, _frame: object) -> None:
+        if not stop.is_set():
+            logger.info("%s: finishing the message in flight, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_once(settings: Settings, now: datetime, *, stop: threading.Event | None = None) -> RunResult | None:
+    """Run the slot due at NOW under the scheduler lock (for cron); None when nothing is due."""
+    with schedule_lock(settings):
+        return run_slot(settings, now, stop=stop)
+
+
+def format_slot(slot: Slot) -> str:
+    """Return a slot as one line: local time with zone and offset, then UTC, then any DST note."""
+    utc = slot.at.astimezone(timezone.utc)
+    zone = slot.at.tzname() or ""
+    offset = f"{slot.at:%z}"
+    shown = f"{zone} ({offset})" if zone and zone != offset else offset
+    line = f"{slot.at:%a %Y-%m-%d %H:%M} {shown}  =  {utc:%Y-%m-%d %H:%M} UTC"
+    return f"{line}  ({slot.note})" if slot.note else line
+
+
+# --- the scheduler -------------------------------------------------------------------------------
+
+def run_scheduler(settings: Settings, stop: threading.Event, *,
+                  lock_wait: float = LOCK_WAIT_SECONDS) -> None:
+    """Send each day's issue at its slot until STOP is set; first catch up the slot due now, if any.
+
+    Raises LockedError at once when another scheduler runs for the project. A run's failure is
+    logged and retried within the catch-up window; it never stops the scheduler.
+    """
+    from apscheduler.schedulers import SchedulerNotRunningError
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    def now() -> datetime:
+        return datetime.now(timezone.utc)
+
+    with schedule_lock(settings):
+        grace = int(max(catch_up_window(settings).total_seconds(), 60))
+        scheduler = BackgroundScheduler(
+            timezone=settings.tz,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": grace},
+        )
+
+        def run(day: date | None = None) -> None:
+            moment = now()
+            target = day if day is not None else due_slot(moment, settings)
+            try:
+                if day is None:
+                    result = run_slot(settings, moment, stop=stop, lock_wait=lock_wait)
+                else:
+                    result = run_due_issue(settings, day, stop=stop, lock_wait=lock_wait)
+                    log_result(result)
+            except Exception:  # a bug or an OS error in one run must not end the scheduler
+                logger.exception("the run for the issue of %s failed; the scheduler keeps running", target)
+                result = None
+            if target is None or stop.is_set() or (result is not None and result.ok):
+                return
+            again = now() + RETRY_AFTER
+            if due_slot(again, settings) == target:
+                try:
+                    scheduler.add_job(run, "date", run_date=again, args=[target], id=f"retry-{target}",
+                                      replace_existing=True)
+                except SchedulerNotRunningError:  # stopping meanwhile: the next start resumes
+                    return
+                logger.info("trying the issue of %s again at %s", target,
+                            again.astimezone(settings.tz).strftime("%H:%M %Z"))
+
+        started = now()
+        due = due_slot(started, settings)
+        # a due slot runs at once (the catch-up) as the cron job itself, so max_instances covers it
+        catch_up = {"next_run_time": started} if due is not None else {}
+        scheduler.add_job(run, trigger(settings), id="daily-send", name="daily send", **catch_up)
+        scheduler.start()
+        try:
+            upcoming = next_runs(started, 1, settings)[0]
+            logger.info("newsletter schedule for %s: daily at %s %s; next run %s",
+                        settings.root, settings.schedule.send_time, settings.newsletter.timezone,
+                        format_slot(upcoming))
+            if due is not None:
+                logger.info("catching up: the issue of %s is due (within [schedule] catch_up_hours = %g)",
+                            due, settings.schedule.catch_up_hours)
+            else:
+                _log_nothing_due(settings, started)
+            stop.wait()
+        finally:
+            # waits for the run in flight, which ends at a clean point now that STOP is set
+            scheduler.shutdown(wait=True)
+        logger.info("newsletter schedule stopped")
