@@ -84,6 +84,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX signup_requests_key ON signup_requests (kind, key, at);
     """,
+    # 4: SMTP delivery: how many times a row's outcome was in doubt (a drop after the final "."; a
+    # row retried after that may have reached its reader twice), and why a row failed (bounced,
+    # rejected, expired)
+    """
+    ALTER TABLE deliveries ADD COLUMN doubted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN reason TEXT NOT NULL DEFAULT ''
+    """,
 )
 
 
