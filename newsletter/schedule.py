@@ -115,12 +115,12 @@ def _slots_from(start: datetime, settings: Settings) -> Iterator[Slot]:
             return
         # the trigger's own wall date is the day it matched, even where the clock skipped
         day = fire.replace(tzinfo=None).date()
-        at = fire.astimezone(tz)
+        at = _utc(fire).astimezone(tz)  # normalized: a skipped 02:30 shows as the 03:30 it is
         wall = datetime(day.year, day.month, day.day, hour, minute)
         first = wall.replace(tzinfo=tz, fold=0).astimezone(timezone.utc)
         second = wall.replace(tzinfo=tz, fold=1).astimezone(timezone.utc)
         shifted = (at.hour, at.minute) != (hour, minute)
-        repeat = not shifted and first != second and at.astimezone(timezone.utc) == max(first, second)
+        repeat = not shifted and first != second and _utc(at) == max(first, second)
         yield Slot(day, at, shifted=shifted, repeat=repeat)
         previous = moment = fire
 
@@ -130,7 +130,7 @@ def slots_between(start: datetime, end: datetime, settings: Settings) -> list[Sl
     _require_aware(end)
     found = []
     for slot in _slots_from(start, settings):
-        if slot.at >= end:
+        if _utc(slot.at) >= _utc(end):
             break
         found.append(slot)
     return found
@@ -151,7 +151,7 @@ def catch_up_window(settings: Settings) -> timedelta:
 def due_slot(now: datetime, settings: Settings) -> date | None:
     """Return the day whose issue is due at NOW: the latest slot's, if within the catch-up window."""
     slot = last_slot(now, settings)
-    if slot is not None and now - slot.at <= catch_up_window(settings):
+    if slot is not None and _utc(now) - _utc(slot.at) <= catch_up_window(settings):
         return slot.day
     return None
 
@@ -166,6 +166,12 @@ def next_runs(now: datetime, n: int, settings: Settings) -> list[Slot]:
         if len(found) == n:
             break
     return found
+
+
+def _utc(moment: datetime) -> datetime:
+    """Return MOMENT in UTC: aware datetimes sharing a zone compare and subtract by wall time, so
+    the two 02:30s of a fall-back day would look equal; in UTC they are an hour apart."""
+    return moment.astimezone(timezone.utc)
 
 
 def _require_aware(moment: datetime) -> None:
@@ -310,7 +316,7 @@ def _log_nothing_due(settings: Settings, now: datetime) -> None:
     slot = last_slot(now, settings)
     if slot is None:  # pragma: no cover - a daily trigger always has a slot in the last two days
         return
-    ago = (now - slot.at).total_seconds() / 3600
+    ago = (_utc(now) - _utc(slot.at)).total_seconds() / 3600
     when = f"the {settings.schedule.send_time} slot of {slot.day} passed {ago:.1f} h ago"
     window = f"[schedule] catch_up_hours = {settings.schedule.catch_up_hours:g}"
     try:
