@@ -55,8 +55,10 @@ batch_size = 500                      # messages per fsync group and ledger comm
 host = "localhost"
 port = 587
 security = "starttls"                 # "starttls", "ssl" or "none"
-username = ""
+username = ""                         # the password only from NEWSLETTER_SMTP_PASSWORD
 timeout = 30.0                        # seconds
+verify = true                         # check the server's TLS certificate (keep it on)
+ca_file = ""                          # PEM file of a private CA to trust, relative to the project
 
 [dkim]
 selector = ""                         # empty: no DKIM signature

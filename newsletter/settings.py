@@ -74,6 +74,8 @@ class SmtpSettings:
     security: str = "starttls"
     username: str = ""
     timeout: float = 30.0
+    verify: bool = True  # check the server's TLS certificate and host name
+    ca_file: str = ""  # extra CA certificates (PEM) to trust, e.g. a private relay's; relative to the project
 
 
 @dataclass(frozen=True)
