@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DAY ?= 2026-11-26
+SAMPLE_DAYS := $(notdir $(wildcard articles/20*))
 
 .PHONY: demo test bench clean
 
@@ -15,10 +16,14 @@ $(BIN)/newsletter: pyproject.toml
 demo: $(BIN)/newsletter
 	$(BIN)/newsletter subscribers import subscribers/sample.csv
 	$(BIN)/newsletter subscribers count
-	$(BIN)/newsletter send --date $(DEMO_DAY)
+	@for day in $(SAMPLE_DAYS); do $(BIN)/newsletter send --date $$day || exit 1; done
+	$(BIN)/newsletter archive
 	@echo
-	@echo "Open outbox/$(DEMO_DAY)/issue.html in a browser to see the issue;"
-	@echo "outbox/$(DEMO_DAY)/mail/new/ holds one .eml per active subscriber (a Maildir any mail client opens)."
+	@echo "Look at:"
+	@echo "  outbox/$(DEMO_DAY)/issue.html      the latest issue in a browser"
+	@echo "  outbox/$(DEMO_DAY)/mail/new/       one .eml per active subscriber (a Maildir any mail client opens)"
+	@echo "  outbox/site/index.html             the archive of every sample issue (or: $(BIN)/newsletter serve)"
+	@echo "Next: $(BIN)/newsletter preview --date $(DEMO_DAY), $(BIN)/newsletter status --date $(DEMO_DAY)"
 
 test: $(BIN)/newsletter
 	$(BIN)/python -m pytest -q
