@@ -650,7 +650,7 @@ NOTHING_DUE = 3  # exit code of `schedule --once` when no slot is due
 def schedule_command(
     once: bool = typer.Option(
         False, "--once",
-        help="Run the slot due now (within [schedule] catch_up_hours), if any, and exit (for cron or a "
+        help="Run the slot due now (within schedule.catch_up_hours), if any, and exit (for cron or a "
              "systemd timer). Exit code: 0 sent or already sent, 3 nothing due, 1 failure.",
     ),
     next_count: Optional[int] = typer.Option(
@@ -658,10 +658,9 @@ def schedule_command(
         help="Print the next N run times in local time and UTC (to check the time zone and DST), and exit.",
     ),
 ) -> None:
-    """Send each day's issue at [schedule] send_time, exactly once, until SIGTERM or Ctrl-C.
+    """Send each day's issue at schedule.send_time in newsletter.timezone, exactly once, until SIGTERM or Ctrl-C.
 
-    At start, a slot that passed less than [schedule] catch_up_hours ago and is not sent yet runs at
-    once; an older one is logged as missed, never sent late. Logs go to standard error.
+    At start, a slot less than schedule.catch_up_hours old whose issue is not sent runs at once; an older one is logged as missed, never sent late. Logs go to standard error.
     """
     import logging
     import threading

@@ -356,9 +356,8 @@ def schedule_lock(settings: Settings) -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             raise LockedError(
-                f"{path}: another `newsletter schedule` is running for this project (pid {holder}); "
+                f"{path}: another `newsletter schedule` is running for this project (pid {_holder(fd)}); "
                 "it sends the issues, so this one stops"
             ) from None
         os.ftruncate(fd, 0)
@@ -370,6 +369,17 @@ def schedule_lock(settings: Settings) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    """Return the pid the lock's holder wrote, waiting a moment for one that has just taken it."""
+    pause = threading.Event()
+    for _ in range(40):
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if holder:
+            return holder
+        pause.wait(0.005)
+    return "unknown"
 
 
 @contextlib.contextmanager
@@ -455,17 +465,17 @@ def run_scheduler(settings: Settings, stop: threading.Event, *,
         # a due slot runs at once (the catch-up) as the cron job itself, so max_instances covers it
         catch_up = {"next_run_time": started} if due is not None else {}
         scheduler.add_job(run, trigger(settings), id="daily-send", name="daily send", **catch_up)
+        upcoming = next_runs(started, 1, settings)[0]
+        logger.info("newsletter schedule for %s: daily at %s %s; next run %s",
+                    settings.root, settings.schedule.send_time, settings.newsletter.timezone,
+                    format_slot(upcoming))
+        if due is not None:
+            logger.info("catching up: the issue of %s is due (within [schedule] catch_up_hours = %g)",
+                        due, settings.schedule.catch_up_hours)
+        else:
+            _log_nothing_due(settings, started)
         scheduler.start()
         try:
-            upcoming = next_runs(started, 1, settings)[0]
-            logger.info("newsletter schedule for %s: daily at %s %s; next run %s",
-                        settings.root, settings.schedule.send_time, settings.newsletter.timezone,
-                        format_slot(upcoming))
-            if due is not None:
-                logger.info("catching up: the issue of %s is due (within [schedule] catch_up_hours = %g)",
-                            due, settings.schedule.catch_up_hours)
-            else:
-                _log_nothing_due(settings, started)
             stop.wait()
         finally:
             # waits for the run in flight, which ends at a clean point now that STOP is set
