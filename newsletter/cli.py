@@ -486,18 +486,43 @@ class StatusFormat(str, enum.Enum):
     json = "json"
 
 
+class TransportChoice(str, enum.Enum):
+    outbox = "outbox"
+    smtp = "smtp"
+
+
+class InDoubtPolicy(str, enum.Enum):
+    retry = "retry"
+    skip = "skip"
+
+
 @app.command("send")
 def send_command(
     day: Optional[str] = typer.Option(None, "--date", "-d", help="The issue's day, YYYY-MM-DD (default: today)."),
     rebuild: bool = typer.Option(
         False, "--rebuild", help="The issue changed during its send: send the new version to those not yet written."
     ),
+    transport: Optional[TransportChoice] = typer.Option(
+        None, "--transport", "-t", help="outbox (.eml files) or smtp (default: [delivery] transport)."
+    ),
+    in_doubt: InDoubtPolicy = typer.Option(
+        InDoubtPolicy.retry, "--in-doubt",
+        help="Messages whose connection dropped after the final \".\": retry once with the same Message-ID "
+             "(nobody missed, perhaps a second copy) or skip (nobody twice, perhaps one missed).",
+    ),
+    retry_now: bool = typer.Option(False, "--retry-now", help="Retry every deferred message now, whatever its backoff."),
+    test_to: Optional[list[str]] = typer.Option(
+        None, "--test-to", help="Send a [TEST] proof only to this address (repeatable); the list and ledger are untouched.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Send even though `newsletter check` finds errors."),
 ) -> None:
     """Send the day's issue to every active subscriber, once each (by default as .eml files in outbox/)."""
+    import logging
     import signal
     import threading
 
     from newsletter import delivery
+    from newsletter.check import check_rendered, format_report
 
     when = parse_day(day)
     prepared = _prepare(when)
@@ -506,22 +531,53 @@ def send_command(
     if prepared.rendered is None:
         return
     config = settings()
-    if config.delivery.transport != "outbox":
-        fail(f"{config.root / 'newsletter.toml'}: [delivery] transport = {config.delivery.transport!r} "
-             "is not available yet; set transport = \"outbox\"")
-    # SIGTERM (and Ctrl-C) end the send after the batch in flight is durable and recorded
+    kind = transport.value if transport else config.delivery.transport
+    checked = check_rendered(prepared, config)
+    if checked.errors:
+        if not force:
+            typer.echo(format_report(checked), err=True)
+            fail(f"{when}: the check found {len(checked.errors)} error(s); nothing was sent "
+                 "(fix them, or send anyway with --force)")
+        logging.getLogger("newsletter.cli").warning("%s: sending despite %d check error(s) (--force)",
+                                                    when, len(checked.errors))
+        typer.echo(f"Warning: {when}: sending despite {len(checked.errors)} check error(s) because of --force",
+                   err=True)
+    if test_to:
+        _send_proofs(config, prepared.rendered, test_to, kind)
+        return
+    # SIGTERM (and Ctrl-C) end the send once the messages in flight are recorded
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with _send_progress(when) as progress:
             report = delivery.send_issue(store(), config, prepared.rendered, rebuild=rebuild,
-                                         progress=progress, stop=stop)
+                                         progress=progress, stop=stop, transport=kind,
+                                         in_doubt=in_doubt.value, retry_now=retry_now)
     except NewsletterError as err:
         fail(err)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     _report_send(report, when)
+
+
+def _send_proofs(config: Settings, rendered, addresses: list[str], kind: str) -> None:
+    """Send [TEST] copies of RENDERED to ADDRESSES and say where they went."""
+    from newsletter import delivery
+
+    try:
+        proof = delivery.send_proofs(config, rendered, addresses, transport=kind)
+    except NewsletterError as err:
+        fail(err)
+    if proof.files:
+        for path in proof.files:
+            typer.echo(f"Wrote a [TEST] copy to {_shown(path)}")
+    for address in proof.delivered if not proof.files else ():
+        typer.echo(f"Sent a [TEST] copy to {address} through {proof.server}")
+    for address, reply in proof.refused:
+        typer.echo(f"Error: {proof.server}: refused {address}: {reply}", err=True)
+    if proof.refused:
+        raise typer.Exit(1)
 
 
 def _send_progress(when: date):
@@ -572,19 +628,37 @@ def _report_send(report, when: date) -> None:
     if report.recovery.sent or report.recovery.released:
         typer.echo(f"Resumed an interrupted send: {report.recovery.sent:,} already written, "
                    f"{report.recovery.released:,} to write again")
+    if report.recovered_in_doubt:
+        typer.echo(f"Resumed an interrupted send: {report.recovered_in_doubt:,} message(s) were in doubt "
+                   "(the server had the recipient, perhaps the message)")
+    if report.in_doubt_retried:
+        typer.echo(f"Retrying {report.in_doubt_retried:,} message(s) in doubt once, with the same Message-ID")
+    if report.expired:
+        typer.echo(f"Expired {report.expired:,} unsent message(s) of earlier issues (a later issue has started)")
     plural = "" if report.written == 1 else "s"
+    where = _shown(report.outbox) + "/" if report.outbox else f"{report.server} by SMTP"
     typer.echo(f"Sent {report.written:,} message{plural} in {report.seconds:.2f} s "
-               f"({report.rate:,.0f} messages/s) to {_shown(report.outbox)}/")
+               f"({report.rate:,.0f} messages/s) to {where}")
     if report.skipped:
         typer.echo(f"Skipped {report.skipped:,} subscriber(s) who left after the send started")
     if report.failed:
-        typer.echo(f"Warning: {report.failed:,} message(s) could not be made; see `newsletter status --date {when}`",
+        what = "were refused by the server" if report.transport == "smtp" else "could not be made"
+        bounced = f" ({report.bounced:,} bounced: those subscribers are now marked bounced)" if report.bounced else ""
+        typer.echo(f"Warning: {report.failed:,} message(s) {what}{bounced}; see `newsletter status --date {when}`",
                    err=True)
+    if report.in_doubt:
+        typer.echo(f"Warning: {report.in_doubt:,} message(s) in doubt (the connection dropped after the final \".\"); "
+                   f"see `newsletter status --date {when}`", err=True)
     if report.stopped:
         typer.echo(f"Stopped at a clean point: {report.sent:,} of {report.total:,} written; "
                    f"`newsletter send --date {when}` resumes")
         return
-    typer.echo("To deliver by SMTP instead, set [delivery] transport = \"smtp\" in newsletter.toml")
+    if report.waiting_retries:
+        typer.echo(f"{report.waiting_retries:,} message(s) deferred by the server (4xx), next retry at "
+                   f"{report.next_retry_at or 'once due'}: run `newsletter send --date {when}` again then "
+                   "(or with --retry-now)")
+    if report.transport == "outbox":
+        typer.echo("To deliver by SMTP instead, set [delivery] transport = \"smtp\" in newsletter.toml")
 
 
 @app.command("status")
@@ -592,7 +666,8 @@ def status_command(
     day: Optional[str] = typer.Option(None, "--date", "-d", help="The issue's day, YYYY-MM-DD (default: today)."),
     format: StatusFormat = typer.Option(StatusFormat.text, "--format", "-f", help="text, or json for machines."),
 ) -> None:
-    """Show where the day's issue stands: not started, sending or done, and its deliveries per state."""
+    """Show where the day's issue stands (not started, sending, paused, done), its deliveries per state,
+    and the recipients that failed or are in doubt, with the server's reply."""
     from newsletter import delivery
 
     when = parse_day(day)
@@ -613,6 +688,20 @@ def status_command(
         if count:
             typer.echo(f"  {name:<10} {count:>8,}")
     typer.echo(f"  {'total':<10} {state.total:>8,}")
+    if state.counts.get("retry") and state.next_retry_at is not None:
+        typer.echo(f"Next retry at {state.next_retry_at or 'once due'} (`newsletter send --retry-now` retries at once)")
+    if state.problems:
+        typer.echo("Recipients to look at:")
+        for problem in state.problems[:_STATUS_PROBLEMS_SHOWN]:
+            what = problem.state + (f" ({problem.reason})" if problem.reason else "")
+            if problem.state not in ("failed", "in_doubt") and problem.doubted:
+                what = f"{problem.state}, after an attempt in doubt: may have two copies"
+            typer.echo(f"  {problem.email}  {what}: {problem.reply or '-'}")
+        if len(state.problems) > _STATUS_PROBLEMS_SHOWN:
+            typer.echo(f"  … and {len(state.problems) - _STATUS_PROBLEMS_SHOWN:,} more (all with --format json)")
+
+
+_STATUS_PROBLEMS_SHOWN = 50
 
 
 # ----------------------------------------------------------------------------- check

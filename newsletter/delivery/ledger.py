@@ -25,12 +25,14 @@ STATES: tuple[str, ...] = (PENDING, CLAIMED, DATA_SENT, SENT, RETRY, FAILED, IN_
 UNFINISHED: tuple[str, ...] = (PENDING, CLAIMED, DATA_SENT, RETRY)
 
 # Which state may follow which; `set_state` refuses anything else.
+# (pending, retry and in_doubt rows may fail as `expired` when the next day's issue starts; an
+# in_doubt row goes back to retry once under the default in-doubt policy)
 TRANSITIONS: dict[str, frozenset[str]] = {
-    PENDING: frozenset({CLAIMED, SKIPPED}),
+    PENDING: frozenset({CLAIMED, SKIPPED, FAILED}),
     CLAIMED: frozenset({DATA_SENT, SENT, RETRY, FAILED, PENDING, SKIPPED}),
     DATA_SENT: frozenset({SENT, RETRY, FAILED, IN_DOUBT}),
     RETRY: frozenset({CLAIMED, SKIPPED, FAILED}),
-    IN_DOUBT: frozenset({CLAIMED, SKIPPED, SENT}),
+    IN_DOUBT: frozenset({CLAIMED, SKIPPED, SENT, RETRY, FAILED}),
     SENT: frozenset(),
     FAILED: frozenset(),
     SKIPPED: frozenset(),
@@ -65,6 +67,7 @@ class Claimed:
 
     subscriber: Subscriber
     message_id: str
+    attempts: int = 1  # this attempt's number (the claim counts it)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,23 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Problem:
+    """A row a person should look at: failed, in doubt, or delivered after an attempt in doubt."""
+
+    email: str
+    state: str
+    reason: str  # failed: bounced, rejected, expired, unbuildable; else ""
+    reply: str  # the server's last reply, or what went wrong
+    attempts: int
+    doubted: int  # times the outcome was in doubt: a row with doubted > 0 may have two copies
+    updated_at: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"email": self.email, "state": self.state, "reason": self.reason, "reply": self.reply,
+                "attempts": self.attempts, "doubted": self.doubted, "updated_at": self.updated_at}
+
+
+@dataclass(frozen=True)
 class IssueStatus:
     """A day's issue as the ledger sees it: its state and the number of rows in each state."""
 
@@ -84,6 +104,8 @@ class IssueStatus:
     subject: str = ""
     number: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    problems: tuple[Problem, ...] = ()
+    next_retry_at: str | None = None
 
     @property
     def total(self) -> int:
@@ -98,6 +120,8 @@ class IssueStatus:
             "number": self.number,
             "total": self.total,
             "deliveries": {state: self.counts.get(state, 0) for state in STATES},
+            "next_retry_at": self.next_retry_at,
+            "problems": [p.to_dict() for p in self.problems],
         }
 
 
@@ -189,7 +213,7 @@ def claim_batch(
     """
     key = day.isoformat()
     columns = (
-        "d.subscriber_id AS delivery_id, d.message_id, s.id, s.email, s.email_key, s.name, s.status,"
+        "d.subscriber_id AS delivery_id, d.message_id, d.attempts, s.id, s.email, s.email_key, s.name, s.status,"
         " s.created_at, s.updated_at"
     )
     claimed: list[Claimed] = []
@@ -215,7 +239,7 @@ def claim_batch(
                 continue
             subscriber = Subscriber(row["id"], row["email"], row["email_key"], row["name"],
                                     row["status"], row["created_at"], row["updated_at"])
-            claimed.append(Claimed(subscriber, row["message_id"]))
+            claimed.append(Claimed(subscriber, row["message_id"], row["attempts"] + 1))
         conn.executemany(
             "UPDATE deliveries SET state = 'skipped', updated_at = ? WHERE issue_day = ? AND subscriber_id = ?",
             [(now, key, sid) for sid in skipped],
@@ -311,8 +335,195 @@ def finish_if_done(conn: sqlite3.Connection, day: date, *, now: str) -> bool:
 
 
 def issue_status(conn: sqlite3.Connection, day: date) -> IssueStatus:
-    """Return DAY's issue state (not started, sending, paused, done) and its count per delivery state."""
+    """Return DAY's issue state (not started, sending, paused, done), its count per delivery state,
+    and the rows to look at (failed, in doubt) with the server's reply."""
     issue = frozen_issue(conn, day)
     if issue is None:
         return IssueStatus(day, NOT_STARTED, counts={state: 0 for state in STATES})
-    return IssueStatus(day, issue.status, issue.subject, issue.number, counts(conn, day))
+    return IssueStatus(day, issue.status, issue.subject, issue.number, counts(conn, day),
+                       problems(conn, day), next_retry_at(conn, day))
+
+
+# --- SMTP outcomes, recovery and policies ---------------------------------------------------------
+
+REASON_BOUNCED, REASON_REJECTED, REASON_EXPIRED = "bounced", "rejected", "expired"
+IN_DOUBT_POLICIES = ("retry", "skip")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one SMTP attempt, as the ledger records it."""
+
+    subscriber_id: int
+    state: str  # SENT, RETRY, FAILED or IN_DOUBT
+    reply: str = ""
+    reason: str = ""  # FAILED: bounced or rejected
+    retry_at: str | None = None  # RETRY (and IN_DOUBT under the retry policy): when it is due
+    bounce: bool = False  # also mark the subscriber bounced: later issues skip them
+
+
+def record(
+    conn: sqlite3.Connection,
+    day: date,
+    *,
+    data_sent: Iterable[int] = (),
+    outcomes: Iterable[Outcome] = (),
+    now: str,
+    in_doubt: str = "retry",
+) -> None:
+    """Record, in one transaction, rows about to get their body (`data_sent`) and attempts' results.
+
+    An IN_DOUBT outcome counts one more doubt; under the `retry` policy a row in doubt for the first
+    time goes straight back to `retry` (due at its retry_at), keeping its Message-ID.
+    """
+    key = day.isoformat()
+    data_sent, outcomes = list(data_sent), list(outcomes)
+    with store.write(conn):
+        if data_sent:
+            conn.executemany(
+                "UPDATE deliveries SET state = 'data_sent', updated_at = ?"
+                " WHERE issue_day = ? AND subscriber_id = ? AND state = 'claimed'",
+                [(now, key, sid) for sid in data_sent],
+            )
+        for outcome in outcomes:
+            if outcome.state == IN_DOUBT:
+                # SET expressions see the row as it was: `doubted = 0` is the count before this one
+                conn.execute(
+                    "UPDATE deliveries SET doubted = doubted + 1, last_reply = ?, updated_at = ?,"
+                    " state = CASE WHEN ? = 'retry' AND doubted = 0 THEN 'retry' ELSE 'in_doubt' END,"
+                    " next_attempt_at = ?"
+                    " WHERE issue_day = ? AND subscriber_id = ? AND state = 'data_sent'",
+                    (outcome.reply, now, in_doubt, outcome.retry_at or now, key, outcome.subscriber_id),
+                )
+                continue
+            if outcome.state not in (SENT, RETRY, FAILED):
+                raise ValueError(f"an attempt cannot end in {outcome.state!r}")
+            conn.execute(
+                "UPDATE deliveries SET state = ?, last_reply = ?, reason = ?, next_attempt_at = ?, updated_at = ?"
+                " WHERE issue_day = ? AND subscriber_id = ? AND state IN ('claimed', 'data_sent')",
+                (outcome.state, outcome.reply, outcome.reason,
+                 outcome.retry_at if outcome.state == RETRY else None, now, key, outcome.subscriber_id),
+            )
+            if outcome.bounce:
+                conn.execute(
+                    "UPDATE subscribers SET status = 'bounced', updated_at = ? WHERE id = ? AND status = 'active'",
+                    (now, outcome.subscriber_id),
+                )
+
+
+def release(conn: sqlite3.Connection, day: date, subscriber_ids: Iterable[int], *, now: str) -> int:
+    """Put claimed rows that were never attempted back to `pending` (a stop or a pause before them)."""
+    key = day.isoformat()
+    with store.write(conn):
+        before = conn.total_changes
+        conn.executemany(
+            "UPDATE deliveries SET state = 'pending', attempts = max(attempts - 1, 0), updated_at = ?"
+            " WHERE issue_day = ? AND subscriber_id = ? AND state = 'claimed'",
+            [(now, key, sid) for sid in subscriber_ids],
+        )
+        return conn.total_changes - before
+
+
+def recover_interrupted(conn: sqlite3.Connection, day: date, *, now: str) -> tuple[int, int]:
+    """Resolve rows a killed SMTP send left behind; return (claimed → retry, data_sent → in_doubt).
+
+    A claimed row never had the end of its message sent: it is retried at once. A data_sent row may
+    or may not have reached its reader (RELIABILITY.md): it is in doubt, and the policy decides.
+    """
+    key = day.isoformat()
+    with store.write(conn):
+        retried = conn.execute(
+            "UPDATE deliveries SET state = 'retry', next_attempt_at = ?, updated_at = ?"
+            " WHERE issue_day = ? AND state = 'claimed'", (now, now, key)).rowcount
+        doubted = conn.execute(
+            "UPDATE deliveries SET state = 'in_doubt', doubted = doubted + 1, updated_at = ?,"
+            " last_reply = 'the send was interrupted after the server accepted the recipient'"
+            " WHERE issue_day = ? AND state = 'data_sent'", (now, key)).rowcount
+    return retried, doubted
+
+
+def apply_in_doubt_policy(conn: sqlite3.Connection, day: date, policy: str, *, now: str) -> int:
+    """Under `retry`, send rows in doubt for the first time again (same Message-ID); return how many.
+
+    Under `skip` they stay `in_doubt` (at most once) and are reported; a later send with
+    `--in-doubt retry` may still retry them.
+    """
+    if policy not in IN_DOUBT_POLICIES:
+        raise ValueError(f"in-doubt policy must be one of {IN_DOUBT_POLICIES}, not {policy!r}")
+    if policy == "skip":
+        return 0
+    with store.write(conn):
+        return conn.execute(
+            "UPDATE deliveries SET state = 'retry', next_attempt_at = ?, updated_at = ?"
+            " WHERE issue_day = ? AND state = 'in_doubt' AND doubted = 1", (now, now, day.isoformat())).rowcount
+
+
+def retry_now(conn: sqlite3.Connection, day: date, *, now: str) -> int:
+    """Make every `retry` row of DAY due now, whatever its backoff said; return how many."""
+    with store.write(conn):
+        return conn.execute(
+            "UPDATE deliveries SET next_attempt_at = ? WHERE issue_day = ? AND state = 'retry'",
+            (now, day.isoformat())).rowcount
+
+
+def expire_superseded(conn: sqlite3.Connection, *, now: str) -> dict[date, int]:
+    """Fail the pending and retry rows of every unfinished issue older than the newest one.
+
+    A daily issue stops being retried when the next day's issue starts: those rows become `failed`
+    with reason `expired`, and their issue is done. Rows in doubt stay as they are (they may have
+    been delivered). Returns the number of rows expired per day.
+    """
+    expired: dict[date, int] = {}
+    with store.write(conn):
+        newest = conn.execute("SELECT max(day) FROM issues").fetchone()[0]
+        if newest is None:
+            return expired
+        days = [row[0] for row in conn.execute(
+            "SELECT day FROM issues WHERE day < ? AND status != 'done'", (newest,))]
+        for key in days:
+            count = conn.execute(
+                "UPDATE deliveries SET state = 'failed', reason = 'expired', updated_at = ?,"
+                " last_reply = CASE WHEN last_reply = '' THEN ? ELSE last_reply END"
+                " WHERE issue_day = ? AND state IN ('pending', 'retry')",
+                (now, f"expired: the issue of {newest} started", key)).rowcount
+            left = conn.execute(
+                "SELECT count(*) FROM deliveries WHERE issue_day = ? AND state IN ('claimed', 'data_sent')",
+                (key,)).fetchone()[0]
+            if left == 0:
+                conn.execute("UPDATE issues SET status = 'done', updated_at = ? WHERE day = ?", (now, key))
+            if count:
+                expired[date.fromisoformat(key)] = count
+    return expired
+
+
+def set_issue_state(conn: sqlite3.Connection, day: date, state: str, *, now: str) -> None:
+    """Mark DAY's issue `sending` or `paused` (a done issue stays done)."""
+    if state not in (ISSUE_SENDING, ISSUE_PAUSED):
+        raise ValueError(f"an issue cannot be set to {state!r}")
+    with store.write(conn):
+        conn.execute("UPDATE issues SET status = ?, updated_at = ? WHERE day = ? AND status != 'done'",
+                     (state, now, day.isoformat()))
+
+
+def next_retry_at(conn: sqlite3.Connection, day: date) -> str | None:
+    """Return when DAY's earliest `retry` row is due, or None when there is none."""
+    return conn.execute(
+        "SELECT min(coalesce(next_attempt_at, '')) FROM deliveries WHERE issue_day = ? AND state = 'retry'",
+        (day.isoformat(),)).fetchone()[0]
+
+
+def problems(conn: sqlite3.Connection, day: date) -> tuple[Problem, ...]:
+    """Return DAY's failed and in-doubt rows, and rows sent after an attempt in doubt, by address."""
+    rows = conn.execute(
+        "SELECT email, state, reason, last_reply, attempts, doubted, updated_at FROM deliveries"
+        " WHERE issue_day = ? AND (state IN ('failed', 'in_doubt') OR doubted > 0) ORDER BY email",
+        (day.isoformat(),)).fetchall()
+    return tuple(Problem(*row) for row in rows)
+
+
+def sent_since(conn: sqlite3.Connection, since: str, *, from_day: date, limit: int) -> list[str]:
+    """Return when the latest LIMIT messages sent since SINCE were recorded (issues from FROM_DAY on)."""
+    rows = conn.execute(
+        "SELECT updated_at FROM deliveries WHERE issue_day >= ? AND state = 'sent' AND updated_at >= ?"
+        " ORDER BY updated_at DESC LIMIT ?", (from_day.isoformat(), since, limit)).fetchall()
+    return [row[0] for row in rows]

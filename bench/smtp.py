@@ -1,0 +1,214 @@
+"""Benchmark the SMTP send against Postfix's C load generator, both sending to Postfix's smtp-sink.
+
+    python bench/smtp.py --subscribers 4000 --concurrency 4 --runs 3
+
+Makes a temporary project with a realistic issue (15 articles, about 190 KB per message) and N
+subscribers, starts `smtp-sink` on a free port of 127.0.0.1, and in the same run measures:
+our `send_issue` over SMTP (the ledger's commit points included), `smtp-source` sending N copies
+of one of our messages over the same number of reused sessions to the same sink, and the
+EmailMessage reference path (build_reference + smtplib's sendmail, same sessions). Ratios are
+what to read: they hold on a noisy machine. Figures are medians over the runs.
+Needs Postfix's smtp-sink and smtp-source (Debian/Ubuntu: `apt-get install postfix`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import smtplib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from outbox import DAY, NON_ASCII_NAMES, make_project, reset  # noqa: E402  (bench/outbox.py)
+
+POSTFIX_TOOLS = ("smtp-sink", "smtp-source")
+
+
+def find_tool(name: str) -> str | None:
+    return shutil.which(name) or next((str(p) for p in (Path("/usr/sbin") / name, Path("/usr/lib/postfix") / name)
+                                       if p.is_file()), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sink(tool: str, port: int) -> subprocess.Popen:
+    """Start smtp-sink on 127.0.0.1:PORT and wait until it accepts connections."""
+    command = [tool]
+    if os.geteuid() == 0:
+        command += ["-u", "nobody"]  # smtp-sink refuses to run as root
+    command += [f"127.0.0.1:{port}", "256"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        except OSError:
+            if process.poll() is not None:
+                raise SystemExit(f"smtp-sink did not start: {process.stderr.read().decode()}")
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit("smtp-sink did not start listening within 5 s")
+
+
+def smtp_source_seconds(tool: str, port: int, count: int, sessions: int, message: Path) -> float:
+    """Time smtp-source sending COUNT copies of MESSAGE over SESSIONS reused sessions."""
+    command = [tool, "-d", "-s", str(sessions), "-m", str(count), "-F", str(message),
+               "-f", "bulletin@newsletter.example.org", "-t", "reader@example.org", f"127.0.0.1:{port}"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def reference_seconds(settings, rendered, port: int, count: int, sessions: int) -> float:
+    """Time the naive path: an EmailMessage per subscriber, sent with smtplib's sendmail, SESSIONS threads."""
+    from datetime import datetime, timezone
+
+    from newsletter import messages
+    from newsletter.models import Subscriber
+    from newsletter.settings import secret_key
+
+    key = secret_key(settings)
+    when = datetime(2026, 11, 26, 5, 0, tzinfo=timezone.utc)
+    share = [range(n, count, sessions) for n in range(sessions)]
+
+    def worker(ids: range) -> None:
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            for i in ids:
+                person = Subscriber(i + 1, f"reader{i}@example.org", f"reader{i}@example.org",
+                                    f"{NON_ASCII_NAMES[i % 5]} {i}" if i % 10 == 0 else f"Reader {i}", "active", "", "")
+                raw = messages.build_reference(rendered, person, settings, key, when)
+                client.sendmail("bulletin@newsletter.example.org", [person.email], raw)
+
+    threads = [threading.Thread(target=worker, args=(ids,)) for ids in share]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
+def run(args: argparse.Namespace, sink_tool: str, source_tool: str) -> dict:
+    from newsletter import store
+    from newsletter.delivery import send_issue
+    from newsletter.models import Subscriber
+    from newsletter.pipeline import prepare_issue
+    from newsletter.settings import load_settings, secret_key
+
+    port = free_port()
+    sink = start_sink(sink_tool, port)
+    base = Path(tempfile.mkdtemp(prefix="smtp-bench-", dir=args.dir))
+    try:
+        project = make_project(base, args.subscribers)
+        settings = load_settings(project)
+        settings = settings.replace("delivery", transport="smtp", concurrency=args.concurrency)
+        settings = settings.replace("smtp", host="127.0.0.1", port=port, security="none")
+        if args.dkim:
+            key = base / "dkim.pem"
+            subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+            domain = settings.sender_domain
+            settings = settings.replace("dkim", selector="bench", domain=domain, key_file=str(key))
+        rendered = prepare_issue(settings, DAY).rendered
+        conn = store.connect(settings.database_path)
+        sends, sources = [], []
+        # one of our messages, LF line ends (smtp-source -F adds CRLF and does the dot-stuffing)
+        from newsletter import messages
+
+        template = messages.MessageTemplate.build(rendered, settings, secret_key(settings),
+                                                  __import__("datetime").datetime.now().astimezone())
+        sample = template.personalize(Subscriber(1, "reader1@example.org", "reader1@example.org", "Reader 1",
+                                                 "active", "", ""))
+        message_file = base / "message.eml"
+        message_file.write_bytes(sample.replace(b"\r\n", b"\n"))
+        for number in range(args.runs):
+            if number:
+                reset(conn, project)
+            started = time.perf_counter()
+            report = send_issue(conn, settings, rendered)
+            seconds = time.perf_counter() - started
+            assert report.written == args.subscribers, report
+            sends.append((seconds, report.nbytes, report.seconds))
+            sources.append(smtp_source_seconds(source_tool, port, args.subscribers, args.concurrency, message_file))
+        reference_count = min(args.reference_sample, args.subscribers)
+        reference = reference_count / reference_seconds(settings, rendered, port, reference_count, args.concurrency)
+        conn.close()
+    finally:
+        sink.terminate()
+        sink.wait()
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    n = args.subscribers
+    send_s = statistics.median(s for s, _, _ in sends)
+    loop_s = statistics.median(s for _, _, s in sends)
+    source_s = statistics.median(sources)
+    ours = n / send_s
+    theirs = n / source_s
+    return {
+        "subscribers": n, "concurrency": args.concurrency, "runs": args.runs, "dkim": args.dkim,
+        "message_kb": sends[0][1] / n / 1000,
+        "send_seconds": [round(s, 3) for s, _, _ in sends],
+        "messages_per_s": ours, "mb_per_s": sends[0][1] / send_s / 1e6,
+        "loop_messages_per_s": n / loop_s, "loop_ratio_to_smtp_source": (n / loop_s) / theirs,
+        "smtp_source_seconds": [round(s, 3) for s in sources],
+        "smtp_source_messages_per_s": theirs,
+        "ratio_to_smtp_source": ours / theirs,
+        "reference_messages_per_s": reference,
+        "ratio_to_reference": ours / reference,
+    }
+
+
+def show(result: dict) -> None:
+    print(f"{result['subscribers']:,} subscribers, {result['message_kb']:.0f} KB per message, "
+          f"{result['concurrency']} connection(s) to smtp-sink on 127.0.0.1, median of {result['runs']} run(s)"
+          + (", DKIM-signed" if result["dkim"] else ""))
+    print(f"  newsletter send  {result['messages_per_s']:>8,.0f} messages/s  {result['mb_per_s']:>6,.0f} MB/s"
+          f"   runs: {result['send_seconds']} s  (ledger commits included)")
+    print(f"  (the sending loop alone, without freezing the issue and the snapshot: "
+          f"{result['loop_messages_per_s']:,.0f} messages/s, {result['loop_ratio_to_smtp_source']:.0%} of smtp-source)")
+    print(f"  smtp-source (C)  {result['smtp_source_messages_per_s']:>8,.0f} messages/s"
+          f"               runs: {result['smtp_source_seconds']} s")
+    print(f"  ratio to smtp-source        {result['ratio_to_smtp_source']:.0%}   (target >= 70%)")
+    print(f"  reference path   {result['reference_messages_per_s']:>8,.0f} messages/s  "
+          "(EmailMessage + smtplib sendmail)")
+    print(f"  ratio to the reference      {result['ratio_to_reference']:.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscribers", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=4, help="SMTP connections (and smtp-source sessions)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each (the median is reported)")
+    parser.add_argument("--reference-sample", type=int, default=200, help="messages for the reference path")
+    parser.add_argument("--dkim", action="store_true", help="sign every message (a fresh 2048-bit key)")
+    parser.add_argument("--dir", default=None, help="where the temporary project goes (default: $TMPDIR)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary project")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
+    args = parser.parse_args()
+    tools = {name: find_tool(name) for name in POSTFIX_TOOLS}
+    if not all(tools.values()):
+        missing = ", ".join(name for name, path in tools.items() if not path)
+        print(f"skipped: Postfix's {missing} not found; on Debian or Ubuntu `apt-get install postfix` "
+              "installs smtp-sink and smtp-source (in /usr/sbin)")
+        return
+    result = run(args, tools["smtp-sink"], tools["smtp-source"])
+    print(json.dumps(result) if args.json else "", end="\n" if args.json else "")
+    if not args.json:
+        show(result)
+
+
+if __name__ == "__main__":
+    main()
