@@ -1,13 +1,20 @@
 """The daily clock: each day's issue goes out at `[schedule] send_time`, exactly once.
 
-APScheduler 3 is only the clock here (an in-memory job store and a `CronTrigger` in the
-newsletter's time zone). Durability is the ledger's: `run_due_issue` is idempotent, so a DST
-double fire, a restart, a second scheduler or a manual send never mails anyone twice
-(RELIABILITY.md, "Scheduling"). The issue of a run is the local date of its scheduled slot, found
-from the same trigger that fires the job, never from "today".
+APScheduler 3 is only the clock here: an in-memory job store, `coalesce`, `max_instances=1` and a
+generous `misfire_grace_time`. Durability is the ledger's: `run_due_issue` is idempotent, so a
+restart, a second scheduler or a manual send never mails anyone twice (RELIABILITY.md,
+"Scheduling"). The issue of a run is the local date of its slot, never "today".
 
-The clock arithmetic (`slots_between`, `last_slot`, `due_slot`, `next_runs`) takes `now`, so it
-is tested with any clock; `run_slot` is what the scheduler, its catch-up and `--once` all run.
+The job's trigger is `DailyTrigger`, one slot per local day computed here, not APScheduler's
+`CronTrigger`: in 3.11 the CronTrigger skips whole days around a DST change for send times near
+midnight (agronholm/apscheduler#606: a 00:30 slot in Europe/Berlin never fires on the Monday
+after the spring change) and fires twice on a fall-back day. A slot whose time the clocks skip
+runs as late as they skipped (02:30 becomes 03:30), as CronTrigger does; a time they repeat runs
+at its first occurrence.
+
+The clock arithmetic (`slot_on`, `slots_between`, `last_slot`, `due_slot`, `next_runs`) takes
+`now`, so it is tested with any clock; `run_slot` is what the scheduler, its catch-up and
+`--once` all run.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from datetime import time as time_of_day
 from pathlib import Path
 
 from newsletter.errors import LockedError, NewsletterError
@@ -47,20 +55,20 @@ _FINE = (SENT, ALREADY_SENT, STOPPED, SKIPPED)
 
 @dataclass(frozen=True)
 class Slot:
-    """One time the clock fires: the issue it sends (the slot's local date) and when, in local time."""
+    """One day's slot: the issue it sends (the local date) and when it runs, in local time."""
 
     day: date
     at: datetime  # aware, in the newsletter's zone
-    shifted: bool = False  # send_time does not exist that day (clocks go forward): it fires later
-    repeat: bool = False  # send_time comes twice that day (clocks go back): this is the second
+    shifted: bool = False  # send_time does not exist that day (clocks go forward): it runs later
+    repeated: bool = False  # send_time comes twice that day (clocks go back): it runs at the first
 
     @property
     def note(self) -> str:
         """Say what is special about this slot, or nothing."""
         if self.shifted:
             return f"clocks go forward: the send time does not exist this day, so it runs at {self.at:%H:%M}"
-        if self.repeat:
-            return "clocks go back: the send time comes twice this day; this second run finds the issue sent"
+        if self.repeated:
+            return f"clocks go back: {self.at:%H:%M} comes twice this day; it runs at the first, {self.at:%Z}"
         return ""
 
 
@@ -93,40 +101,36 @@ class RunResult:
 
 # --- the clock -----------------------------------------------------------------------------------
 
-def trigger(settings: Settings):
-    """Return the CronTrigger that fires at send_time every day in the newsletter's zone."""
-    from apscheduler.triggers.cron import CronTrigger
-
+def _send_time(settings: Settings) -> time_of_day:
     hour, minute = (int(part) for part in settings.schedule.send_time.split(":"))
-    return CronTrigger(hour=hour, minute=minute, timezone=settings.tz)
+    return time_of_day(hour, minute)
+
+
+def slot_on(day: date, settings: Settings) -> Slot:
+    """Return DAY's slot: send_time on DAY in the newsletter's zone."""
+    tz = settings.tz
+    wall = datetime.combine(day, _send_time(settings), tzinfo=tz)
+    # fold=0 is the first of a repeated time, and reads a skipped time with the offset from
+    # before the gap, so 02:30 on a spring-forward day is the instant the clocks show 03:30
+    at = _utc(wall).astimezone(tz)
+    shifted = at.replace(tzinfo=None) != wall.replace(tzinfo=None)
+    repeated = not shifted and wall.replace(fold=1).utcoffset() != wall.utcoffset()
+    return Slot(day, at, shifted=shifted, repeated=repeated)
 
 
 def _slots_from(start: datetime, settings: Settings) -> Iterator[Slot]:
-    """Yield every slot from START on, as APScheduler's trigger fires them."""
+    """Yield every slot at or after START, in order."""
     _require_aware(start)
-    cron = trigger(settings)
-    tz = settings.tz
-    hour, minute = (int(part) for part in settings.schedule.send_time.split(":"))
-    previous = None
-    moment = start
+    day = _utc(start).astimezone(settings.tz).date() - timedelta(days=1)
     while True:
-        fire = cron.get_next_fire_time(previous, moment)
-        if fire is None:  # pragma: no cover - a daily trigger has no end
-            return
-        # the trigger's own wall date is the day it matched, even where the clock skipped
-        day = fire.replace(tzinfo=None).date()
-        at = _utc(fire).astimezone(tz)  # normalized: a skipped 02:30 shows as the 03:30 it is
-        wall = datetime(day.year, day.month, day.day, hour, minute)
-        first = wall.replace(tzinfo=tz, fold=0).astimezone(timezone.utc)
-        second = wall.replace(tzinfo=tz, fold=1).astimezone(timezone.utc)
-        shifted = (at.hour, at.minute) != (hour, minute)
-        repeat = not shifted and first != second and _utc(at) == max(first, second)
-        yield Slot(day, at, shifted=shifted, repeat=repeat)
-        previous = moment = fire
+        slot = slot_on(day, settings)
+        if _utc(slot.at) >= _utc(start):
+            yield slot
+        day += timedelta(days=1)
 
 
 def slots_between(start: datetime, end: datetime, settings: Settings) -> list[Slot]:
-    """Return every slot the clock fires at in [START, END): a DST fall-back day can have two."""
+    """Return the slots in [START, END), one per local day."""
     _require_aware(end)
     found = []
     for slot in _slots_from(start, settings):
@@ -136,11 +140,15 @@ def slots_between(start: datetime, end: datetime, settings: Settings) -> list[Sl
     return found
 
 
-def last_slot(now: datetime, settings: Settings) -> Slot | None:
+def last_slot(now: datetime, settings: Settings) -> Slot:
     """Return the latest slot at or before NOW."""
-    # two days back always holds a slot of a daily trigger, even across a 25-hour day
-    found = slots_between(now - timedelta(hours=49), now + timedelta(microseconds=1), settings)
-    return found[-1] if found else None
+    _require_aware(now)
+    today = _utc(now).astimezone(settings.tz).date()
+    for back in range(-1, 3):  # a slot pushed past midnight by a gap can belong to the day before
+        slot = slot_on(today - timedelta(days=back), settings)
+        if _utc(slot.at) <= _utc(now):
+            return slot
+    raise AssertionError("unreachable: one of the last two days has a slot before now")  # pragma: no cover
 
 
 def catch_up_window(settings: Settings) -> timedelta:
@@ -151,21 +159,39 @@ def catch_up_window(settings: Settings) -> timedelta:
 def due_slot(now: datetime, settings: Settings) -> date | None:
     """Return the day whose issue is due at NOW: the latest slot's, if within the catch-up window."""
     slot = last_slot(now, settings)
-    if slot is not None and _utc(now) - _utc(slot.at) <= catch_up_window(settings):
+    if _utc(now) - _utc(slot.at) <= catch_up_window(settings):
         return slot.day
     return None
 
 
 def next_runs(now: datetime, n: int, settings: Settings) -> list[Slot]:
-    """Return the next N times the clock fires after NOW (DST repeats and shifts marked)."""
+    """Return the next N slots after NOW (those the clocks shift or repeat say so in their note)."""
     found: list[Slot] = []
     if n <= 0:
         return found
-    for slot in _slots_from(now + timedelta(microseconds=1), settings):
+    for slot in _slots_from(_utc(now) + timedelta(microseconds=1), settings):
         found.append(slot)
         if len(found) == n:
             break
     return found
+
+
+def daily_trigger(settings: Settings):
+    """Return the APScheduler trigger that fires at each day's slot (why not CronTrigger: see above)."""
+    from apscheduler.triggers.base import BaseTrigger
+
+    class DailyTrigger(BaseTrigger):
+        def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
+            if previous_fire_time is None:
+                start = now
+            else:
+                start = _utc(previous_fire_time) + timedelta(microseconds=1)
+            return next(_slots_from(start, settings)).at
+
+        def __str__(self) -> str:
+            return f"daily at {settings.schedule.send_time} {settings.newsletter.timezone}"
+
+    return DailyTrigger()
 
 
 def _utc(moment: datetime) -> datetime:
@@ -314,8 +340,6 @@ def _log_nothing_due(settings: Settings, now: datetime) -> None:
     from newsletter import delivery, store
 
     slot = last_slot(now, settings)
-    if slot is None:  # pragma: no cover - a daily trigger always has a slot in the last two days
-        return
     ago = (_utc(now) - _utc(slot.at)).total_seconds() / 3600
     when = f"the {settings.schedule.send_time} slot of {slot.day} passed {ago:.1f} h ago"
     window = f"[schedule] catch_up_hours = {settings.schedule.catch_up_hours:g}"
@@ -464,7 +488,7 @@ def run_scheduler(settings: Settings, stop: threading.Event, *,
         due = due_slot(started, settings)
         # a due slot runs at once (the catch-up) as the cron job itself, so max_instances covers it
         catch_up = {"next_run_time": started} if due is not None else {}
-        scheduler.add_job(run, trigger(settings), id="daily-send", name="daily send", **catch_up)
+        scheduler.add_job(run, daily_trigger(settings), id="daily-send", name="daily send", **catch_up)
         upcoming = next_runs(started, 1, settings)[0]
         logger.info("newsletter schedule for %s: daily at %s %s; next run %s",
                     settings.root, settings.schedule.send_time, settings.newsletter.timezone,

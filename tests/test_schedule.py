@@ -104,12 +104,19 @@ def wait_for(condition, what: str, timeout: float = 20.0) -> None:
 
 
 def apscheduler_fires(settings: Settings, start: datetime, end: datetime) -> list[datetime]:
-    """Ask APScheduler's CronTrigger itself when it fires between START and END, in UTC."""
-    cron = schedule.trigger(settings)
-    fires, previous, moment = [], None, start
-    while (fire := cron.get_next_fire_time(previous, moment)).astimezone(UTC) < end.astimezone(UTC):
+    """Ask APScheduler's own CronTrigger when it would fire between START and END, in UTC."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    hour, minute = settings.schedule.send_time.split(":")
+    return trigger_fires(CronTrigger(hour=hour, minute=minute, timezone=settings.tz), start, end)
+
+
+def trigger_fires(trigger, start: datetime, end: datetime) -> list[datetime]:
+    """Chain TRIGGER's fire times from START to END the way the scheduler does, in UTC."""
+    fires, previous, now = [], None, start
+    while (fire := trigger.get_next_fire_time(previous, now)).astimezone(UTC) < end.astimezone(UTC):
         fires.append(fire.astimezone(UTC))
-        previous = moment = fire
+        previous = now = fire
     return fires
 
 
@@ -120,55 +127,82 @@ def local(zone: str, *parts: int, fold: int = 0) -> datetime:
 # --- DST -----------------------------------------------------------------------------------------
 
 FALL_BACK = [
-    # zone, the repeated wall time, the day, APScheduler's two fires in UTC
+    # zone, the repeated wall time, the day, when it comes in UTC: first, second
     ("Europe/Berlin", "02:30", date(2026, 10, 25), ["2026-10-25T00:30", "2026-10-25T01:30"]),
     ("America/New_York", "01:30", date(2026, 11, 1), ["2026-11-01T05:30", "2026-11-01T06:30"]),
 ]
 
 
 @pytest.mark.parametrize("zone, send_time, day, fires", FALL_BACK, ids=[z for z, *_ in FALL_BACK])
-def test_fall_back_day_fires_twice_and_sends_once(tmp_path, zone, send_time, day, fires):
+def test_fall_back_day_sends_once_though_the_time_comes_twice(tmp_path, zone, send_time, day, fires):
     settings = make_project(tmp_path / "p", zone=zone, send_time=send_time, days=(day,))
-    start, end = local(zone, day.year, day.month, day.day), local(zone, day.year, day.month, day.day) + timedelta(days=1)
+    start, end = local(zone, day.year, day.month, day.day), local(zone, day.year, day.month, day.day + 1)
+    expected = [f"{f}+00:00" for f in fires]
 
-    # what APScheduler does: the wall time comes twice, and it fires at both
-    assert [f.isoformat(timespec="minutes") for f in apscheduler_fires(settings, start, end)] == \
-        [f"{f}+00:00" for f in fires]
-    slots = schedule.slots_between(start, end, settings)
-    assert [s.day for s in slots] == [day, day]
-    assert [s.repeat for s in slots] == [False, True]
-    assert [f"{s.at:%H:%M}" for s in slots] == [send_time, send_time]
+    # what APScheduler's CronTrigger does: it fires at both
+    assert [f.isoformat(timespec="minutes") for f in apscheduler_fires(settings, start, end)] == expected
+    # ours fires once, at the first
+    assert [f.isoformat(timespec="minutes") for f in trigger_fires(schedule.daily_trigger(settings), start, end)] \
+        == expected[:1]
+    (slot,) = schedule.slots_between(start, end, settings)
+    assert slot.day == day and slot.repeated and f"{slot.at:%H:%M}" == send_time
+    assert "comes twice" in slot.note
 
-    # both fires run; the second finds the issue sent
-    outcomes = [schedule.run_slot(settings, s.at + timedelta(seconds=1)).outcome for s in slots]
-    assert outcomes == [schedule.SENT, schedule.ALREADY_SENT]
+    # a run at each (ours, then a CronTrigger's second fire or a restart an hour later): one send
+    first, second = (datetime.fromisoformat(f"{f}+00:00") for f in fires)
+    assert schedule.run_slot(settings, first + timedelta(seconds=1)).outcome == schedule.SENT
+    assert schedule.run_slot(settings, second + timedelta(seconds=1)).outcome == schedule.ALREADY_SENT
     assert_each_active_subscriber_got_one(settings, day)
 
 
 SPRING_FORWARD = [
-    # zone, the missing wall time, the day, APScheduler's one fire in UTC, the local time it fires at
+    # zone, the missing wall time, the day, the one fire in UTC, the local time it fires at
     ("Europe/Berlin", "02:30", date(2026, 3, 29), "2026-03-29T01:30", "03:30 CEST"),
     ("America/New_York", "02:30", date(2026, 3, 8), "2026-03-08T07:30", "03:30 EDT"),
 ]
 
 
 @pytest.mark.parametrize("zone, send_time, day, fire, shown", SPRING_FORWARD, ids=[z for z, *_ in SPRING_FORWARD])
-def test_spring_forward_day_fires_once_at_the_shifted_time(tmp_path, zone, send_time, day, fire, shown):
+def test_spring_forward_day_sends_once_at_the_shifted_time(tmp_path, zone, send_time, day, fire, shown):
     settings = make_project(tmp_path / "p", zone=zone, send_time=send_time, days=(day,))
-    start, end = local(zone, day.year, day.month, day.day), local(zone, day.year, day.month, day.day) + timedelta(days=1)
+    start, end = local(zone, day.year, day.month, day.day), local(zone, day.year, day.month, day.day + 1)
 
-    # what APScheduler does: 02:30 does not exist, so it fires once, an hour later by the new clock
+    # 02:30 does not exist: APScheduler's CronTrigger and ours both fire once, when the clocks show 03:30
     assert [f.isoformat(timespec="minutes") for f in apscheduler_fires(settings, start, end)] == [f"{fire}+00:00"]
+    assert [f.isoformat(timespec="minutes") for f in trigger_fires(schedule.daily_trigger(settings), start, end)] \
+        == [f"{fire}+00:00"]
     (slot,) = schedule.slots_between(start, end, settings)
     assert slot.day == day and slot.shifted
     assert f"{slot.at:%H:%M %Z}" == shown
-    assert "03:30" in slot.note
+    assert "runs at 03:30" in slot.note
 
     # a minute before the shifted slot nothing is due (the day before is past its window)
     assert schedule.due_slot(slot.at - timedelta(minutes=1), settings) is None
     assert schedule.run_slot(settings, slot.at + timedelta(seconds=1)).outcome == schedule.SENT
     assert schedule.run_slot(settings, slot.at + timedelta(hours=2)).outcome == schedule.ALREADY_SENT
     assert_each_active_subscriber_got_one(settings, day)
+
+
+@pytest.mark.parametrize("zone, send_time, gap_day", [
+    ("Europe/Berlin", "00:30", date(2025, 3, 30)),
+    ("America/New_York", "00:00", date(2025, 3, 9)),
+    ("America/Havana", "00:30", date(2025, 3, 9)),  # the clocks jump at midnight itself
+])
+def test_a_slot_near_midnight_fires_every_day_around_the_spring_change(tmp_path, zone, send_time, gap_day):
+    (tmp_path / "newsletter.toml").write_text(
+        f'[newsletter]\ntimezone = "{zone}"\n[schedule]\nsend_time = "{send_time}"\n', encoding="utf-8")
+    settings = load_settings(tmp_path)
+    start = datetime.combine(gap_day - timedelta(days=2), datetime.min.time(), tzinfo=settings.tz)
+    end = start + timedelta(days=5)
+    days = [gap_day + timedelta(days=n) for n in range(-2, 3)]
+
+    ours = trigger_fires(schedule.daily_trigger(settings), start, end)
+    assert [f.astimezone(settings.tz).date() for f in ours] == days
+    assert [s.day for s in schedule.slots_between(start, end, settings)] == days
+    # APScheduler 3.11's CronTrigger drops a day here (agronholm/apscheduler#606): the reason
+    # the job has its own trigger; if this starts to pass, CronTrigger could come back
+    cron_days = {f.astimezone(settings.tz).date() for f in apscheduler_fires(settings, start, end)}
+    assert cron_days < set(days), "CronTrigger no longer skips a day: consider using it again"
 
 
 @pytest.mark.parametrize("zone, send_time, utc_now, day", [
@@ -189,13 +223,12 @@ def test_next_runs_show_local_time_and_utc_across_the_fall_back(tmp_path):
         '[newsletter]\ntimezone = "Europe/Berlin"\n[schedule]\nsend_time = "02:30"\n', encoding="utf-8")
     settings = load_settings(tmp_path)
     runs = schedule.next_runs(local("Europe/Berlin", 2026, 10, 24, 12), 3, settings)
-    assert [schedule.format_slot(s).split("  (")[0] for s in runs] == [
-        "Sun 2026-10-25 02:30 CEST (+0200)  =  2026-10-25 00:30 UTC",
-        "Sun 2026-10-25 02:30 CET (+0100)  =  2026-10-25 01:30 UTC",
+    assert [schedule.format_slot(s) for s in runs] == [
+        "Sun 2026-10-25 02:30 CEST (+0200)  =  2026-10-25 00:30 UTC  "
+        "(clocks go back: 02:30 comes twice this day; it runs at the first, CEST)",
         "Mon 2026-10-26 02:30 CET (+0100)  =  2026-10-26 01:30 UTC",
+        "Tue 2026-10-27 02:30 CET (+0100)  =  2026-10-27 01:30 UTC",
     ]
-    assert "comes twice" in schedule.format_slot(runs[1])
-    assert "comes twice" not in schedule.format_slot(runs[0])
 
 
 def test_schedule_next_prints_the_coming_runs_in_local_time_and_utc(tmp_path, runner):
@@ -438,3 +471,45 @@ def test_schedule_once_exits_1_when_the_day_cannot_be_sent(tmp_path, runner):
     assert result.exit_code == 1
     assert f"ERROR issue of {day}: not sent" in result.stderr and "veska-talks-open.md" in result.stderr
 
+
+
+# --- the clock in any zone -----------------------------------------------------------------------
+
+from hypothesis import given, settings as hypothesis_settings, strategies as st  # noqa: E402
+
+from newsletter.settings import NewsletterSettings, ScheduleSettings  # noqa: E402
+
+# zones with DST at 02:00, at midnight (Havana, Santiago), by 30 minutes (Lord Howe), and none
+ZONES = ["Europe/Berlin", "America/New_York", "America/Havana", "America/Santiago",
+         "Australia/Lord_Howe", "Pacific/Chatham", "Asia/Kathmandu", "UTC"]
+
+
+@hypothesis_settings(max_examples=150, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES),
+    hour=st.sampled_from([0, 1, 2, 3, 6, 23]),
+    minute=st.sampled_from([0, 15, 30, 45, 59]),
+    now=st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2030, 12, 31), timezones=st.just(UTC)),
+)
+def test_every_local_day_gets_one_slot_at_its_send_time_and_a_run_there_sends_that_day(zone, hour, minute, now):
+    config = Settings(root=Path("."), newsletter=NewsletterSettings(timezone=zone),
+                      schedule=ScheduleSettings(send_time=f"{hour:02d}:{minute:02d}"))
+    runs = schedule.next_runs(now, 6, config)
+    assert runs[0].at.astimezone(UTC) > now
+    assert [run.day - runs[0].day for run in runs] == [timedelta(days=n) for n in range(6)]
+    # the job's trigger, chained as the scheduler does, fires at exactly these
+    fires = trigger_fires(schedule.daily_trigger(config), now + timedelta(microseconds=1),
+                          runs[-1].at + timedelta(seconds=1))
+    assert fires == [run.at.astimezone(UTC) for run in runs]
+    tz = ZoneInfo(zone)
+    for run in runs:
+        wall = datetime.combine(run.day, datetime.min.time().replace(hour=hour, minute=minute), tzinfo=tz)
+        exists = wall.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall.replace(tzinfo=None)
+        if exists:  # at send_time that day; at the first of two if the clocks repeat it
+            assert not run.shifted and (run.at.hour, run.at.minute) == (hour, minute)
+            assert run.at.astimezone(UTC) == min(wall.astimezone(UTC), wall.replace(fold=1).astimezone(UTC))
+        else:  # skipped by the clocks: as late as they skipped, within three hours
+            assert run.shifted
+            assert timedelta(0) < run.at.astimezone(UTC) - wall.replace(fold=1).astimezone(UTC) <= timedelta(hours=3)
+        assert schedule.due_slot(run.at + timedelta(seconds=1), config) == run.day
+        assert schedule.last_slot(run.at, config) == run
