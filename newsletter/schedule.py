@@ -84,6 +84,7 @@ class RunResult:
     seconds: float = 0.0
     number: int = 0
     detail: str = ""  # the empty policy's reason, the check's errors, or the cause of a failure
+    retry_at: datetime | None = None  # when the rows left (greylisted, deferred) are due again
 
     @property
     def ok(self) -> bool:
@@ -282,8 +283,9 @@ def run_due_issue(
     if sent.stopped:
         return result(STOPPED, **fields, detail=f"{sent.sent:,} of {sent.total:,} written; the next start resumes")
     if sent.status != "done":
-        return result(INCOMPLETE, **fields,
-                      detail=f"{sent.sent:,} of {sent.total:,} written, the issue is {sent.status}; "
+        waiting = f", {sent.waiting_retries:,} waiting to be retried" if sent.waiting_retries else ""
+        return result(INCOMPLETE, **fields, retry_at=_parse_time(sent.next_retry_at),
+                      detail=f"{sent.sent:,} of {sent.total:,} written{waiting}, the issue is {sent.status}; "
                              "the next run resumes")
     return result(SENT, **fields, detail=f"{sent.sent:,} of {sent.total:,} written")
 
@@ -305,6 +307,15 @@ def _send_when_free(conn, settings, rendered, stop, progress, lock_wait: float):
                 logger.info("%s; waiting for it to end", err)
                 waiting = True
             pause.wait(_LOCK_POLL_SECONDS)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    """Return the ledger's ISO timestamp as an aware datetime, or None."""
+    try:
+        moment = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _cause(err: BaseException) -> str:
@@ -475,6 +486,8 @@ def run_scheduler(settings: Settings, stop: threading.Event, *,
             if target is None or stop.is_set() or (result is not None and result.ok):
                 return
             again = now() + RETRY_AFTER
+            if result is not None and result.retry_at is not None:  # the ledger's backoff knows better
+                again = max(now() + timedelta(minutes=1), result.retry_at)
             if due_slot(again, settings) == target:
                 try:
                     scheduler.add_job(run, "date", run_date=again, args=[target], id=f"retry-{target}",
@@ -483,10 +496,13 @@ def run_scheduler(settings: Settings, stop: threading.Event, *,
                     return
                 logger.info("trying the issue of %s again at %s", target,
                             again.astimezone(settings.tz).strftime("%H:%M %Z"))
+            else:
+                logger.warning("the issue of %s is not tried again: its catch-up window closes first; "
+                               "`newsletter send --date %s` resumes it by hand", target, target)
 
         started = now()
         due = due_slot(started, settings)
-        # a due slot runs at once (the catch-up) as the cron job itself, so max_instances covers it
+        # a due slot runs at once (the catch-up) as the daily job itself, so max_instances covers it
         catch_up = {"next_run_time": started} if due is not None else {}
         scheduler.add_job(run, daily_trigger(settings), id="daily-send", name="daily send", **catch_up)
         upcoming = next_runs(started, 1, settings)[0]

@@ -38,7 +38,8 @@ UTC = timezone.utc
 # --- helpers (the end-to-end test uses them too) ----------------------------------------------------
 
 def make_project(folder: Path, *, zone: str, send_time: str, catch_up_hours: float = 6.0,
-                 days: tuple[date, ...] = (), batch_size: int | None = None) -> Settings:
+                 days: tuple[date, ...] = (), batch_size: int | None = None,
+                 smtp_port: int | None = None) -> Settings:
     """Write a project with the sample's settings in ZONE at SEND_TIME, the sample articles on DAYS,
     and the sample subscribers imported with the CLI."""
     (folder / "articles").mkdir(parents=True)
@@ -49,6 +50,9 @@ def make_project(folder: Path, *, zone: str, send_time: str, catch_up_hours: flo
     text = re.sub(r'(?m)^catch_up_hours = .*$', f'catch_up_hours = {catch_up_hours}', text)
     if batch_size is not None:
         text += f"batch_size = {batch_size}\n"  # the file ends with the [delivery] table
+    if smtp_port is not None:
+        text = text.replace('transport = "outbox"', 'transport = "smtp"')
+        text += f'\n[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\ntimeout = 5.0\n'
     (folder / "newsletter.toml").write_text(text, encoding="utf-8")
     for day in days:
         shutil.copytree(SOURCE_DAY, folder / "articles" / day.isoformat())
@@ -411,6 +415,46 @@ def test_day_with_a_bad_article_is_not_sent_and_the_error_names_file_and_field(t
     article.write_text(good, encoding="utf-8")  # the editor fixes it within the window
     assert schedule.run_slot(settings, local("Europe/Vienna", 2026, 11, 27, 7)).outcome == schedule.SENT
     assert_each_active_subscriber_got_one(settings, day)
+
+
+class Recipients:
+    """An aiosmtpd handler that accepts every message and counts the copies per recipient."""
+
+    def __init__(self) -> None:
+        self.copies: Counter = Counter()
+
+    async def handle_DATA(self, server, session, envelope):
+        self.copies.update(envelope.rcpt_tos)
+        return "250 2.0.0 queued"
+
+
+def test_smtp_server_down_fails_the_run_with_its_cause_and_the_next_run_resumes(tmp_path):
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:  # a port nothing listens on: the connection is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    day = date(2026, 11, 27)
+    settings = make_project(tmp_path / "p", zone="Europe/Vienna", send_time="06:00", days=(day,), smtp_port=port)
+
+    down = schedule.run_slot(settings, local("Europe/Vienna", 2026, 11, 27, 6, 0, 1))
+    assert down.outcome == schedule.FAILED and not down.ok
+    assert f"127.0.0.1:{port}" in down.detail
+    state = issue_state(settings, day)
+    assert state.counts["sent"] == 0 and state.counts["failed"] == 0  # nobody is blamed for the server
+
+    recipients = Recipients()
+    controller = Controller(recipients, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        up = schedule.run_slot(settings, local("Europe/Vienna", 2026, 11, 27, 6, 15))
+    finally:
+        controller.stop()
+    assert up.outcome == schedule.SENT, up.summary()
+    assert up.messages == 29
+    assert recipients.copies == Counter({address: 1 for address in active_emails(settings)})
 
 
 def test_day_without_articles_follows_the_skip_policy(tmp_path):
