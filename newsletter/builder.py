@@ -9,7 +9,6 @@ import html
 import re
 import string
 import unicodedata
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Sequence

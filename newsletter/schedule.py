@@ -20,9 +20,7 @@ The clock arithmetic (`slot_on`, `slots_between`, `last_slot`, `due_slot`, `next
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import signal
 import threading
 import time
@@ -32,6 +30,7 @@ from datetime import date, datetime, timedelta, timezone
 from datetime import time as time_of_day
 from pathlib import Path
 
+from newsletter.delivery.lock import held_lock
 from newsletter.errors import LockedError, NewsletterError
 from newsletter.settings import Settings
 
@@ -381,40 +380,13 @@ def schedule_lock_path(settings: Settings) -> Path:
     return settings.database_path.parent / SCHEDULE_LOCK_NAME
 
 
-@contextlib.contextmanager
-def schedule_lock(settings: Settings) -> Iterator[Path]:
+def schedule_lock(settings: Settings) -> contextlib.AbstractContextManager[Path]:
     """Hold the project's scheduler lock; raise LockedError when another scheduler holds it."""
-    path = schedule_lock_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(
-                f"{path}: another `newsletter schedule` is running for this project (pid {_holder(fd)}); "
-                "it sends the issues, so this one stops"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        try:
-            yield path
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _holder(fd: int) -> str:
-    """Return the pid the lock's holder wrote, waiting a moment for one that has just taken it."""
-    pause = threading.Event()
-    for _ in range(40):
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        if holder:
-            return holder
-        pause.wait(0.005)
-    return "unknown"
+    return held_lock(
+        schedule_lock_path(settings),
+        "another `newsletter schedule` is running for this project (pid {pid}); it sends the issues, "
+        "so this one stops",
+    )
 
 
 @contextlib.contextmanager

@@ -316,7 +316,7 @@ def test_send_command_writes_the_outbox_and_says_how_to_send_for_real(project, r
     result = runner.invoke(app, ["--project", str(project), "send", "--date", day])
 
     assert result.exit_code == 0, result.output
-    assert f"Sent 3 messages in " in result.output
+    assert "Sent 3 messages in " in result.output
     assert f"outbox/{day}/mail/new/" in result.output
     assert 'set [delivery] transport = "smtp" in newsletter.toml' in result.output
     assert len(list((project / "outbox" / day / "mail" / "new").iterdir())) == 3

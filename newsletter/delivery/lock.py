@@ -1,10 +1,11 @@
-"""The send lock: one sender per project at a time (fcntl.flock on subscribers/send.lock)."""
+"""Project locks: one sender (subscribers/send.lock) and one scheduler (schedule.lock) at a time."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,22 +21,19 @@ def lock_path(settings: Settings) -> Path:
 
 
 @contextlib.contextmanager
-def send_lock(settings: Settings) -> Iterator[Path]:
-    """Hold the project's send lock for the block; raise LockedError when another send holds it.
+def held_lock(path: Path, busy: str) -> Iterator[Path]:
+    """Hold an exclusive flock on PATH for the block; raise LockedError(BUSY) when another holds it.
 
-    The kernel drops a flock when its holder dies, so a killed send never leaves a stale lock.
+    BUSY may name `{pid}`, the holder's process id, which the holder writes into the file. The
+    kernel drops a flock when its holder dies, so a killed process never leaves a stale lock.
     """
-    path = lock_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise LockedError(
-                f"{path}: another send is running (pid {holder}); try again when it ends"
-            ) from None
+            raise LockedError(f"{path}: " + busy.format(pid=_holder(fd))) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         try:
@@ -45,3 +43,19 @@ def send_lock(settings: Settings) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    """Return the pid the lock's holder wrote, waiting a moment for one that has just taken it."""
+    pause = threading.Event()
+    for _ in range(40):
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if holder:
+            return holder
+        pause.wait(0.005)
+    return "unknown"
+
+
+def send_lock(settings: Settings) -> contextlib.AbstractContextManager[Path]:
+    """Hold the project's send lock for the block; raise LockedError when another send holds it."""
+    return held_lock(lock_path(settings), "another send is running (pid {pid}); try again when it ends")
