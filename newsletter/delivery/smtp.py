@@ -248,6 +248,8 @@ class SmtpConnection:
                 smtp = smtplib.SMTP_SSL(timeout=config.timeout, context=config.context)
             else:
                 smtp = smtplib.SMTP(timeout=config.timeout)
+            # the name TLS checks the certificate against (SMTP(host) would connect in __init__)
+            smtp._host = config.host
             code, message = smtp.connect(config.host, config.port)
             _no_delay(smtp.sock)
             if code != 220:
@@ -293,6 +295,9 @@ class SmtpConnection:
         except (smtplib.SMTPException, OSError) as err:
             _close(smtp)
             raise ConnectionTrouble(f"{where}: cannot open a session: {_cause(err)}", fatal=False) from err
+        except Exception as err:  # e.g. ValueError from the TLS settings: not worth a retry
+            _close(smtp)
+            raise ConnectionTrouble(f"{where}: cannot open a session: {err}", fatal=True) from err
         self._smtp = smtp
 
     def close(self) -> None:
@@ -757,6 +762,7 @@ class SmtpTransport:
         from newsletter.messages import ascii_address
 
         connection = SmtpConnection(self.config)
+        row = None
         try:
             while True:
                 row = work.get()
@@ -795,6 +801,12 @@ class SmtpTransport:
                 except _Aborted:
                     return
                 events.put(("done", row, attempt, len(data)))
+                row = None
+        except Exception as err:  # a bug must not leave the recording thread waiting for this row
+            logger.exception("SMTP worker failed")
+            if row is not None:
+                events.put(("trouble", row, ConnectionTrouble(f"{self.config.where}: unexpected error: {err!r}",
+                                                              fatal=True)))
         finally:
             connection.close()
 
