@@ -469,6 +469,18 @@ def test_retries_stop_when_the_next_days_issue_starts(project, conn, server):
     assert [rcpt for rcpt, _, _ in server.received].count(everyone[0]) == 1  # the next day's only
 
 
+def test_an_older_day_sent_by_hand_after_a_newer_one_is_sent_not_expired(project, conn, server):
+    everyone = add_subscribers(conn, 3)
+    settings = smtp_settings(project, server.port)
+    send_issue(conn, settings, make_rendered(DAY.replace(day=27)))
+
+    report = send_issue(conn, settings, make_rendered())
+
+    assert report.expired == 0
+    assert issue_status(conn, DAY).counts["sent"] == 3
+    assert sorted(rcpt for rcpt, _, _ in server.received) == sorted(everyone * 2)
+
+
 def test_throttle_spaces_sends_across_the_pool_and_keeps_the_hourly_cap() -> None:
     clock = [1000.0]
     waits: list[float] = []

@@ -475,12 +475,13 @@ def expire_superseded(conn: sqlite3.Connection, *, now: str) -> dict[date, int]:
     """
     expired: dict[date, int] = {}
     with store.write(conn):
-        newest = conn.execute("SELECT max(day) FROM issues").fetchone()[0]
-        if newest is None:
-            return expired
-        days = [row[0] for row in conn.execute(
-            "SELECT day FROM issues WHERE day < ? AND status != 'done'", (newest,))]
-        for key in days:
+        # superseded: a later day's issue started after this one did (so an older day sent by hand
+        # after newer ones is not expired at its own start)
+        superseded = conn.execute(
+            "SELECT i.day, max(j.day) FROM issues i JOIN issues j"
+            " ON j.day > i.day AND j.rowid > i.rowid"
+            " WHERE i.status != 'done' GROUP BY i.day").fetchall()
+        for key, newest in superseded:
             count = conn.execute(
                 "UPDATE deliveries SET state = 'failed', reason = 'expired', updated_at = ?,"
                 " last_reply = CASE WHEN last_reply = '' THEN ? ELSE last_reply END"
