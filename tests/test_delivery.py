@@ -21,23 +21,14 @@ from newsletter.delivery import ledger
 from newsletter.delivery.outbox import file_name
 from newsletter.errors import LockedError
 from newsletter.models import (
-    GREETING_PLACEHOLDER, NAME_PLACEHOLDER, TOKEN_PLACEHOLDER, Issue, RenderedIssue,
+    GREETING_PLACEHOLDER, NAME_PLACEHOLDER, TOKEN_PLACEHOLDER,
 )
 from newsletter.settings import Settings, load_settings
 
-DAY = date(2026, 11, 26)
+from factories import DAY, make_rendered
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def make_rendered(day: date = DAY, words: str = "The interceptor talks resumed.") -> RenderedIssue:
-    issue = Issue(day=day, number=7, subject=f"MDB {day:%B} {day.day}: Talks resume", preheader="Talks",
-                  sections=(), archive_url=f"https://newsletter.example.org/{day}/")
-    html = (f"<html><body><p>{GREETING_PLACEHOLDER}</p>\n<p>{words}</p>\n"
-            f"<a href=\"https://newsletter.example.org/u/{TOKEN_PLACEHOLDER}\">Unsubscribe</a>\n</body></html>\n")
-    text = f"{GREETING_PLACEHOLDER}\n\n{words}\n\nUnsubscribe: https://newsletter.example.org/u/{TOKEN_PLACEHOLDER}\n"
-    return RenderedIssue(issue, html, text)
 
 
 def add_subscribers(conn: sqlite3.Connection, count: int, *, status: str = "active", start: int = 0) -> list[str]:

@@ -30,10 +30,10 @@ from newsletter.cli import app
 from newsletter.delivery import issue_status, send_issue, send_proofs
 from newsletter.delivery.smtp import RetryPolicy, Throttle, WireMessages, send_one, stuff
 from newsletter.errors import DeliveryError, SettingsError
-from newsletter.models import GREETING_PLACEHOLDER, TOKEN_PLACEHOLDER, Issue, RenderedIssue, Subscriber
+from newsletter.models import GREETING_PLACEHOLDER, RenderedIssue, Subscriber
 from newsletter.settings import Settings, load_settings
 
-DAY = date(2026, 11, 26)
+from factories import DAY, make_rendered
 REPO = Path(__file__).resolve().parent.parent
 # retries due at once, so no test waits for a backoff
 FAST = RetryPolicy(rate_limit_first=0.0, rate_limit_max=0.0, drop_first=0.0, drop_next=0.0, drop_max=0.0)
@@ -148,15 +148,6 @@ def free_port() -> int:
 
 
 # ----------------------------------------------------------------------------- the project
-
-
-def make_rendered(day: date = DAY, words: str = "The interceptor talks resumed.") -> RenderedIssue:
-    issue = Issue(day=day, number=7, subject=f"MDB {day:%B} {day.day}: Talks resume", preheader="Talks",
-                  sections=(), archive_url=f"https://newsletter.example.org/{day}/")
-    html = (f"<html><body><p>{GREETING_PLACEHOLDER}</p>\n<p>{words}</p>\n"
-            f"<a href=\"https://newsletter.example.org/u/{TOKEN_PLACEHOLDER}\">Unsubscribe</a>\n</body></html>\n")
-    text = f"{GREETING_PLACEHOLDER}\n\n{words}\n\nUnsubscribe: https://newsletter.example.org/u/{TOKEN_PLACEHOLDER}\n"
-    return RenderedIssue(issue, html, text)
 
 
 def add_subscribers(conn: sqlite3.Connection, count: int, start: int = 0) -> list[str]:
@@ -571,7 +562,7 @@ def test_send_command_over_smtp_reports_and_status_lists_failed_and_in_doubt(pro
     as_json = runner.invoke(app, ["--project", str(project), "status", "--date", day, "--format", "json"])
 
     assert sent.exit_code == 0, sent.output
-    assert f"Sent 3 messages in " in sent.output and f"to 127.0.0.1:{server.port} by SMTP" in sent.output
+    assert "Sent 3 messages in " in sent.output and f"to 127.0.0.1:{server.port} by SMTP" in sent.output
     assert "1 message(s) were refused by the server (1 bounced" in sent.output
     assert "1 message(s) in doubt" in sent.output
     assert f"  {everyone[0]}  failed (bounced): 550 5.1.1 no such user" in text.output
