@@ -12,7 +12,6 @@ out identical to the reference. tests/test_messages.py holds the two paths again
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import html
@@ -25,8 +24,8 @@ from email import quoprimime
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from email_validator import EmailNotValidError, validate_email
 
+from newsletter import addresses
 from newsletter.errors import BuildError, HeaderError, SettingsError
 from newsletter.models import (
     GREETING_PLACEHOLDER,
@@ -71,10 +70,8 @@ _SLOT_RE = re.compile(
 )
 _LEFTOVERS = (b"NLXRECIPIENTX", b"NLXMESSAGEIDX", b"NLXSLOT", *(p.encode() for p in PLACEHOLDERS))
 
-# A name of plain words goes into To as it is. A local part of this shape is one email-validator
-# accepts as it is, so only the domain needs its judgement.
+# A name of plain words goes into To as it is.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9'-]+(?: [A-Za-z0-9'-]+)*")
-_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9_+-]{1,64}(?:\.[A-Za-z0-9_+-]{1,64})*")
 
 
 def sign(raw: bytes) -> bytes:
@@ -248,35 +245,16 @@ def check_header_value(field: str, value: str) -> str:
 
 def ascii_address(email: str) -> str:
     """Return the ASCII form of EMAIL (IDNA domain); HeaderError if it needs SMTPUTF8 or is invalid."""
-    local, _, domain = email.rpartition("@")
-    if len(local) <= 64 and _PLAIN_LOCAL.fullmatch(local):
-        # Domains repeat across a list: email-validator judges each once (the local part plays no
-        # part in that) instead of once per subscriber at 50-200 us.
-        try:
-            address = local + "@" + _ascii_domain(domain)
-        except HeaderError:
-            address = ""  # check the whole address, for an error that names it
-        if address and len(address) <= 254:
-            return address
-    return _validated_ascii_address(email)
-
-
-@functools.lru_cache(maxsize=65536)
-def _ascii_domain(domain: str) -> str:
-    return _validated_ascii_address("postmaster@" + domain).rpartition("@")[2]
-
-
-def _validated_ascii_address(email: str) -> str:
     try:
-        result = validate_email(email, check_deliverability=False)
-    except EmailNotValidError as err:
+        _, ascii_form = addresses.normalize(email)
+    except addresses.EmailNotValidError as err:
         raise HeaderError(f"{email!r}: not a valid address: {err}") from err
-    if result.ascii_email is None:
+    if ascii_form is None:
         raise HeaderError(
             f"{email!r}: the part before @ is not ASCII; delivering to it needs SMTPUTF8, "
             "which this sender does not use"
         )
-    return result.ascii_email
+    return ascii_form
 
 
 def _subscriber_name(subscriber: Subscriber) -> str:
@@ -477,7 +455,7 @@ def build_reference(
     """Return one subscriber's message built with EmailMessage: slow, and the oracle of the fast path."""
     _check_settings(rendered, settings)
     name = _subscriber_name(subscriber)
-    address = _validated_ascii_address(subscriber.email)
+    address = ascii_address(subscriber.email)
     token = unsubscribe_token(key, subscriber.id, settings.sender.list_id)
     text_values, html_values = _personal_values(name, token, settings)
     raw = _compose(

@@ -9,13 +9,11 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
-import functools
 import json
 import logging
 import os
 import re
 import sqlite3
-import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,9 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from email_validator import EmailNotValidError, validate_email
 
-from newsletter import store
+from newsletter import addresses, store
 from newsletter.errors import ImportFileError, SubscriberError
 from newsletter.models import Subscriber
 
@@ -125,8 +122,8 @@ def normalize_email(address: str) -> tuple[str, str]:
     if not stripped:
         raise SubscriberError("email: the address is empty")
     try:
-        normalized = validate_email(stripped, check_deliverability=False, strict=True).normalized
-    except EmailNotValidError as err:
+        normalized, _ = addresses.normalize(stripped)
+    except addresses.EmailNotValidError as err:
         raise SubscriberError(f"{_show(stripped)}: not a valid email address: {err}") from err
     return normalized, normalized.casefold()
 
@@ -656,25 +653,6 @@ def _cells(n: int) -> str:
     return "1 cell" if n == 1 else f"{n} cells"
 
 
-@contextlib.contextmanager
-def _domain_checks_cached() -> Iterator[None]:
-    """Remember email-validator's domain check (a pure function of the domain) during one import.
-
-    A list has few distinct domains and the domain check is over half the cost of validating an
-    address, so a 100,000-row import spends seconds less; every address is still validated in full.
-    """
-    module = sys.modules.get("email_validator.validate_email")
-    original = getattr(module, "validate_email_domain_name", None)
-    if original is None or hasattr(original, "cache_info"):  # layout changed, or already cached
-        yield
-        return
-    module.validate_email_domain_name = functools.lru_cache(maxsize=4096)(original)  # type: ignore[union-attr]
-    try:
-        yield
-    finally:
-        module.validate_email_domain_name = original  # type: ignore[union-attr]
-
-
 def _read_import(path: Path, codec: str, encoding: str, report: ImportReport) -> dict[str, _Wanted]:
     """Read PATH into one _Wanted per distinct address, recording invalid rows and merges in REPORT."""
     lines = _decoded_lines(path, codec, encoding)
@@ -807,8 +785,7 @@ def import_file(
         codec = "utf-8-sig"  # tolerate the byte order mark Excel writes
     report = ImportReport(path=path, source_format="plain", dry_run=dry_run)
     try:
-        with _domain_checks_cached():
-            wanted = _read_import(path, codec, encoding, report)
+        wanted = _read_import(path, codec, encoding, report)
     except OSError as err:
         raise ImportFileError(f"{path}: cannot read the file: {err.strerror}") from err
     if report.invalid and not skip_invalid:

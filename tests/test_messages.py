@@ -11,7 +11,6 @@ from email.header import decode_header, make_header
 from email.utils import getaddresses
 
 import pytest
-from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, assume, given, settings as hsettings, strategies as st
 
 from newsletter.errors import BuildError, HeaderError
@@ -343,22 +342,6 @@ def test_injected_name_is_refused_naming_the_name(settings, template, bad):
         template.personalize(person)
     with pytest.raises(HeaderError, match="subscriber 9 name"):
         build_reference(ISSUE, person, settings, KEY, SENT_AT)
-
-
-@hsettings(max_examples=300)
-@given(
-    local=st.from_regex(r"[A-Za-z0-9_+-]{1,70}(\.[A-Za-z0-9_+-]{1,10}){0,2}", fullmatch=True),
-    domain=st.from_regex(r"([a-zA-Z0-9-]{1,12}\.){1,3}[a-zA-Z0-9-]{1,8}|[a-z]+\.(test|invalid)|b\u00fccher\.de",
-                         fullmatch=True),
-)
-def test_recipient_address_agrees_with_email_validator(local, domain):
-    try:
-        expected = validate_email(f"{local}@{domain}", check_deliverability=False).ascii_email
-    except EmailNotValidError:
-        with pytest.raises(HeaderError):
-            ascii_address(f"{local}@{domain}")
-    else:
-        assert ascii_address(f"{local}@{domain}") == expected
 
 
 def test_non_ascii_local_part_needs_smtputf8(settings, template):

@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,6 +21,9 @@ from newsletter.delivery.outbox import OutboxTransport, Recovery, Staged
 from newsletter.errors import DeliveryError, NewsletterError, SettingsError
 from newsletter.models import RenderedIssue, Subscriber
 from newsletter.settings import Settings, secret_key
+
+if TYPE_CHECKING:  # smtp is imported only when a send uses it
+    from newsletter.delivery import smtp
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +90,7 @@ def send_issue(
     transport: str | None = None,
     in_doubt: str = "retry",
     retry_now: bool = False,
-    policy: "RetryPolicy | None" = None,
+    policy: "smtp.RetryPolicy | None" = None,
 ) -> SendReport:
     """Send RENDERED to every subscriber of its day exactly once, resuming where a send stopped.
 
