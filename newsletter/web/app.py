@@ -308,7 +308,9 @@ def serve(settings: Settings, site_dir: Path, host: str = "127.0.0.1", port: int
     """Serve the archive and the endpoints with uvicorn until interrupted."""
     import uvicorn
 
+    # no access log: its lines would carry personal unsubscribe and confirmation tokens
     uvicorn.run(make_app(settings, site_dir), host=host, port=port, log_level="info", server_header=False,
+                access_log=False,
                 proxy_headers=True, timeout_keep_alive=5, limit_concurrency=200)
 
 
