@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
+from aiosmtpd.controller import Controller
+
 from newsletter.models import GREETING_PLACEHOLDER, TOKEN_PLACEHOLDER, Issue, RenderedIssue
 
 DAY = date(2026, 11, 26)
@@ -17,3 +19,11 @@ def make_rendered(day: date = DAY, words: str = "The interceptor talks resumed."
             f"<a href=\"https://newsletter.example.org/u/{TOKEN_PLACEHOLDER}\">Unsubscribe</a>\n</body></html>\n")
     text = f"{GREETING_PLACEHOLDER}\n\n{words}\n\nUnsubscribe: https://newsletter.example.org/u/{TOKEN_PLACEHOLDER}\n"
     return RenderedIssue(issue, html, text)
+
+
+class LoopbackController(Controller):
+    """aiosmtpd on a free port of 127.0.0.1 (port=0), which it reports as `.port` once listening."""
+
+    def _trigger_server(self):
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()

@@ -20,7 +20,6 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 from typer.testing import CliRunner
@@ -33,7 +32,7 @@ from newsletter.errors import DeliveryError, SettingsError
 from newsletter.models import GREETING_PLACEHOLDER, RenderedIssue, Subscriber
 from newsletter.settings import Settings, load_settings
 
-from factories import DAY, make_rendered
+from factories import DAY, LoopbackController, make_rendered
 REPO = Path(__file__).resolve().parent.parent
 # retries due at once, so no test waits for a backoff
 FAST = RetryPolicy(rate_limit_first=0.0, rate_limit_max=0.0, drop_first=0.0, drop_next=0.0, drop_max=0.0)
@@ -119,15 +118,11 @@ class _FaultySMTP(SMTP):
         await super().smtp_DATA(arg)
 
 
-class _Controller(Controller):
-    """aiosmtpd on a free port of 127.0.0.1."""
+class _Controller(LoopbackController):
+    """aiosmtpd on a free port of 127.0.0.1, speaking through the fault-injecting SMTP class."""
 
     def factory(self):
         return _FaultySMTP(self.handler, **self.SMTP_kwargs)
-
-    def _trigger_server(self):
-        self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
 
 
 @pytest.fixture

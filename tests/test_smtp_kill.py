@@ -19,11 +19,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from typer.testing import CliRunner
 
 from newsletter import store
 from newsletter.cli import app
+
+from factories import LoopbackController
 
 ACTIVE = 800
 KILLS = 10
@@ -45,16 +46,10 @@ class Recorder:
             return Counter({rcpt: n for (rcpt, _), n in self.received.items()}) + Counter()
 
 
-class _Controller(Controller):
-    def _trigger_server(self):
-        self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
-
-
 @pytest.fixture
 def server():
     recorder = Recorder()
-    controller = _Controller(recorder, hostname="127.0.0.1", port=0)
+    controller = LoopbackController(recorder, hostname="127.0.0.1", port=0)
     controller.start()
     recorder.port = controller.port
     yield recorder
