@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from newsletter import store, subscribers
+from newsletter import importer, store, subscribers
 
 
 def write_csv(path: Path, rows: int) -> None:
@@ -34,7 +34,7 @@ def main(rows: int = 100_000) -> None:
         conn = store.connect(Path(folder) / "bench.db")
         for label in ("first import", "re-import"):
             started = time.perf_counter()
-            report = subscribers.import_file(conn, source)
+            report = importer.import_file(conn, source)
             seconds = time.perf_counter() - started
             print(
                 f"{label}: {rows:,} rows in {seconds:.2f} s = {rows / seconds:,.0f} rows/s "

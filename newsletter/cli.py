@@ -258,10 +258,10 @@ def subscribers_import(
     encoding: str = typer.Option("utf-8", "--encoding", help="The file's text encoding, for example cp1252."),
 ) -> None:
     """Import the subscribers in FILE, all in one go: a bad file changes nothing."""
-    from newsletter import subscribers as subscribers_module
+    from newsletter import importer
 
     try:
-        report = subscribers_module.import_file(
+        report = importer.import_file(
             store(), file, dry_run=dry_run, resubscribe=resubscribe, skip_invalid=skip_invalid, encoding=encoding
         )
     except NewsletterError as err:

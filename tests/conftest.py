@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from newsletter import store
 from newsletter.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,3 +39,11 @@ def sample_project(tmp_path: Path) -> Path:
     (folder / "subscribers").mkdir()
     shutil.copy(REPO / "subscribers" / "sample.csv", folder / "subscribers" / "sample.csv")
     return folder
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> sqlite3.Connection:
+    """A fresh subscriber database (test files that need another kind of connection define their own)."""
+    connection = store.connect(tmp_path / "subscribers" / "newsletter.db")
+    yield connection
+    connection.close()
