@@ -793,7 +793,3 @@ def main() -> None:
     """Run the command line."""
     app(prog_name="newsletter")
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
-    sys.exit(0)

@@ -467,7 +467,7 @@ def retry_now(conn: sqlite3.Connection, day: date, *, now: str) -> int:
 
 
 def expire_superseded(conn: sqlite3.Connection, *, now: str) -> dict[date, int]:
-    """Fail the pending and retry rows of every unfinished issue older than the newest one.
+    """Fail the pending and retry rows of every unfinished issue a later day's issue has superseded.
 
     A daily issue stops being retried when the next day's issue starts: those rows become `failed`
     with reason `expired`, and their issue is done. Rows in doubt stay as they are (they may have
@@ -483,10 +483,10 @@ def expire_superseded(conn: sqlite3.Connection, *, now: str) -> dict[date, int]:
             " WHERE i.status != 'done' GROUP BY i.day").fetchall()
         for key, newest in superseded:
             count = conn.execute(
-                "UPDATE deliveries SET state = 'failed', reason = 'expired', updated_at = ?,"
+                "UPDATE deliveries SET state = 'failed', reason = ?, updated_at = ?,"
                 " last_reply = CASE WHEN last_reply = '' THEN ? ELSE last_reply END"
                 " WHERE issue_day = ? AND state IN ('pending', 'retry')",
-                (now, f"expired: the issue of {newest} started", key)).rowcount
+                (REASON_EXPIRED, now, f"expired: the issue of {newest} started", key)).rowcount
             left = conn.execute(
                 "SELECT count(*) FROM deliveries WHERE issue_day = ? AND state IN ('claimed', 'data_sent')",
                 (key,)).fetchone()[0]
