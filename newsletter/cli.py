@@ -511,6 +511,10 @@ def send_command(
              "(nobody missed, perhaps a second copy) or skip (nobody twice, perhaps one missed).",
     ),
     retry_now: bool = typer.Option(False, "--retry-now", help="Retry every deferred message now, whatever its backoff."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed",
+        help="Send the day again to the messages that failed (not bounced or expired ones), once the cause is fixed.",
+    ),
     test_to: Optional[list[str]] = typer.Option(
         None, "--test-to", help="Send a [TEST] proof only to this address (repeatable); the list and ledger are untouched.",
     ),
@@ -552,12 +556,14 @@ def send_command(
         with _send_progress(when) as progress:
             report = delivery.send_issue(store(), config, prepared.rendered, rebuild=rebuild,
                                          progress=progress, stop=stop, transport=kind,
-                                         in_doubt=in_doubt.value, retry_now=retry_now)
+                                         in_doubt=in_doubt.value, retry_now=retry_now, retry_failed=retry_failed)
     except NewsletterError as err:
         fail(err)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if retry_failed and not report.retried_failed:
+        typer.echo(f"{when}: no failed message to send again (bounced and expired ones stay as they are)")
     _report_send(report, when)
 
 
@@ -631,6 +637,8 @@ def _report_send(report, when: date) -> None:
     if report.recovered_in_doubt:
         typer.echo(f"Resumed an interrupted send: {report.recovered_in_doubt:,} message(s) were in doubt "
                    "(the server had the recipient, perhaps the message)")
+    if report.retried_failed:
+        typer.echo(f"Sending again to {report.retried_failed:,} message(s) that failed (--retry-failed)")
     if report.in_doubt_retried:
         typer.echo(f"Retrying {report.in_doubt_retried:,} message(s) in doubt once, with the same Message-ID")
     if report.expired:

@@ -74,9 +74,13 @@ _LEFTOVERS = (b"NLXRECIPIENTX", b"NLXMESSAGEIDX", b"NLXSLOT", *(p.encode() for p
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9'-]+(?: [A-Za-z0-9'-]+)*")
 
 
-def sign(raw: bytes) -> bytes:
-    """Return RAW unchanged: the signer when no DKIM key is configured."""
-    return raw
+def sign(raw: bytes, settings: Settings | None = None) -> bytes:
+    """Return RAW signed as SETTINGS' [dkim] asks (a one-off mail: a confirmation), else unchanged.
+
+    Without SETTINGS this is the signer of messages when no DKIM key is configured; an issue's
+    many messages use `dkim_signer` once instead.
+    """
+    return dkim_signer(settings)(raw) if settings is not None else raw
 
 
 # --- DKIM (EMAIL.md rule 20) ---------------------------------------------------------------------

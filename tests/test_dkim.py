@@ -144,3 +144,19 @@ def test_without_dkim_settings_messages_are_not_signed(project):
 
     assert messages.dkim_signer(settings) is messages.sign
     assert not signed_message(settings).startswith(b"DKIM-Signature")
+
+
+def test_a_confirmation_mail_is_signed_like_an_issue(project, keys):
+    from newsletter.renderer import make_environment
+    from newsletter.web.signup import confirmation_message
+
+    settings = signed_settings(project, keys)
+    person = Subscriber(5, "new@example.net", "new@example.net", "", "pending", "", "")
+    raw = confirmation_message(settings, make_environment(settings), person,
+                               "https://newsletter.example.org/confirm/x", WHEN)
+
+    assert raw.startswith(b"DKIM-Signature: ")
+    assert dkim.verify(raw, dnsfunc=dns_for(keys))
+    unsigned = confirmation_message(load_settings(project), make_environment(settings), person,
+                                    "https://newsletter.example.org/confirm/x", WHEN)
+    assert b"DKIM-Signature" not in unsigned

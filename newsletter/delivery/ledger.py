@@ -26,7 +26,8 @@ UNFINISHED: tuple[str, ...] = (PENDING, CLAIMED, DATA_SENT, RETRY)
 
 # Which state may follow which; `set_state` refuses anything else.
 # (pending, retry and in_doubt rows may fail as `expired` when the next day's issue starts; an
-# in_doubt row goes back to retry once under the default in-doubt policy)
+# in_doubt row goes back to retry once under the default in-doubt policy; a failed row goes back to
+# retry only when the operator asks, `send --retry-failed`, and never a bounced or expired one)
 TRANSITIONS: dict[str, frozenset[str]] = {
     PENDING: frozenset({CLAIMED, SKIPPED, FAILED}),
     CLAIMED: frozenset({DATA_SENT, SENT, RETRY, FAILED, PENDING, SKIPPED}),
@@ -34,7 +35,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     RETRY: frozenset({CLAIMED, SKIPPED, FAILED}),
     IN_DOUBT: frozenset({CLAIMED, SKIPPED, SENT, RETRY, FAILED}),
     SENT: frozenset(),
-    FAILED: frozenset(),
+    FAILED: frozenset({RETRY}),
     SKIPPED: frozenset(),
 }
 
@@ -464,6 +465,30 @@ def retry_now(conn: sqlite3.Connection, day: date, *, now: str) -> int:
         return conn.execute(
             "UPDATE deliveries SET next_attempt_at = ? WHERE issue_day = ? AND state = 'retry'",
             (now, day.isoformat())).rowcount
+
+
+# failed rows that `send --retry-failed` may send again: not bounced (the address is gone) nor
+# expired (a later issue replaced this one): those stay as they are
+RETRYABLE_FAILURES = "state = 'failed' AND reason NOT IN ('bounced', 'expired')"
+
+
+def retry_failed(conn: sqlite3.Connection, day: date, *, now: str) -> int:
+    """Put DAY's failed rows of still-active subscribers back to `retry`, due now; return how many.
+
+    For a day whose rows failed by a cause now fixed (a relay that refused everyone): bounced and
+    expired rows stay failed, rows of subscribers no longer active stay as they are, and the issue
+    is sending again when any row moved.
+    """
+    key = day.isoformat()
+    with store.write(conn):
+        moved = conn.execute(
+            "UPDATE deliveries SET state = 'retry', reason = '', next_attempt_at = ?, updated_at = ?"
+            f" WHERE issue_day = ? AND {RETRYABLE_FAILURES}"
+            " AND subscriber_id IN (SELECT id FROM subscribers WHERE status = 'active')",
+            (now, now, key)).rowcount
+        if moved:
+            conn.execute("UPDATE issues SET status = 'sending', updated_at = ? WHERE day = ?", (now, key))
+    return moved
 
 
 def expire_superseded(conn: sqlite3.Connection, *, now: str) -> dict[date, int]:

@@ -62,6 +62,7 @@ class SendReport:
     in_doubt: int = 0  # drops after the final ".": in doubt (retried once under the retry policy)
     in_doubt_retried: int = 0  # rows in doubt from an earlier run sent again at the start of this one
     recovered_in_doubt: int = 0  # rows a killed run left after DATA: now in doubt
+    retried_failed: int = 0  # failed rows sent again because of --retry-failed
     waiting_retries: int = 0  # rows left in retry for a later send (greylisting, long backoff)
     next_retry_at: str | None = None
     expired: int = 0  # rows of older issues failed as expired by this run
@@ -91,6 +92,7 @@ def send_issue(
     in_doubt: str = "retry",
     retry_now: bool = False,
     policy: "smtp.RetryPolicy | None" = None,
+    retry_failed: bool = False,
 ) -> SendReport:
     """Send RENDERED to every subscriber of its day exactly once, resuming where a send stopped.
 
@@ -99,8 +101,10 @@ def send_issue(
     REBUILD, and then only the rows not yet written get the new version. STOP, when set, ends the
     run after the messages in flight are recorded. TRANSPORT (default: [delivery] transport) is
     "outbox" (a Maildir) or "smtp"; IN_DOUBT ("retry" or "skip") settles rows whose message may or
-    may not have arrived; RETRY_NOW makes every retry row due at once. Starting a day's issue
-    expires the retries of older ones. The SMTP breaker pauses the issue and raises DeliveryError.
+    may not have arrived; RETRY_NOW makes every retry row due at once; RETRY_FAILED sends the day
+    again to its failed rows (not bounced or expired ones, nor subscribers no longer active).
+    Starting a day's issue expires the retries of older ones. The SMTP breaker pauses the issue and
+    raises DeliveryError.
     """
     from newsletter import messages
 
@@ -129,6 +133,9 @@ def send_issue(
             retried, recovered_in_doubt = ledger.recover_interrupted(conn, day, now=stamp())
             recovery = Recovery(released=retried)
         frozen = ledger.frozen_issue(conn, day)
+        if retry_failed and frozen is None:
+            raise DeliveryError(f"{day}: --retry-failed: this issue has not been sent yet; "
+                                f"`newsletter send --date {day}` sends it to everyone")
         sha = ledger.content_sha256(rendered.html, rendered.text)
         changed = rebuilt = False
         earlier = 0
@@ -159,6 +166,8 @@ def send_issue(
         expired = ledger.expire_superseded(conn, now=stamp())
         for old_day, count in expired.items():
             logger.info("%s: %d unsent row(s) expired: the issue of a later day has started", old_day, count)
+        # after the expiry, so that an older day asked for by name is sent, not expired again
+        retried_failed = ledger.retry_failed(conn, day, now=stamp()) if retry_failed else 0
         frozen = ledger.frozen_issue(conn, day) or frozen
         counts = ledger.counts(conn, day)
         report = SendReport(
@@ -166,7 +175,7 @@ def send_issue(
             total=sum(counts.values()), changed=changed, rebuilt=rebuilt,
             earlier_version=earlier, recovery=recovery, transport=kind,
             server=smtp_config.where if smtp_config else "", recovered_in_doubt=recovered_in_doubt,
-            expired=sum(expired.values()),
+            expired=sum(expired.values()), retried_failed=retried_failed,
         )
         if frozen.status == ledger.ISSUE_DONE:
             return dataclasses.replace(report, nothing_to_do=True)

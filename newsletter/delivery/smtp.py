@@ -26,6 +26,7 @@ import logging
 import os
 import queue
 import re
+import select
 import smtplib
 import socket
 import ssl
@@ -38,6 +39,7 @@ from datetime import date, datetime, timedelta, timezone
 from email.utils import parseaddr
 
 from newsletter.delivery import ledger
+from newsletter.delivery.replies import Blame, RefusalStreak, classify
 from newsletter.errors import DeliveryError, NewsletterError, SettingsError
 from newsletter.models import Subscriber
 from newsletter.settings import Settings, smtp_password
@@ -152,6 +154,7 @@ class Attempt:
     at_rcpt: bool = False
     enhanced: tuple[int, int, int] | None = None
     code: int = 0
+    blame: Blame | None = None  # rejected: whom the reply blames (replies.py)
 
 
 def _attempt(kind: str, reply: Reply, *, at_rcpt: bool = False) -> Attempt:
@@ -350,18 +353,21 @@ class SmtpConnection:
                                             fatal=True)
                 if refusal is mail:
                     return _attempt("deferred", mail)
-                return _attempt("rejected" if rcpt.code >= 500 else "deferred", rcpt, at_rcpt=True)
+                return self._refused(rcpt, recipient, "at RCPT", at_rcpt=True)
             recorded = before_data() if before_data is not None else None
             if not pipelined:
                 smtp.putcmd("data")
             ready = Reply.of(*smtp.getreply())
             if ready.code != 354:
                 self._after_refusal(ready)
-                return _attempt("rejected" if ready.code >= 500 else "deferred", ready)
+                return self._refused(ready, recipient, "at DATA")
             body = memoryview(data)
             smtp.sock.sendall(body[:-3])  # all but the final ".\r\n"
             if recorded is not None:
                 recorded()
+            if _gave_up(smtp.sock):
+                # closed (or answered) before our final ".": the server cannot have the message
+                raise smtplib.SMTPServerDisconnected("the server closed the connection before the end of the message")
             smtp.sock.sendall(body[-3:])
             sent_end = True
             final = Reply.of(*smtp.getreply())
@@ -369,7 +375,7 @@ class SmtpConnection:
                 self._drop()
             if final.code == 250:
                 return _attempt("sent", final)
-            return _attempt("rejected" if final.code >= 500 else "deferred", final)
+            return self._refused(final, recipient, "at the end of the message")
         except ConnectionTrouble:
             raise
         except (smtplib.SMTPException, OSError) as err:
@@ -381,6 +387,16 @@ class SmtpConnection:
         except BaseException:
             self._drop()  # never QUIT in the middle of a body: the server must discard it
             raise
+
+    def _refused(self, reply: Reply, recipient: str, stage: str, *, at_rcpt: bool = False) -> Attempt:
+        """Return the Attempt for a refusal; raise ConnectionTrouble when it blames our side (replies.py)."""
+        if reply.code < 500:
+            return _attempt("deferred", reply, at_rcpt=at_rcpt)
+        blame = classify(reply.code, reply.text)
+        if blame is Blame.OURS:
+            raise ConnectionTrouble(f"{self.config.where}: {reply} (refused <{recipient}> {stage}; the reply blames "
+                                    "the sender, the relay or our settings, not the recipient)", fatal=True)
+        return Attempt("rejected", str(reply), at_rcpt, reply.enhanced, reply.code, blame)
 
     def _after_refusal(self, reply: Reply) -> None:
         """Leave the session ready for the next message: RSET, or reconnect after a 421."""
@@ -403,6 +419,20 @@ def _no_delay(sock: socket.socket | None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
+
+
+def _gave_up(sock: socket.socket) -> bool:
+    """Whether the server closed the connection, or said something, while it should wait for our "."."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        if isinstance(sock, ssl.SSLSocket):
+            return True  # a TLS record before our "." (a close_notify, an early reply): nothing to wait for
+        sock.recv(1, socket.MSG_PEEK)  # b"" at the end of the stream, or an early reply
+        return True
+    except (OSError, ValueError):
+        return True
 
 
 def _close(smtp: smtplib.SMTP | None) -> None:
@@ -475,12 +505,8 @@ def is_rate_limit(attempt: Attempt) -> bool:
 
 
 def is_bounce(attempt: Attempt) -> bool:
-    """A permanent refusal of the address itself at RCPT: 5.1.x (or a bare 550/551/553)."""
-    if attempt.kind != "rejected" or not attempt.at_rcpt:
-        return False
-    if attempt.enhanced is not None:
-        return attempt.enhanced[0] == 5 and attempt.enhanced[1] == 1
-    return attempt.code in (550, 551, 553)
+    """A refusal at RCPT that says this recipient's mailbox does not exist (replies.Blame.MAILBOX)."""
+    return attempt.kind == "rejected" and attempt.at_rcpt and attempt.blame is Blame.MAILBOX
 
 
 class Throttle:
@@ -592,8 +618,24 @@ class SmtpTransport:
         ahead = max(4 * size, 32)  # rows claimed ahead of the workers (released again on a stop)
         held: list[ledger.Outcome] = []  # results not yet committed
         held_since = 0.0
+        streak: RefusalStreak[ledger.Outcome] = RefusalStreak()  # refusals that may blame us, held back
         if progress:
             progress(0, todo)
+
+        def settle(decided: list[ledger.Outcome], nbytes: int = 0) -> list[ledger.Outcome]:
+            """Count DECIDED in the totals and return them, to be recorded."""
+            for outcome in decided:
+                if outcome.state == ledger.SENT:
+                    totals.sent += 1
+                    totals.nbytes += nbytes
+                elif outcome.state == ledger.FAILED:
+                    totals.failed += 1
+                    totals.bounced += outcome.bounce
+                elif outcome.state == ledger.IN_DOUBT:
+                    totals.in_doubt += 1
+                else:
+                    totals.deferred += 1
+            return decided
 
         def flush(data_sent: list[int] = (), released: list[int] = ()) -> None:
             try:
@@ -645,22 +687,27 @@ class SmtpTransport:
                     row, attempt, nbytes = event[1], event[2], event[3]
                     in_flight -= 1
                     outcome = self._outcome(row, attempt, now)
-                    outcomes.append(outcome)
                     if attempt.kind in ("dropped", "in_doubt"):
                         drops_in_a_row += 1
                         last_drop = attempt.reply
                     elif attempt.kind != "unbuildable":
                         drops_in_a_row = 0
-                    if outcome.state == ledger.SENT:
-                        totals.sent += 1
-                        totals.nbytes += nbytes
-                    elif outcome.state == ledger.FAILED:
-                        totals.failed += 1
-                        totals.bounced += outcome.bounce
-                    elif outcome.state == ledger.IN_DOUBT:
-                        totals.in_doubt += 1
-                    else:
-                        totals.deferred += 1
+                    if attempt.kind == "rejected":  # held until the streak says whom it blames
+                        domain = row.subscriber.email.rpartition("@")[2]
+                        outcomes.extend(settle(streak.add(attempt.code, attempt.reply.partition(" ")[2], domain,
+                                                          outcome, first_try=row.attempts <= 1)))
+                        if streak.tripped and halt is None:
+                            count = streak.held
+                            outcomes.extend(ledger.Outcome(o.subscriber_id, ledger.RETRY, o.reply, retry_at=_iso(now))
+                                            for o in streak.release())
+                            halt = ConnectionTrouble(
+                                f"{self.config.where}: {attempt.reply} (the same refusal for {count} recipients in "
+                                "a row at different domains: it blames our server, our address or a policy, not "
+                                "each recipient)", fatal=True)
+                    elif attempt.kind != "unbuildable":
+                        outcomes.extend(settle(streak.release()))
+                    if attempt.kind != "rejected":
+                        outcomes.extend(settle([outcome], nbytes))
                     done_count += 1
             if outcomes and not held:
                 held_since = time.monotonic()
@@ -722,8 +769,13 @@ class SmtpTransport:
                         claim_pause_until = time.monotonic() + 0.05
                 pump(0.05 if in_flight else 0.0)
         finally:
-            if held and not abort.is_set():
-                flush()
+            if not abort.is_set():
+                # a streak too short to blame us: those rows failed; after a trip they wait for the resume
+                left = streak.release()
+                held.extend(settle(left) if halt is None else [
+                    ledger.Outcome(o.subscriber_id, ledger.RETRY, o.reply, retry_at=stamp()) for o in left])
+                if held:
+                    flush()
             if in_flight > 0:  # an error in this thread: workers must not send bodies unrecorded
                 abort.set()
                 quit_waits.set()

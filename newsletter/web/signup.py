@@ -149,7 +149,7 @@ def confirmation_message(
     msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
     for part in msg.iter_parts():
         del part["MIME-Version"]
-    return messages.sign(msg.as_bytes(policy=messages.WIRE_POLICY))
+    return messages.sign(msg.as_bytes(policy=messages.WIRE_POLICY), settings)
 
 
 # --- the sign-up ---------------------------------------------------------------------------------
