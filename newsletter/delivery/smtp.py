@@ -8,13 +8,22 @@ records, in one transaction per round (a group commit):
    the body meanwhile but waits for that commit before the final ".", so the end of a message
    never leaves unrecorded (RELIABILITY.md);
 2. the results that came back meanwhile: 250 → sent; 4xx → retry with backoff (seconds for a
-   4.7.x rate limit, minutes for greylisting and the rest); 5xx → failed (a 5.1.x at RCPT also
-   marks the subscriber bounced); a drop before the end of the body → retry; a drop or a timeout
-   after the final "." → in doubt (RFC 1047), which the in-doubt policy settles.
+   4.7.x rate limit, minutes for greylisting and the rest); 5xx → by whom it blames
+   (replies.classify): this recipient's mailbox (5.1.1, 5.1.2, 5.1.10, or a bare 550/551/553
+   saying so, at RCPT) → failed and the subscriber bounced; this message (content, spam, policy,
+   a full mailbox) → failed; our side (the sender, the relay, our login, the server, the
+   protocol) → the breaker. A drop before the final "." → retry (a server that closed the
+   connection before we wrote it cannot have the message: checked just before writing it); a drop
+   or a timeout after the final "." → in doubt (RFC 1047), which the in-doubt policy settles.
 
-Errors that are not about one recipient (authentication, TLS, a refused connection, a sender the
-server refuses, repeated drops) trip the circuit breaker: the issue is paused, no subscriber is
-marked failed, and DeliveryError names the host and the cause.
+Permanent refusals are held back while they may be one refusal of us: the same reply for
+SAME_REFUSAL_IN_A_ROW recipients in a row at SAME_REFUSAL_DOMAINS domains (replies.RefusalStreak)
+trips the breaker, and those rows are retried after the resume instead of failed.
+
+Errors that are not about one recipient (authentication, TLS, a refused connection, a sender or
+relay the server refuses, repeated drops, the same refusal across domains) trip the circuit
+breaker: the issue is paused, no subscriber is marked failed, and DeliveryError names the host
+and the reply.
 
 Messages go out as prepared bytes: already CRLF, dot-stuffed with one `bytes.replace` (C speed),
 written with one `sendall`, instead of smtplib's `data()`, which rescans each message with regexes.
