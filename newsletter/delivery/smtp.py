@@ -433,8 +433,9 @@ def _no_delay(sock: socket.socket | None) -> None:
 def _gave_up(sock: socket.socket) -> bool:
     """Whether the server closed the connection, or said something, while it should wait for our "."."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
+        poller = select.poll()  # not select.select: a process with many files has descriptors past 1024
+        poller.register(sock, select.POLLIN)
+        if not poller.poll(0) and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
             return False
         if isinstance(sock, ssl.SSLSocket):
             return True  # a TLS record before our "." (a close_notify, an early reply): nothing to wait for
