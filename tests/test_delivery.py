@@ -375,3 +375,18 @@ def test_status_command_counts_deliveries_per_state_as_text_and_json(settings, c
     assert data["state"] == "done" and data["number"] == 7 and data["total"] == 7
     assert data["deliveries"]["sent"] == 6 and data["deliveries"]["skipped"] == 1
     assert data["deliveries"]["pending"] == 0
+
+
+def test_retry_failed_writes_the_outbox_rows_whose_message_could_not_be_made_once_fixed(settings, conn):
+    everyone = add_subscribers(conn, 4)
+    with store.write(conn):
+        conn.execute("UPDATE subscribers SET name = ? WHERE email = ?", ("Broken\r\nBcc: x@example.net", everyone[1]))
+
+    first = send_issue(conn, settings, make_rendered())
+    with store.write(conn):  # the operator fixes the name
+        conn.execute("UPDATE subscribers SET name = 'Reader 1' WHERE email = ?", (everyone[1],))
+    again = send_issue(conn, settings, make_rendered(), retry_failed=True)
+
+    assert first.failed == 1 and first.status == "done"
+    assert again.retried_failed == 1 and again.written == 1 and again.status == "done"
+    assert sorted(parsed_outbox(settings)) == sorted(everyone)
