@@ -32,7 +32,8 @@ ATOM = "http://www.w3.org/2005/Atom"
 
 _BODY = re.compile(r"<body\b[^>]*>(.*)</body>", re.DOTALL | re.IGNORECASE)
 _STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
-_PREHEADER = re.compile(r'<div class="pre"[^>]*>.*?</div>\s*', re.DOTALL)
+# the hidden preheader and the invisible filler after it (layout.html.j2): both class "pre"
+_PREHEADER = re.compile(r'(?:<div class="pre"[^>]*>.*?</div>\s*)+', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def _relative_links(html: str, base_url: str, depth: int) -> str:
 
 
 def email_body(html: str) -> str:
-    """Return what is inside the email's <body>, without the hidden preheader."""
+    """Return what is inside the email's <body>, without the hidden preheader and its filler."""
     found = _BODY.search(html)
     if found is None:
         raise BuildError("the issue's HTML has no <body>")

@@ -111,6 +111,13 @@ def test_archive_pages_carry_no_personal_data(site):
     assert "Good morning." in issue  # the fallback greeting, nobody's name
 
 
+def test_archive_pages_and_feed_leave_out_the_hidden_preheader_and_its_filler(site):
+    # the filler (zero-width characters) only fills an inbox preview; a web page or a feed reader has none
+    for path in [*site.rglob("*.html"), site / "feed.xml"]:
+        text = path.read_text()
+        assert "\u200c" not in text and "&zwnj;" not in text and 'class="pre"' not in text, path
+
+
 @pytest.mark.parametrize("relative", ["index.html", "archive/2026/11/26/index.html", "unsubscribe/index.html"])
 def test_pages_have_landmarks_a_skip_link_one_h1_and_headings_in_order(site, relative):
     page = Page((site / relative).read_text())

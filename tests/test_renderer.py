@@ -8,6 +8,7 @@ import os
 import re
 import textwrap
 from datetime import date
+from html.parser import HTMLParser
 from pathlib import Path
 
 import cssutils
@@ -283,6 +284,53 @@ def test_preheader_is_first_in_body_hidden_and_40_to_140_characters(rendered):
     assert 40 <= len(text) <= 140 and text != rendered.issue.subject
 
 
+class PreviewText(HTMLParser):
+    """The body's text as an inbox list reads it for the line under the subject: every element,
+    hidden or not (clients ignore CSS here), no <head>, <style> or comments, HTML whitespace collapsed."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.in_body, self.skipping, self.chunks = False, 0, []
+
+    def handle_starttag(self, tag, attrs):
+        self.in_body = self.in_body or tag == "body"
+        self.skipping += tag in ("style", "script", "title")
+
+    def handle_endtag(self, tag):
+        self.skipping -= tag in ("style", "script", "title")
+
+    def handle_data(self, data):
+        if self.in_body and not self.skipping:
+            self.chunks.append(data)
+
+    @classmethod
+    def of(cls, html: str, length: int = 150) -> str:
+        parser = cls()
+        parser.feed(html)
+        parser.close()
+        return " ".join(re.split(r"[ \t\n\r\f]+", "".join(parser.chunks))).strip(" ")[:length]
+
+
+INVISIBLE = frozenset(" \u034f\u200c\u00a0")  # space, combining grapheme joiner, ZWNJ, no-break space
+
+
+@pytest.mark.parametrize("which", ["handmade", "sample", "notice"])
+def test_inbox_preview_is_the_preheader_then_only_invisible_characters(which, sample_project):
+    if which == "sample":
+        result = render_issue(*sample_issue(sample_project, SAMPLE_DAY))
+    elif which == "notice":
+        result = render_notice(DAY, load_settings(sample_project))
+    else:
+        result = render_issue(handmade_issue(), Settings(root=REPO / "tests"))
+    preview = PreviewText.of(result.html)
+    preheader = result.issue.preheader
+    assert preview.startswith(preheader), preview
+    assert set(preview[len(preheader):]) <= INVISIBLE, preview
+    assert len(preview) == 150  # the filler is long enough to fill the preview of the longest preheader
+    # the filler is for the HTML part only: the plain-text part stays as a reader sees it
+    assert not set(result.text) & (INVISIBLE - {" "})
+
+
 # --- rule 11: headings, text size, colours -------------------------------------------------------
 
 def test_one_h1_and_no_skipped_heading_levels(rendered):
@@ -311,9 +359,9 @@ def test_text_is_at_least_14px(rendered):
 
 def test_every_text_has_an_explicit_colour_on_an_explicit_background(rendered):
     doc = parse(rendered.html)
-    preheader = doc.find("body")[0]
+    hidden = [el for el in doc.find("body") if el.get("class") == "pre"]  # the preheader and its filler
     for el in doc.find("body").iter():
-        if not isinstance(el.tag, str) or el is preheader or not (el.text or "").strip():
+        if not isinstance(el.tag, str) or el in hidden or not (el.text or "").strip():
             continue
         chain = [el, *el.iterancestors()]
         styles = [(a.get("style") or "") for a in chain]
