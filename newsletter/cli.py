@@ -551,9 +551,11 @@ def send_command(
         return
     # SIGTERM (and Ctrl-C) end the send once the messages in flight are recorded
     stop = threading.Event()
+    pause_after = _test_pause_after()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with _send_progress(when) as progress:
+        with _send_progress(when) as shown:
+            progress = _pause_for_tests(shown, stop, pause_after) if pause_after is not None else shown
             report = delivery.send_issue(store(), config, prepared.rendered, rebuild=rebuild,
                                          progress=progress, stop=stop, transport=kind,
                                          in_doubt=in_doubt.value, retry_now=retry_now, retry_failed=retry_failed)
@@ -618,6 +620,49 @@ def _send_progress(when: date):
             yield update
 
     return bar()
+
+
+# --- the one test hook: stop a send at a known point (the kill and SIGTERM tests) --------------------
+
+TEST_PAUSE_AFTER = "NEWSLETTER_TEST_PAUSE_AFTER"
+
+
+def _test_pause_after() -> int | None:
+    """Read NEWSLETTER_TEST_PAUSE_AFTER once; None when it is not set."""
+    import os
+
+    value = os.environ.get(TEST_PAUSE_AFTER)
+    if value is None:
+        return None
+    if not value.isdigit():
+        fail(f"{TEST_PAUSE_AFTER} (a test hook) must be a number of messages, not {value!r}")
+    return int(value)
+
+
+def _pause_for_tests(progress, stop, after: int):
+    """Wrap PROGRESS: once the send reports AFTER messages done, say so and wait for a stop.
+
+    A test hook, and only that: NEWSLETTER_TEST_PAUSE_AFTER=N makes `newsletter send` print
+    "test hook: paused after D of T messages" (D >= N) and block until SIGTERM or Ctrl-C sets STOP;
+    a test then kills or stops the send at exactly that point instead of after a guessed sleep.
+    The outbox reports a batch once its files are durable and its rows say sent (the next batch
+    is claimed and staged in tmp/); SMTP reports a message once the server answered it (its row is
+    recorded with the next commit). N=0 pauses after start-up and recovery, before any claim.
+    """
+    import time
+
+    paused: list[int] = []
+
+    def pausing(done: int, total: int) -> None:
+        progress(done, total)
+        if done >= after and not paused:
+            paused.append(done)
+            typer.echo(f"test hook: paused after {done:,} of {total:,} messages")
+            while not stop.is_set():
+                # polled: Event.wait could deadlock with the signal handler that sets the event
+                time.sleep(0.01)
+
+    return pausing
 
 
 def _report_send(report, when: date) -> None:

@@ -1,20 +1,21 @@
-"""Nothing lost, nobody mailed twice: `newsletter send` killed at random moments, then run to the end.
+"""Nothing lost, nobody mailed twice: `newsletter send` killed mid-send, then run to the end.
 
 Each test runs the real command in a subprocess against a project of 3,000 active subscribers
-(and some unsubscribed ones), with small batches so that kills land in the middle of the send.
+(and some unsubscribed ones), with small batches. The send stops at a point it reports itself
+(the NEWSLETTER_TEST_PAUSE_AFTER hook), so every kill lands mid-send however fast the disk is.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import os
 import random
 import re
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from email.parser import BytesHeaderParser
@@ -24,14 +25,14 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter import store
-from newsletter.cli import app
+from newsletter.cli import TEST_PAUSE_AFTER, app
 from newsletter.delivery.outbox import file_name
 
 ACTIVE = 3000
 UNSUBSCRIBED = 150
 BATCH_SIZE = 25
 KILLS = 20
-CALIBRATION_DAY, KILL_DAY, TERM_DAY = "2026-11-20", "2026-11-21", "2026-11-22"
+KILL_DAY, TERM_DAY = "2026-11-21", "2026-11-22"
 
 ARTICLE = """\
 ---
@@ -46,13 +47,13 @@ Negotiators met again on {day} to discuss the guarantees (Interfax, November 19)
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A project made by `newsletter init` with three days of articles and 3,150 subscribers."""
+    """A project made by `newsletter init` with two days of articles and 3,150 subscribers."""
     folder = tmp_path / "p"
     result = CliRunner().invoke(app, ["init", str(folder)])
     assert result.exit_code == 0, result.output
     config = folder / "newsletter.toml"
     config.write_text(config.read_text().replace("batch_size = 500", f"batch_size = {BATCH_SIZE}"))
-    for day in (CALIBRATION_DAY, KILL_DAY, TERM_DAY):
+    for day in (KILL_DAY, TERM_DAY):
         (folder / "articles" / day).mkdir(parents=True)
         (folder / "articles" / day / "talks.md").write_text(ARTICLE.format(day=day))
     conn = store.connect(folder / "subscribers" / "newsletter.db")
@@ -72,6 +73,18 @@ def project(tmp_path: Path) -> Path:
 
 def send_command(project: Path, day: str) -> list[str]:
     return [sys.executable, "-m", "newsletter", "--project", str(project), "send", "--date", day]
+
+
+def start_paused(project: Path, day: str, after: int) -> tuple[subprocess.Popen, int]:
+    """Start a send that pauses once it reports AFTER messages done; return it and the count it reported."""
+    process = subprocess.Popen(send_command(project, day), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, TEST_PAUSE_AFTER: str(after)})
+    for line in process.stdout:
+        paused = re.fullmatch(r"test hook: paused after ([\d,]+) of [\d,]+ messages\n", line)
+        if paused:
+            return process, int(paused[1].replace(",", ""))
+    process.wait()
+    raise AssertionError(f"the send ended without pausing: {process.stderr.read()}")
 
 
 def ledger_rows(project: Path, day: str) -> list[sqlite3.Row]:
@@ -143,36 +156,21 @@ def assert_everyone_got_exactly_one(project: Path, day: str, parse=parse_whole) 
     assert [address for address, count in recipients.items() if count > 1] == []
 
 
-def test_sigkill_at_random_moments_loses_nobody_and_mails_nobody_twice(project: Path) -> None:
-    # Calibrate on another day: how long start-up and the send itself take on this machine.
-    started = time.perf_counter()
-    full = subprocess.run(send_command(project, CALIBRATION_DAY), capture_output=True, text=True, timeout=120)
-    whole_run = time.perf_counter() - started
-    assert full.returncode == 0, full.stderr
-    send_seconds = float(re.search(r"Sent 3,000 messages in ([\d.]+) s", full.stdout)[1])
-    start_up = max(whole_run - send_seconds, 0.1)
-
+def test_sigkill_mid_send_loses_nobody_and_mails_nobody_twice(project: Path) -> None:
     rng = random.Random(20261121)
-    mid_send = sent_before = 0
+    sent_before = 0
     for n in range(KILLS):
-        process = subprocess.Popen(send_command(project, KILL_DAY), stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, text=True)
-        if n % 5 == 4:
-            # some kills during start-up and recovery, before anything is written in this run
-            time.sleep(rng.uniform(0, start_up))
-        else:
-            # the rest a random moment into the send: the command announces it once the issue is
-            # frozen, so the kill lands mid-send however slow start-up is on a loaded machine
-            process.stdout.readline()
-            time.sleep(rng.uniform(0, send_seconds / 8))
+        # one run in five is killed after start-up and recovery, before it claims anything; the
+        # others once they have written a few batches (the next batch is claimed and in tmp/)
+        after = 0 if n % 5 == 4 else rng.randrange(1, 6 * BATCH_SIZE)
+        process, done = start_paused(project, KILL_DAY, after)
         process.kill()
-        process.wait()
+        process.communicate()
         states = assert_sent_rows_have_their_file(project, KILL_DAY)
-        if sent_before < states["sent"] < ACTIVE:  # this run wrote some, and was killed before the end
-            mid_send += 1
+        # exactly the batches the run reported are sent; the staged one is not, and nobody more
+        assert states["sent"] == sent_before + done, (n, after, done, states)
+        assert after == 0 or sent_before < states["sent"] < ACTIVE
         sent_before = states["sent"]
-    print(f"{mid_send} of {KILLS} kills landed mid-send")
-    assert mid_send >= 8, f"only {mid_send} of {KILLS} kills landed in the middle of the send"
 
     final = subprocess.run(send_command(project, KILL_DAY), capture_output=True, text=True, timeout=120)
 
@@ -181,11 +179,7 @@ def test_sigkill_at_random_moments_loses_nobody_and_mails_nobody_twice(project: 
 
 
 def test_sigterm_stops_at_a_clean_point_and_the_next_send_completes(project: Path) -> None:
-    process = subprocess.Popen(send_command(project, TERM_DAY), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    # the command announces the send once the issue is frozen and the handler is in place
-    assert process.stdout.readline().strip() == f"{TERM_DAY}: writing 3,000 messages"
-    time.sleep(random.Random(7).uniform(0.05, 0.4))  # a moment into the send
+    process, done = start_paused(project, TERM_DAY, 4 * BATCH_SIZE)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
 
@@ -194,7 +188,7 @@ def test_sigterm_stops_at_a_clean_point_and_the_next_send_completes(project: Pat
                         rf"`newsletter send --date {TERM_DAY}` resumes", out)
     assert stopped, out
     written = int(stopped[1].replace(",", ""))
-    assert written < ACTIVE
+    assert done <= written <= done + BATCH_SIZE  # at most the batch in flight is finished
     states = assert_sent_rows_have_their_file(project, TERM_DAY)
     # a clean point: nothing claimed and unrecorded, nothing half-written
     assert states == Counter({"sent": written, "pending": ACTIVE - written}) - Counter()

@@ -1,4 +1,7 @@
-"""Nothing lost, nobody mailed twice, over SMTP: `newsletter send` killed at random moments, then run to the end.
+"""Nothing lost, nobody mailed twice, over SMTP: `newsletter send` killed mid-send, then run to the end.
+
+Each run stops at a point the send reports itself (the NEWSLETTER_TEST_PAUSE_AFTER hook), so
+every kill lands mid-send however fast the machine is.
 
 The receiving server (aiosmtpd in this process) records every message it accepted. After the last
 run every active subscriber has a copy, and the only ones missing or with two copies are those
@@ -7,6 +10,7 @@ the ledger reports as in doubt (a kill between the server's acceptance and our r
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import signal
@@ -14,7 +18,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter import store
-from newsletter.cli import app
+from newsletter.cli import TEST_PAUSE_AFTER, app
 
 from factories import LoopbackController
 
@@ -85,6 +88,18 @@ def send_command(project: Path, day: str) -> list[str]:
     return [sys.executable, "-m", "newsletter", "--project", str(project), "send", "--date", day]
 
 
+def start_paused(project: Path, day: str, after: int) -> tuple[subprocess.Popen, int]:
+    """Start a send that pauses once it reports AFTER messages done; return it and the count it reported."""
+    process = subprocess.Popen(send_command(project, day), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, TEST_PAUSE_AFTER: str(after)})
+    for line in process.stdout:
+        paused = re.fullmatch(r"test hook: paused after ([\d,]+) of [\d,]+ messages\n", line)
+        if paused:
+            return process, int(paused[1].replace(",", ""))
+    process.wait()
+    raise AssertionError(f"the send ended without pausing: {process.stderr.read()}")
+
+
 def ledger(project: Path, day: str) -> dict[str, sqlite3.Row]:
     conn = sqlite3.connect(project / "subscribers" / "newsletter.db", timeout=30)
     conn.row_factory = sqlite3.Row
@@ -106,37 +121,19 @@ def assert_sent_rows_reached_the_server(project: Path, day: str, server: Recorde
     return Counter(row["state"] for row in rows.values())
 
 
-def test_sigkill_at_random_moments_loses_nobody_and_mails_twice_only_rows_in_doubt(project, server):
+def test_sigkill_mid_send_loses_nobody_and_mails_twice_only_rows_in_doubt(project, server):
     day = day_of(project)
-    # calibrate: the whole command against a run that only finds the issue done
-    started = time.perf_counter()
-    first = subprocess.run(send_command(project, day), capture_output=True, text=True, timeout=60)
-    whole = time.perf_counter() - started
-    assert first.returncode == 0, first.stderr
-    send_seconds = float(re.search(r"Sent [\d,]+ messages in ([\d.]+) s", first.stdout)[1])
-    start_up = max(whole - send_seconds, 0.1)
-    # that was a full send; start the kill runs on a fresh issue of the same content: forget it
-    conn = store.connect(project / "subscribers" / "newsletter.db")
-    with store.write(conn):
-        conn.execute("DELETE FROM deliveries")
-        conn.execute("DELETE FROM issues")
-    conn.close()
-    with server.lock:
-        server.received.clear()
-
     rng = random.Random(20261126)
-    mid_send = sent_before = 0
+    sent_before = 0
     for _ in range(KILLS):
-        process = subprocess.Popen(send_command(project, day), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(start_up * 0.9, start_up + send_seconds / 4))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        # killed once the server has answered a few dozen messages of this run: by then all but the
+        # last few are recorded sent; the messages in flight wait for their commit before the final "."
+        process, done = start_paused(project, day, rng.randrange(10, 60))
+        process.kill()
+        process.communicate()
         states = assert_sent_rows_reached_the_server(project, day, server)
-        if sent_before < states["sent"] < ACTIVE:
-            mid_send += 1
+        assert sent_before < states["sent"] < ACTIVE, (done, states)
         sent_before = states["sent"]
-    assert mid_send >= 3, (f"only {mid_send} of {KILLS} kills landed in the middle of the send "
-                           f"(start-up {start_up:.2f} s, send {send_seconds:.2f} s)")
 
     final = subprocess.run(send_command(project, day), capture_output=True, text=True, timeout=60)
 
@@ -155,9 +152,7 @@ def test_sigkill_at_random_moments_loses_nobody_and_mails_twice_only_rows_in_dou
 
 def test_sigterm_finishes_the_messages_in_flight_exits_0_and_the_next_send_completes(project, server):
     day = day_of(project)
-    process = subprocess.Popen(send_command(project, day), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout.readline().strip() == f"{day}: writing {ACTIVE} messages"
-    time.sleep(random.Random(5).uniform(0.05, 0.2))
+    process, done = start_paused(project, day, 100)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)
 
@@ -166,6 +161,7 @@ def test_sigterm_finishes_the_messages_in_flight_exits_0_and_the_next_send_compl
     assert stopped, out
     states = assert_sent_rows_reached_the_server(project, day, server)
     written = int(stopped[1])
+    assert done <= written < ACTIVE
     assert states == Counter({"sent": written, "pending": ACTIVE - written}) - Counter()
 
     resumed = subprocess.run(send_command(project, day), capture_output=True, text=True, timeout=60)
