@@ -86,3 +86,11 @@ def test_help_and_count_do_not_import_heavy_modules(project: Path) -> None:
             [sys.executable, "-c", probe, *args], capture_output=True, text=True
         )
         assert "HEAVY []" in result.stdout, (args, result.stdout, result.stderr)
+
+
+def test_a_bad_test_pause_value_is_named_and_nothing_is_sent(sample_project: Path, runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--project", str(sample_project), "send", "--date", "2026-11-26"],
+                           env={"NEWSLETTER_TEST_PAUSE_AFTER": "soon"})
+    assert result.exit_code == 1
+    assert "Error: NEWSLETTER_TEST_PAUSE_AFTER (a test hook) must be a number of messages, not 'soon'" in result.output
+    assert not (sample_project / "outbox" / "2026-11-26" / "mail").exists()
