@@ -16,6 +16,7 @@ domains = st.from_regex(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(local=locals_ | st.text(min_size=1, max_size=20), domain=domains)
 def test_normalize_agrees_with_email_validator(local: str, domain: str) -> None:

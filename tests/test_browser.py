@@ -29,6 +29,8 @@ from newsletter.pipeline import prepare_issue
 from newsletter.renderer import render_notice
 from newsletter.settings import load_settings
 
+pytestmark = pytest.mark.slow  # a real Chromium: about 15 s for the module
+
 if find_chromium() is None:
     pytest.skip("chromium not installed: apt-get install chromium", allow_module_level=True)
 

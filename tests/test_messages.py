@@ -169,6 +169,7 @@ controls = st.sampled_from(
 
 # --- the fast path against the reference ------------------------------------------------------------
 
+@pytest.mark.slow
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(person=subscribers)
 def test_fast_message_parses_to_the_reference_message(settings, template, person):

@@ -28,6 +28,8 @@ from newsletter import store
 from newsletter.cli import TEST_PAUSE_AFTER, app
 from newsletter.delivery.outbox import file_name
 
+pytestmark = pytest.mark.slow  # 20 and 10 real sends killed mid-way, then run to the end
+
 ACTIVE = 3000
 UNSUBSCRIBED = 150
 BATCH_SIZE = 25

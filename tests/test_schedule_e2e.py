@@ -9,6 +9,8 @@ import threading
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from test_schedule import assert_each_active_subscriber_got_one, issue_state, make_project, wait_for
 
 
@@ -43,6 +45,7 @@ class Scheduler:
             self.process.wait()
 
 
+@pytest.mark.slow
 def test_schedule_catches_up_a_due_slot_and_a_restart_sends_nobody_a_second_copy(tmp_path):
     zone = "Asia/Kathmandu"  # +05:45: neither the machine's zone nor UTC
     slot = (datetime.now(ZoneInfo(zone)) - timedelta(minutes=3)).replace(second=0, microsecond=0)

@@ -29,6 +29,8 @@ from newsletter.cli import TEST_PAUSE_AFTER, app
 
 from factories import LoopbackController
 
+pytestmark = pytest.mark.slow  # 20 and 10 real sends killed mid-way, then run to the end
+
 ACTIVE = 800
 KILLS = 10
 

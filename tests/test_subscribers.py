@@ -242,6 +242,7 @@ free_names = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")
 prefixes = st.sampled_from(["", "-", "+", "=", "'", "o'", "a.b"])
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(prefixes, formula_names | free_names, st.sampled_from(subscribers.STATUSES)),
                 max_size=8))

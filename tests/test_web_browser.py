@@ -129,6 +129,7 @@ class Reader:
         return target
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_a_reader_browses_the_archive_and_unsubscribes_with_one_button(server, tmp_path):
     project, root = server
