@@ -19,11 +19,12 @@ from pathlib import Path
 
 import jinja2
 
-from newsletter.builder import MONTHS, long_date
+from newsletter.builder import long_date
 from newsletter.errors import BuildError, NewsletterError
 from newsletter.files import write_atomic
 from newsletter.models import Issue, RenderedIssue
 from newsletter.settings import Settings
+from newsletter.rules import MONTHS
 
 logger = logging.getLogger(__name__)
 

@@ -13,25 +13,20 @@ from datetime import date
 from pathlib import Path
 from typing import Sequence
 
+from newsletter import findings
 from newsletter.errors import BuildError
+from newsletter.findings import Finding
 from newsletter.models import Article, CrossReference, DayContent, Issue, IssueArticle, IssueSection
+from newsletter.rules import MONTH_NUMBER as _MONTH_NUMBER
+from newsletter.rules import MONTHS, PREHEADER_MAX, PREHEADER_MIN, Rule
 from newsletter.settings import CONFIG_NAME, Settings
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-MONTHS = (
-    "January", "February", "March", "April", "May", "June",
-    "July", "August", "September", "October", "November", "December",
-)
 SUBJECT_KEYS = ("name", "short_name", "long_date", "date", "number", "lead_title")
-PREHEADER_MIN = 40
-PREHEADER_MAX = 140
 ELLIPSIS = "…"
 TITLE_JOINER = " · "
 
-# Month names as written in citations: full, three-letter, and "Sept"; a period is optional.
-_MONTH_NUMBER = {name.lower(): i for i, name in enumerate(MONTHS, 1)}
-_MONTH_NUMBER.update({name[:3].lower(): i for i, name in enumerate(MONTHS, 1)})
-_MONTH_NUMBER["sept"] = 9
+# Month names as written in citations (rules.MONTH_NUMBER); a period is optional.
 _MONTH = "|".join(sorted((m.capitalize() for m in _MONTH_NUMBER), key=len, reverse=True))
 _DATE = rf"(?P<month>{_MONTH})\.?\s+(?P<day>[0-3]?\d)(?:,?\s+(?P<year>\d{{4}}))?"
 # A citation: "(Source, Month Day)"; the source part is anything without parentheses.
@@ -71,13 +66,13 @@ def build_issue(content: DayContent, settings: Settings, *, issue_days: Sequence
     """Build CONTENT's day into an ordered Issue; ISSUE_DAYS are all days that have an issue."""
     known_days = set(issue_days) | {content.day}
     number = 1 + sum(1 for d in set(issue_days) if d < content.day)
-    warnings: list[str] = []
+    warnings: list[Finding] = []
     section_index = {name: i for i, name in enumerate(settings.issue.sections)}
     for article in content.articles:
         if article.section not in section_index:
-            raise BuildError(
-                f"{_display(article.path, settings.root)}: section {article.section!r} is not one of "
-                + ", ".join(settings.issue.sections)
+            raise BuildError.about(
+                Rule.SECTION, f"section {article.section!r} is not one of " + ", ".join(settings.issue.sections),
+                _display(article.path, settings.root),
             )
 
     anchors: set[str] = set()
@@ -106,7 +101,7 @@ def build_issue(content: DayContent, settings: Settings, *, issue_days: Sequence
     return Issue(
         day=content.day, number=number, subject=subject, preheader=preheader,
         sections=tuple(sections), archive_url=archive_url(settings, content.day),
-        note=content.note, feature=content.feature, warnings=tuple(warnings),
+        note=content.note, feature=content.feature, findings=tuple(warnings),
     )
 
 
@@ -114,12 +109,12 @@ def build_issue(content: DayContent, settings: Settings, *, issue_days: Sequence
 
 def _issue_article(
     article: Article, anchor: str, day: date, known_days: set[date], settings: Settings,
-    warnings: list[str],
+    warnings: list[Finding],
 ) -> IssueArticle:
     name = _display(article.path, settings.root)
     text = plain_text(article.body_html)
     if not text:
-        warnings.append(f"{name}: the article has no body text")
+        warnings.append(findings.warning(Rule.EMPTY_BODY, "the article has no body text", name))
     body, references = _link_cross_references(article.body_html, day, known_days, settings, name, warnings)
     return IssueArticle(
         article=article, anchor=anchor, body_html=body,
@@ -151,7 +146,7 @@ def _cross_reference_pattern(short_name: str) -> re.Pattern[str]:
 
 def _link_cross_references(
     body_html: str, day: date, known_days: set[date], settings: Settings, name: str,
-    warnings: list[str],
+    warnings: list[Finding],
 ) -> tuple[str, list[CrossReference]]:
     """Wrap each '(see SSB, May 18)' in a link to that day's archive, outside tags, links and code."""
     pattern = _cross_reference_pattern(settings.newsletter.short_name)
@@ -162,11 +157,13 @@ def _link_cross_references(
         text = " ".join(html.unescape(inner).split())
         target = _resolve(match, day)
         if target is None:
-            warnings.append(f"{name}: cross-reference ({text}) is not a date on or before {day.isoformat()}")
+            warnings.append(findings.warning(
+                Rule.CROSS_REFERENCE, f"cross-reference ({text}) is not a date on or before {day.isoformat()}", name))
             return match[0]
         exists = target in known_days
         if not exists:
-            warnings.append(f"{name}: cross-reference ({text}) points at {target.isoformat()}, which has no issue")
+            warnings.append(findings.warning(
+                Rule.MISSING_ISSUE, f"cross-reference ({text}) points at {target.isoformat()}, which has no issue", name))
         url = archive_url(settings, target)
         references.append(CrossReference(text=text, day=target, url=url, exists=exists))
         return f'(<a href="{html.escape(url)}">{inner}</a>)'
@@ -213,16 +210,20 @@ def _resolve(match: re.Match[str], day: date) -> date | None:
 
 def _subject(settings: Settings, day: date, number: int, lead: Article | None) -> str:
     template = settings.issue.subject
-    where = f"{settings.root / CONFIG_NAME}: issue.subject"
+    config = str(settings.root / CONFIG_NAME)
     allowed = ", ".join("{" + k + "}" for k in SUBJECT_KEYS)
+
+    def refuse(message: str) -> BuildError:
+        return BuildError.about(Rule.SUBJECT, f"issue.subject{message}", config)
+
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as err:
-        raise BuildError(f"{where} is not a valid template ({err}); use keys {allowed}") from err
+        raise refuse(f" is not a valid template ({err}); use keys {allowed}") from err
     for field_name in fields:
         if field_name not in SUBJECT_KEYS:
             shown = "{" + field_name + "}" if field_name else "{}"
-            raise BuildError(f"{where} uses unknown key {shown}; allowed keys: {allowed}")
+            raise refuse(f" uses unknown key {shown}; allowed keys: {allowed}")
     values = {
         "name": settings.newsletter.name, "short_name": settings.newsletter.short_name,
         "long_date": long_date(day), "date": day.isoformat(), "number": number,
@@ -231,12 +232,12 @@ def _subject(settings: Settings, day: date, number: int, lead: Article | None) -
     try:
         subject = template.format(**values)
     except (ValueError, TypeError) as err:
-        raise BuildError(f"{where} cannot be filled in ({err}); allowed keys: {allowed}") from err
+        raise refuse(f" cannot be filled in ({err}); allowed keys: {allowed}") from err
     subject = _one_line(subject)
     if not lead:  # "{short_name} {long_date}: {lead_title}" with no lead: drop the dangling ':'
         subject = subject.rstrip(" :-–—·|,")
     if re.search(r"=\?.*\?=", subject):
-        raise BuildError(f"{where}: the subject must not contain '=?…?=' (encoded words)")
+        raise refuse(": the subject must not contain '=?…?=' (encoded words)")
     return subject
 
 
@@ -324,4 +325,4 @@ def _display(path: Path, root: Path) -> str:
         return str(path)
 
 
-__all__ = ["build_issue", "long_date", "archive_url", "citations", "plain_text", "SUBJECT_KEYS"]
+__all__ = ["build_issue", "long_date", "archive_url", "citations", "plain_text", "MONTHS", "SUBJECT_KEYS"]

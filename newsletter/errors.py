@@ -1,8 +1,29 @@
 """The one error root and the few subclasses the CLI tells apart."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Self
+
+from newsletter.findings import Finding, Severity
+from newsletter.rules import Rule
+
 
 class NewsletterError(Exception):
-    """Anything the user can fix: the message names the file, line, field or host at fault."""
+    """Anything the user can fix: the message names the file, line, field or host at fault.
+
+    An error about the issue's files also carries its `findings` (one per problem, typed), as the
+    email package's `msg.defects`; without a MESSAGE its text is the findings, one a line.
+    """
+
+    def __init__(self, message: str = "", *, findings: Iterable[Finding] = ()) -> None:
+        self.findings: tuple[Finding, ...] = tuple(findings)
+        super().__init__(message or "\n".join(map(str, self.findings)))
+
+    @classmethod
+    def about(cls, rule: Rule, message: str, path: str = "", line: int | None = None) -> Self:
+        """Return an error of one error finding: RULE, at PATH (and LINE), saying MESSAGE."""
+        return cls(findings=[Finding(Severity.ERROR, rule, path, line, message)])
 
 
 class ProjectError(NewsletterError):
@@ -27,6 +48,14 @@ class ArticleError(NewsletterError):
 
 class BuildError(NewsletterError):
     """The issue cannot be built or rendered (size limit, template error)."""
+
+
+class ClippedError(BuildError):
+    """The issue's HTML is over Gmail's clipping size (EMAIL.md rule 6): `size` bytes."""
+
+    def __init__(self, message: str, *, size: int, findings: Iterable[Finding] = ()) -> None:
+        self.size = size
+        super().__init__(message, findings=findings)
 
 
 class HeaderError(NewsletterError):

@@ -27,6 +27,8 @@ from email.utils import format_datetime
 
 from newsletter import addresses
 from newsletter.errors import BuildError, HeaderError, SettingsError
+from newsletter.rules import MAX_LINE_OCTETS as _MAX_LINE
+from newsletter.rules import Rule
 from newsletter.models import (
     GREETING_PLACEHOLDER,
     NAME_PLACEHOLDER,
@@ -43,11 +45,10 @@ logger = logging.getLogger(__name__)
 # with headers unfolded up to 998 octets: at 78, Python folds a long List-Unsubscribe into
 # RFC 2047 encoded words that mail providers do not read as a URL (EMAIL.md rule 18).
 _BUILD_POLICY = email_policy.SMTP.clone(max_line_length=76)
-WIRE_POLICY = email_policy.SMTP.clone(max_line_length=998)
+WIRE_POLICY = email_policy.SMTP.clone(max_line_length=_MAX_LINE)
 _QP_LINE_LENGTH = 76
 # A line of these characters, not ending in a space, comes out of quoted-printable unchanged.
 _QP_LITERAL = re.compile(r"(?:[\x20-\x3c\x3e-\x7e]*[\x21-\x3c\x3e-\x7e])?")
-_MAX_LINE = 998
 
 # C0 and C1 controls, DEL, the Unicode line and paragraph separators, lone surrogates.
 _FORBIDDEN_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
@@ -372,18 +373,19 @@ def _check_settings(rendered: RenderedIssue, settings: Settings) -> None:
     for field, template in (("issue.greeting", settings.issue.greeting),
                             ("issue.greeting_fallback", settings.issue.greeting_fallback)):
         if _FORBIDDEN_CHARS.search(template):
-            raise BuildError(f"{field} {template!r}: contains a control character or line break")
+            raise BuildError.about(Rule.MESSAGE, f"{field} {template!r}: contains a control character or line break")
     try:
         settings.issue.greeting.format(name="Ada")
     except (KeyError, IndexError, ValueError, AttributeError) as err:
-        raise BuildError(
-            f"issue.greeting {settings.issue.greeting!r}: not a template with only {{name}} in it ({err!r})"
+        raise BuildError.about(
+            Rule.MESSAGE, f"issue.greeting {settings.issue.greeting!r}: not a template with only {{name}} in it ({err!r})"
         ) from err
     for part, body in (("HTML", rendered.html), ("text", rendered.text)):
         if TOKEN_PLACEHOLDER not in body:
-            raise BuildError(f"issue {day}: the {part} part has no unsubscribe link (no {TOKEN_PLACEHOLDER})")
+            raise BuildError.about(
+                Rule.UNSUBSCRIBE_LINK, f"issue {day}: the {part} part has no unsubscribe link (no {TOKEN_PLACEHOLDER})")
         if _LINE_SENTINEL in body:
-            raise BuildError(f"issue {day}: the {part} part contains the reserved word {_LINE_SENTINEL}")
+            raise BuildError.about(Rule.MESSAGE, f"issue {day}: the {part} part contains the reserved word {_LINE_SENTINEL}")
 
 
 def _list_id(settings: Settings) -> str:
@@ -414,7 +416,7 @@ def _compose(
 ) -> bytes:
     """Return the serialized message; both paths go through here."""
     if date_header.tzinfo is None or date_header.utcoffset() is None:
-        raise BuildError(f"issue {rendered.issue.day}: the Date {date_header.isoformat()} has no time zone")
+        raise BuildError.about(Rule.HEADERS, f"issue {rendered.issue.day}: the Date {date_header.isoformat()} has no time zone")
     msg = EmailMessage(policy=_BUILD_POLICY)
     msg["From"] = settings.sender.from_address
     msg.set_raw("To", to)  # already encoded and folded: see _mailbox
@@ -433,7 +435,7 @@ def _compose(
         msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
         msg.add_alternative(markup, subtype="html", charset="utf-8", cte="quoted-printable")
     except UnicodeEncodeError as err:
-        raise BuildError(f"issue {rendered.issue.day}: the text cannot be encoded as UTF-8: {err}") from err
+        raise BuildError.about(Rule.MIME_PARTS, f"issue {rendered.issue.day}: the text cannot be encoded as UTF-8: {err}") from err
     for part in msg.iter_parts():
         del part["MIME-Version"]  # add_alternative puts one on the part; it belongs on the top only
     msg.set_boundary(_boundary(rendered))
@@ -446,8 +448,8 @@ def _check_list_unsubscribe(rendered: RenderedIssue, raw: bytes) -> None:
     head = raw[: raw.find(b"\r\n\r\n") + 2]
     match = re.search(rb"^List-Unsubscribe: (.*)\r\n(?![ \t])", head, re.MULTILINE)
     if match is None or b"=?" in match[0] or not match[1].startswith(b"<https://"):
-        raise BuildError(
-            f"issue {rendered.issue.day}: List-Unsubscribe would not be written as plain URLs "
+        raise BuildError.about(
+            Rule.LIST_UNSUBSCRIBE, f"issue {rendered.issue.day}: List-Unsubscribe would not be written as plain URLs "
             "(newsletter.base_url or sender.unsubscribe_mailto too long or not ASCII)"
         )
 
@@ -568,7 +570,7 @@ class MessageTemplate:
         if any(len(line) > _MAX_LINE for line in raw.split(b"\r\n")):
             problems.append(f"a line is longer than {_MAX_LINE} octets")
         if problems:
-            raise BuildError(f"issue {day}: cannot make the message template: " + "; ".join(problems))
+            raise BuildError.about(Rule.MESSAGE, f"issue {day}: cannot make the message template: " + "; ".join(problems))
 
         logger.debug("issue %s: template of %d bytes, %d personal lines", day, len(raw), len(seen))
         return cls(

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from newsletter.findings import Finding
+
 # Placeholders the renderer writes where per-subscriber values go; messages.py swaps them per
 # subscriber. Plain ASCII letters and digits only, so escaping, inlining and quoted-printable
 # leave them intact.
@@ -105,7 +107,12 @@ class Issue:
     archive_url: str
     note: Note | None = None
     feature: Feature | None = None
-    warnings: tuple[str, ...] = field(default=(), compare=False)
+    findings: tuple[Finding, ...] = field(default=(), compare=False)  # the builder's warnings
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The builder's warnings as the CLI prints them ("path: message")."""
+        return tuple(map(str, self.findings))
 
     @property
     def articles(self) -> tuple[IssueArticle, ...]:

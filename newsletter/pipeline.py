@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 from newsletter.files import write_atomic
+from newsletter.findings import Finding
 from newsletter.models import RenderedIssue, Subscriber
 from newsletter.settings import Settings, secret_key
 
@@ -18,7 +19,7 @@ class PreparedIssue:
     day: date
     rendered: RenderedIssue | None
     article_count: int
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[Finding, ...] = ()  # the builder's and the renderer's
     skipped_reason: str = ""
 
 
@@ -41,7 +42,7 @@ def prepare_issue(settings: Settings, day: date) -> PreparedIssue:
     issue_days = readers.article_days(settings.articles_dir)
     issue = builder.build_issue(content, settings, issue_days=issue_days)
     rendered = renderer.render_issue(issue, settings, env)
-    warnings = tuple(issue.warnings) + tuple(renderer.size_warnings(rendered.html))
+    warnings = issue.findings + tuple(renderer.size_warnings(rendered.html))
     return PreparedIssue(day, rendered, count, warnings)
 
 

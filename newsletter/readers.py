@@ -20,8 +20,11 @@ import nh3
 import yaml
 from markdown_it import MarkdownIt
 
+from newsletter import findings
 from newsletter.errors import ArticleError
+from newsletter.findings import Finding
 from newsletter.models import Article, DayContent, Feature, Note
+from newsletter.rules import HTTPS, Rule, https_only
 from newsletter.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ FEATURE_KEYS = ("title", "link", "link_text")
 
 _DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ENCODED_WORD = re.compile(r"=\?.*\?=", re.S)
+_HREF = re.compile(r'<a\b[^>]*\bhref="([^"]*)"')
 
 
 def _markdown() -> MarkdownIt:
@@ -144,7 +148,7 @@ def read_day(articles_dir: Path, day: date, settings: Settings) -> DayContent:
     folder = articles_dir / day.isoformat()
     if not folder.is_dir():
         return DayContent(day=day, articles=())
-    problems: list[str] = []
+    problems: list[Finding] = []
     articles: list[Article] = []
     note = feature = None
     for path in sorted(folder.iterdir(), key=lambda p: p.name):
@@ -165,7 +169,7 @@ def read_day(articles_dir: Path, day: date, settings: Settings) -> DayContent:
             continue
         problems.extend(reader.problems)
     if problems:
-        raise ArticleError("\n".join(problems))
+        raise ArticleError(findings=problems)
     return DayContent(day=day, articles=tuple(articles), note=note, feature=feature)
 
 
@@ -176,11 +180,24 @@ class _FileReader:
         self.path = path
         self.settings = settings
         self.name = _display(path, settings.root)
-        self.problems: list[str] = []
+        self.problems: list[Finding] = []
 
-    def problem(self, message: str, line: int | None = None) -> None:
-        where = f"{self.name}:{line}" if line else self.name
-        self.problems.append(f"{where}: {message}")
+    def problem(self, message: str, line: int | None = None, rule: Rule = Rule.ARTICLE) -> None:
+        self.problems.append(findings.error(rule, message, self.name, line))
+
+    def _body(self, text: str, body: str) -> str:
+        """Render the Markdown BODY (the end of TEXT) and refuse links that are not https:// or mailto:."""
+        body_html = render_markdown(body)
+        first_line = text.count("\n") - body.count("\n") + 1
+        lines = body.split("\n")
+        for href in _HREF.findall(body_html):
+            href = html.unescape(href)
+            if not https_only(href, mailto=True):
+                at = next((i for i, line in enumerate(lines) if href in line), None)
+                self.problem(f"link {href!r} is not https:// or mailto: (mail clients flag other links); "
+                             "use the site's https:// address",
+                             None if at is None else first_line + at, Rule.HTTPS_LINKS)
+        return body_html
 
     # --- the three kinds of file
 
@@ -207,17 +224,18 @@ class _FileReader:
         summary = self._string(meta, "summary")
         sources = self._sources(meta.get("sources"))
         priority = self._priority(meta.get("priority"))
-        url = self._url(meta, "url", ("http://", "https://"))
+        url = self._url(meta, "url", https=False)
         author = self._string(meta, "author")
-        image = self._url(meta, "image", ("https://",))
+        image = self._url(meta, "image")
         image_alt = self._string(meta, "image_alt")
         if image and not image_alt.strip():
             self.problem("field 'image_alt': required when 'image' is given (describe the picture)")
+        body_html = self._body(text, body)
         if title is None or self.problems:
             return None
         return Article(
             path=self.path, slug=slugify(self.path.stem), title=title, section=section,
-            body_html=render_markdown(body), summary=" ".join(summary.split()), sources=sources,
+            body_html=body_html, summary=" ".join(summary.split()), sources=sources,
             priority=priority, url=url, author=author, image=image, image_alt=image_alt,
         )
 
@@ -231,9 +249,10 @@ class _FileReader:
         meta, body = split
         self._unknown_keys(meta, NOTE_KEYS)
         title = NOTE_TITLE if meta.get("title") is None else self._title(meta.get("title"), "title")
+        body_html = self._body(text, body)
         if title is None or self.problems:
             return None
-        return Note(path=self.path, title=title, body_html=render_markdown(body))
+        return Note(path=self.path, title=title, body_html=body_html)
 
     def feature(self) -> Feature | None:
         text = self._text()
@@ -245,12 +264,13 @@ class _FileReader:
         meta, body = split
         self._unknown_keys(meta, FEATURE_KEYS)
         title = self._title(meta.get("title"), "title")
-        link = self._url(meta, "link", ("https://",))
+        link = self._url(meta, "link")
         link_text = self._string(meta, "link_text") or "Learn more"
+        body_html = self._body(text, body)
         if title is None or self.problems:
             return None
         return Feature(
-            path=self.path, title=title, body_html=render_markdown(body),
+            path=self.path, title=title, body_html=body_html,
             link=link, link_text=" ".join(link_text.split()),
         )
 
@@ -372,12 +392,15 @@ class _FileReader:
             return 100
         return value
 
-    def _url(self, meta: dict, field: str, prefixes: tuple[str, ...]) -> str:
+    def _url(self, meta: dict, field: str, *, https: bool = True) -> str:
+        """Return META's FIELD if it is an absolute https:// URL (or, without HTTPS, http:// too)."""
         value = self._string(meta, field)
         if not value:
             return ""
-        if not value.lower().startswith(prefixes) or len(value) <= len("https://") or re.search(r"\s", value):
-            self.problem(f"field '{field}': must be an absolute {' or '.join(prefixes)} URL, not {_short(value)}")
+        allowed = https_only(value) or (not https and value.lower().startswith("http://"))
+        if not allowed or len(value) <= len(HTTPS) or re.search(r"\s", value):
+            schemes = HTTPS if https else f"http:// or {HTTPS}"
+            self.problem(f"field '{field}': must be an absolute {schemes} URL, not {_short(value)}")
             return ""
         return value
 

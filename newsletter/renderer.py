@@ -17,10 +17,13 @@ from pathlib import Path
 
 import jinja2
 
+from newsletter import findings
 from newsletter.builder import long_date
-from newsletter.errors import BuildError
+from newsletter.errors import BuildError, ClippedError
+from newsletter.findings import Finding
 from newsletter.models import GREETING_PLACEHOLDER, TOKEN_PLACEHOLDER, Issue, RenderedIssue
 from newsletter.project import packaged_templates
+from newsletter.rules import GMAIL_CLIP_BYTES, SIZE_WARNING_BYTES, Rule, https_only
 from newsletter.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -31,8 +34,6 @@ NOTICE_HTML_TEMPLATE = "notice.html.j2"
 NOTICE_TEXT_TEMPLATE = "notice.txt.j2"
 
 TEXT_WIDTH = 78
-SIZE_LIMIT = 102_000  # Gmail clips the message above this and hides the unsubscribe footer
-SIZE_WARNING = 90_000  # keep a margin under the limit (EMAIL.md rule 6)
 
 # Languages written right to left: the wrapper gets dir="rtl" for them.
 _RTL_LANGUAGES = frozenset({"ar", "arc", "ckb", "dv", "fa", "ha", "he", "khw", "ks", "ps", "sd", "ur", "yi"})
@@ -76,7 +77,7 @@ def render_issue(issue: Issue, settings: Settings, env: jinja2.Environment | Non
     context = _context(issue, settings)
     html = _inline(_render(env, HTML_TEMPLATE, context))
     text = _render(env, TEXT_TEMPLATE, context)
-    _check_size(issue.day, html)
+    size_warnings(html, issue.day)
     logger.debug("issue %s: %d bytes of HTML, %d of text", issue.day, len(html.encode()), len(text.encode()))
     return RenderedIssue(issue=issue, html=html, text=text)
 
@@ -97,20 +98,21 @@ def render_notice(day: date, settings: Settings, env: jinja2.Environment | None 
     context = _context(notice, settings)
     html = _inline(_render(env, NOTICE_HTML_TEMPLATE, context))
     text = _render(env, NOTICE_TEXT_TEMPLATE, context)
-    _check_size(day, html)
+    size_warnings(html, day)
     return RenderedIssue(issue=notice, html=html, text=text)
 
 
-def size_warnings(html: str) -> list[str]:
-    """Raise BuildError if HTML is too big for Gmail; return a warning if it is close."""
+def size_warnings(html: str, day: date | None = None) -> list[Finding]:
+    """Raise ClippedError if HTML is too big for Gmail; return a warning if it is close (EMAIL.md 6)."""
     size = len(html.encode("utf-8"))
-    if size > SIZE_LIMIT:
-        raise BuildError(
-            f"the HTML is {size:,} bytes: Gmail clips above {SIZE_LIMIT:,} bytes and hides the "
-            "unsubscribe footer; shorten articles or move some to another day"
-        )
-    if size > SIZE_WARNING:
-        return [f"the HTML is {size:,} bytes, close to Gmail's clipping limit of {SIZE_LIMIT:,} bytes"]
+    if size > GMAIL_CLIP_BYTES:
+        issue = f"issue {day}: " if day else ""
+        message = (f"{issue}the HTML is {size:,} bytes: Gmail clips above {GMAIL_CLIP_BYTES:,} bytes and hides "
+                   "the unsubscribe footer; shorten articles or move some to another day")
+        raise ClippedError(message, size=size, findings=[findings.error(Rule.GMAIL_CLIP, message)])
+    if size > SIZE_WARNING_BYTES:
+        return [findings.warning(
+            Rule.GMAIL_CLIP, f"the HTML is {size:,} bytes, close to Gmail's clipping limit of {GMAIL_CLIP_BYTES:,} bytes")]
     return []
 
 
@@ -295,13 +297,6 @@ def html_to_text(html: str, width: int = TEXT_WIDTH) -> str:
 # --- internals ---
 
 
-def _check_size(day: date, html: str) -> None:
-    try:
-        size_warnings(html)
-    except BuildError as err:
-        raise BuildError(f"issue {day}: {err}") from err
-
-
 def _context(issue: Issue, settings: Settings) -> dict:
     language = settings.newsletter.language
     return {
@@ -323,20 +318,20 @@ def _render(env: jinja2.Environment, name: str, context: dict) -> str:
         return env.get_template(name).render(context)
     except jinja2.TemplateNotFound as err:
         searched = ", ".join(str(p) for p in _search_path(env))
-        raise BuildError(f"{err.name}: template not found (looked in {searched})") from err
+        raise BuildError.about(Rule.TEMPLATE, f"template not found (looked in {searched})", str(err.name)) from err
     except jinja2.TemplateSyntaxError as err:
         where = err.filename or err.name or name
-        raise BuildError(f"{where}:{err.lineno}: {err.message}") from err
+        raise BuildError.about(Rule.TEMPLATE, err.message or str(err), where, err.lineno) from err
     except jinja2.TemplateError as err:
-        raise BuildError(f"{_template_frame(err, name)}: {err.message or err}") from err
+        raise BuildError.about(Rule.TEMPLATE, err.message or str(err), *_template_frame(err, name)) from err
 
 
-def _template_frame(err: BaseException, name: str) -> str:
-    """Return "file:line" of the innermost template frame of ERR (Jinja rewrites tracebacks so)."""
+def _template_frame(err: BaseException, name: str) -> tuple[str, int | None]:
+    """Return (file, line) of the innermost template frame of ERR (Jinja rewrites tracebacks so)."""
     for frame in reversed(traceback.extract_tb(err.__traceback__)):
         if frame.filename.endswith((".j2", ".css", ".html", ".txt")):
-            return f"{frame.filename}:{frame.lineno}"
-    return name
+            return frame.filename, frame.lineno
+    return name, None
 
 
 def _search_path(env: jinja2.Environment) -> list[Path]:
@@ -364,25 +359,28 @@ def _check_content(issue: Issue) -> None:
     """Refuse what breaks the email rules: non-https images and links (9, 12), body <h1>/<h2> (11)."""
     for item in issue.articles:
         article = item.article
-        if article.image and not article.image.startswith("https://"):
-            raise BuildError(f"{article.path}: image {article.image!r} must be an absolute https:// URL")
+        if article.image and not https_only(article.image):
+            raise BuildError.about(Rule.IMAGE_HTTPS, f"image {article.image!r} must be an absolute https:// URL",
+                                   str(article.path))
         _check_hrefs(article.path, [article.url] if article.url else [])
         _check_hrefs(article.path, _HREF.findall(item.body_html))
         if _TOP_HEADING.search(item.body_html):
-            raise BuildError(f"{article.path}: the body has an <h1> or <h2>; the issue owns those levels")
+            raise BuildError.about(Rule.BODY_HEADING, "the body has an <h1> or <h2>; the issue owns those levels",
+                                   str(article.path))
     for box in (issue.note, issue.feature):
         if box is not None:
             _check_hrefs(box.path, _HREF.findall(box.body_html) + [getattr(box, "link", "")])
-    if not issue.archive_url.startswith("https://"):
-        raise BuildError(f"issue {issue.day}: archive_url {issue.archive_url!r} must start with https://")
+    if not https_only(issue.archive_url):
+        raise BuildError.about(Rule.ARCHIVE_URL,
+                               f"issue {issue.day}: archive_url {issue.archive_url!r} must start with https://")
 
 
 def _check_hrefs(path: Path, hrefs: list[str]) -> None:
     for href in hrefs:
-        if href and not href.startswith(("https://", "mailto:")):
-            raise BuildError(
-                f"{path}: link {href!r} is not https:// or mailto: (mail clients flag other links); "
-                "use the site's https:// address"
+        if href and not https_only(href, mailto=True):
+            raise BuildError.about(
+                Rule.HTTPS_LINKS, f"link {href!r} is not https:// or mailto: (mail clients flag other links); "
+                "use the site's https:// address", str(path),
             )
 
 

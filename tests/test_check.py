@@ -16,6 +16,7 @@ from newsletter.builder import MONTHS, citations
 from newsletter.check import CheckReport, Finding, check_issue, check_rendered, citation_problem, format_report
 from newsletter.cli import app
 from newsletter.pipeline import prepare_issue
+from newsletter.rules import Rule
 from newsletter.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,7 +105,7 @@ def test_too_many_articles_for_gmail_is_an_error_naming_the_longest(tmp_path):
         body = "\n\n".join(paragraph * (4 if n != 7 else 6) for _ in range(5))
         write_article(folder, f"long-{n:02}.md", body, title=f"Long Article Number {n}")
     finding = only_error(check(folder))
-    assert finding.rule == 6
+    assert finding.rule is Rule.GMAIL_CLIP
     assert "Gmail clips" in finding.message and "102,000" in finding.message
     assert "articles/2026-11-21/long-07.md" in finding.message  # the heaviest comes first
     assert finding.where == "articles/2026-11-21"
@@ -112,14 +113,14 @@ def test_too_many_articles_for_gmail_is_an_error_naming_the_longest(tmp_path):
 
 def test_an_image_without_alt_in_a_custom_template_is_an_error_naming_it(tmp_path):
     finding = only_error(check(small_project(tmp_path, "no-alt")))
-    assert finding.rule == 9
+    assert finding.rule is Rule.IMAGE
     assert finding.where == "templates/issue.html.j2"
     assert "sponsor-logo.png" in finding.message and "no alt attribute" in finding.message
 
 
 def test_a_javascript_link_in_a_custom_template_is_an_error_naming_it(tmp_path):
     finding = only_error(check(small_project(tmp_path, "javascript-link")))
-    assert finding.rule == 12
+    assert finding.rule is Rule.HTTPS_LINKS
     assert finding.where == "templates/issue.html.j2"
     assert finding.message.startswith("link 'javascript:navigator.share(")
     assert "is not https: or mailto:" in finding.message
@@ -139,14 +140,14 @@ def test_a_layout_without_unsubscribe_link_is_an_error(tmp_path):
     (folder / "templates" / "partials").mkdir(parents=True)
     (folder / "templates" / "partials" / "layout.html.j2").write_text(layout.replace(link, ""), encoding="utf-8")
     finding = only_error(check(folder))
-    assert finding.rule == 12
+    assert finding.rule is Rule.UNSUBSCRIBE_LINK
     assert finding.where == "templates/partials/layout.html.j2"
     assert finding.message.startswith("the HTML part has no unsubscribe link")
 
 
 def test_a_flex_layout_in_a_custom_template_is_one_error(tmp_path):
     finding = only_error(check(small_project(tmp_path, "flex")))
-    assert finding.rule == 8
+    assert finding.rule is Rule.CSS_LAYOUT
     assert finding.where == "templates/issue.html.j2"
     assert "display: flex" in finding.message and "lay out with tables" in finding.message
 
@@ -158,7 +159,7 @@ def test_a_kept_style_rule_without_important_is_an_error(tmp_path):
     (folder / "templates" / "email-media.css").write_text(
         media + "@media (max-width: 620px) { .card { font-size: 17px; } }\n", encoding="utf-8")
     finding = only_error(check(folder))
-    assert finding.rule == 2
+    assert finding.rule is Rule.CSS_IMPORTANT
     assert finding.where == "templates/email-media.css"
     assert ".card { font-size: 17px }" in finding.message
 
@@ -176,7 +177,7 @@ def test_a_plain_http_link_in_an_article_names_the_article(tmp_path):
     folder = small_project(tmp_path)
     write_article(folder, "linky.md", "See [the report](http://example.org/report) (Interfax, Nov. 20).\n")
     finding = only_error(check(folder))
-    assert finding.rule == 12 and finding.where == "articles/2026-11-21/linky.md"
+    assert finding.rule is Rule.HTTPS_LINKS and finding.where == "articles/2026-11-21/linky.md:5"
     assert finding.message.startswith("link 'http://example.org/report' is not https:// or mailto:")
 
 
@@ -197,7 +198,7 @@ def test_dkim_on_another_domain_than_from_is_an_error_in_the_settings(tmp_path):
     with (folder / "newsletter.toml").open("a", encoding="utf-8") as f:
         f.write('\n[dkim]\nselector = "s1"\ndomain = "mailer.example.net"\nkey_file = "dkim.pem"\n')
     finding = only_error(check(folder))
-    assert finding.rule == 20 and finding.where == "newsletter.toml"
+    assert finding.rule is Rule.DKIM and finding.where == "newsletter.toml"
     assert "'mailer.example.net' is not the From domain 'ssb.newsletter.example.org'" in finding.message
 
 
@@ -273,9 +274,42 @@ def test_json_format_lists_findings_and_a_summary(runner, tmp_path):
     assert data["summary"]["ok"] is False and data["summary"]["errors"] == 1 and data["summary"]["number"] == 1
     assert set(data["summary"]) >= {"warnings", "skipped", "html_bytes", "subject"}
     assert data["findings"] == [{
-        "severity": "error", "rule": 9, "where": "templates/issue.html.j2",
-        "message": data["findings"][0]["message"],
+        "severity": "error", "rule": 9, "rule_id": "image", "path": "templates/issue.html.j2", "line": None,
+        "where": "templates/issue.html.j2", "message": data["findings"][0]["message"],
     }]
+
+
+def test_json_names_rule_path_and_line_of_a_plain_http_link(runner, tmp_path):
+    folder = small_project(tmp_path)
+    write_article(folder, "linky.md", """\
+        The talks resumed (Interfax, Nov. 20).
+
+        See [the report](http://example.org/report) for the details.
+        """)
+    result = runner.invoke(app, ["--project", str(folder), "check", "-d", DAY.isoformat(), "-f", "json"])
+    assert result.exit_code == 1
+    [finding] = json.loads(result.output)["findings"]
+    assert {k: finding[k] for k in ("severity", "rule", "rule_id", "path", "line", "where")} == {
+        "severity": "error", "rule": 12, "rule_id": "https-links", "path": "articles/2026-11-21/linky.md",
+        "line": 7, "where": "articles/2026-11-21/linky.md:7",
+    }
+    assert finding["message"].startswith("link 'http://example.org/report' is not https:// or mailto:")
+
+
+def test_json_names_the_gmail_clip_rule_and_the_day_of_a_too_long_issue(runner, tmp_path):
+    folder = small_project(tmp_path)
+    paragraph = "The delegation met again on Tuesday to review the draft annex, line by line (Interfax, Nov. 20). "
+    for n in range(40):
+        write_article(folder, f"long-{n:02}.md", "\n\n".join(paragraph * 5 for _ in range(5)), title=f"Long {n}")
+    result = runner.invoke(app, ["--project", str(folder), "check", "-d", DAY.isoformat(), "-f", "json"])
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    assert data["summary"]["errors"] == 1
+    [finding] = data["findings"]
+    assert {k: finding[k] for k in ("severity", "rule", "rule_id", "path", "line")} == {
+        "severity": "error", "rule": 6, "rule_id": "gmail-clip", "path": "articles/2026-11-21", "line": None,
+    }
+    assert "Gmail clips a message above 102,000 bytes" in finding["message"]
 
 
 def test_json_format_of_a_clean_day_exits_0(runner, sample_project):
