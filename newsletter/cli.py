@@ -339,8 +339,10 @@ def build(
     typer.echo(f"Issue No. {issue.number} of {issue.day}: {issue.subject}")
     for section in issue.sections:
         typer.echo(f"  {section.name:<20} {len(section.articles)} article(s)")
+    from newsletter.rules import GMAIL_CLIP_BYTES
+
     size = len(prepared.rendered.html.encode("utf-8"))
-    typer.echo(f"HTML {size:,} bytes (Gmail clips above 102,000), text {len(prepared.rendered.text.encode()):,} bytes")
+    typer.echo(f"HTML {size:,} bytes (Gmail clips above {GMAIL_CLIP_BYTES:,}), text {len(prepared.rendered.text.encode()):,} bytes")
     typer.echo(f"Wrote {_shown(html_path)} and {_shown(text_path)}")
 
 

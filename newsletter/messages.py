@@ -28,7 +28,7 @@ from email.utils import format_datetime
 from newsletter import addresses
 from newsletter.errors import BuildError, HeaderError, SettingsError
 from newsletter.rules import MAX_LINE_OCTETS as _MAX_LINE
-from newsletter.rules import Rule
+from newsletter.rules import Rule, https_only
 from newsletter.models import (
     GREETING_PLACEHOLDER,
     NAME_PLACEHOLDER,
@@ -447,7 +447,8 @@ def _compose(
 def _check_list_unsubscribe(rendered: RenderedIssue, raw: bytes) -> None:
     head = raw[: raw.find(b"\r\n\r\n") + 2]
     match = re.search(rb"^List-Unsubscribe: (.*)\r\n(?![ \t])", head, re.MULTILINE)
-    if match is None or b"=?" in match[0] or not match[1].startswith(b"<https://"):
+    first = match[1].decode("ascii", "replace") if match else ""
+    if match is None or b"=?" in match[0] or not (first.startswith("<") and https_only(first[1:])):
         raise BuildError.about(
             Rule.LIST_UNSUBSCRIBE, f"issue {rendered.issue.day}: List-Unsubscribe would not be written as plain URLs "
             "(newsletter.base_url or sender.unsubscribe_mailto too long or not ASCII)"

@@ -13,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from newsletter.errors import ProjectError, SettingsError
+from newsletter.rules import https_only
 
 CONFIG_NAME = "newsletter.toml"
 SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
@@ -246,7 +247,7 @@ def _check_values(path: Path, settings: Settings) -> None:
         raise SettingsError(
             f"{path}: schedule.send_time must be HH:MM on a 24-hour clock, not {settings.schedule.send_time!r}"
         )
-    if not settings.newsletter.base_url.startswith("https://"):
+    if not https_only(settings.newsletter.base_url):
         raise SettingsError(f"{path}: newsletter.base_url must start with https://, not {settings.newsletter.base_url!r}")
     if "@" not in settings.sender.from_address:
         raise SettingsError(f"{path}: sender.from must be an address such as 'Name <list@example.org>'")

@@ -14,6 +14,7 @@ from newsletter.errors import ArticleError
 from newsletter.readers import (
     ALLOWED_TAGS, URL_SCHEMES, article_days, read_day, render_markdown, render_text, sanitize, slugify,
 )
+from newsletter.rules import Rule
 from newsletter.settings import load_settings
 
 DAY = date(2026, 11, 26)
@@ -426,3 +427,32 @@ def test_yaml_alias_bomb_gives_a_short_error_quickly(project):
     message = error_of(project)
     assert "field 'sources'" in message and "unknown front-matter key 'a8'" in message
     assert len(message) < 2000
+
+
+def test_a_plain_http_link_is_refused_with_its_line_and_rule_together_with_other_problems(project):
+    write(project, "linky.md", """\
+        ---
+        title: Talks
+        ---
+        The talks resumed.
+
+        See [the report](http://example.org/report) and <mailto:desk@example.org>.
+        """)
+    write(project, "note-less.md", "---\ntitle: [unclosed\n---\n")
+    with pytest.raises(ArticleError) as caught:
+        read(project)
+    by_path = {f.path: f for f in caught.value.findings}
+    link = by_path["articles/2026-11-26/linky.md"]
+    assert (link.rule, link.line) == (Rule.HTTPS_LINKS, 6)
+    assert link.message.startswith("link 'http://example.org/report' is not https:// or mailto:")
+    assert by_path["articles/2026-11-26/note-less.md"].rule is Rule.ARTICLE
+    assert str(caught.value).splitlines()[0].startswith("articles/2026-11-26/linky.md:6: link 'http://")
+
+
+def test_errors_carry_one_finding_per_problem_in_the_order_of_their_text(project):
+    write(project, "a.md", "---\ntitle: A\nsection: Cyber\ncolour: red\n---\nBody.\n")
+    with pytest.raises(ArticleError) as caught:
+        read(project)
+    err = caught.value
+    assert [str(f) for f in err.findings] == str(err).splitlines()
+    assert len(err.findings) == 2 and all(f.severity == "error" for f in err.findings)
