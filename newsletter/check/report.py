@@ -22,11 +22,11 @@ class CheckReport:
 
     @property
     def errors(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.severity is Severity.ERROR)
+        return tuple(f for f in self.findings if f.severity == Severity.ERROR)
 
     @property
     def warnings(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.severity is Severity.WARNING)
+        return tuple(f for f in self.findings if f.severity == Severity.WARNING)
 
     @property
     def skipped(self) -> bool:
@@ -53,7 +53,7 @@ class CheckReport:
 def errors_first(findings: Iterable[Finding]) -> tuple[Finding, ...]:
     """Return FINDINGS without repeats, errors first, each group in the order found."""
     unique = list(dict.fromkeys(findings))
-    return tuple(sorted(unique, key=lambda f: f.severity is not Severity.ERROR))
+    return tuple(sorted(unique, key=lambda f: f.severity != Severity.ERROR))
 
 
 def format_report(report: CheckReport) -> str:
@@ -72,7 +72,7 @@ def format_report(report: CheckReport) -> str:
     lines = [f"{what}{size}: {counts}" if report.findings else f"{what}{size}: no problems found"]
     for finding in report.findings:
         rule = f" (EMAIL.md rule {finding.rule.number})" if finding.rule.number else ""
-        label = "ERROR  " if finding.severity is Severity.ERROR else "warning"
+        label = "ERROR  " if finding.severity == Severity.ERROR else "warning"
         body = f"{finding}{rule}".replace("\n", "\n         ")
         lines.append(f"  {label} {body}")
     if errors:
