@@ -5,7 +5,6 @@ Pure: no files, no clock. Everything it needs comes in as arguments.
 
 from __future__ import annotations
 
-import html
 import re
 import string
 import unicodedata
@@ -17,9 +16,11 @@ from newsletter import findings
 from newsletter.errors import BuildError
 from newsletter.findings import Finding
 from newsletter.models import Article, CrossReference, DayContent, Issue, IssueArticle, IssueSection
+from newsletter.readers import render_tokens
 from newsletter.rules import MONTH_NUMBER as _MONTH_NUMBER
 from newsletter.rules import MONTHS, PREHEADER_MAX, PREHEADER_MIN, Rule
 from newsletter.settings import CONFIG_NAME, Settings
+from newsletter.tokens import link_phrases, plain_text
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 SUBJECT_KEYS = ("name", "short_name", "long_date", "date", "number", "lead_title")
@@ -31,9 +32,6 @@ _MONTH = "|".join(sorted((m.capitalize() for m in _MONTH_NUMBER), key=len, rever
 _DATE = rf"(?P<month>{_MONTH})\.?\s+(?P<day>[0-3]?\d)(?:,?\s+(?P<year>\d{{4}}))?"
 # A citation: "(Source, Month Day)"; the source part is anything without parentheses.
 _CITATION = re.compile(rf"\((?P<inner>[^()<>]*?,\s*{_DATE})\)")
-_BLOCK_TAG = re.compile(r"</?(?:p|br|li|ul|ol|h3|h4|blockquote|pre|table|thead|tbody|tr|th|td|hr)\b[^>]*>", re.I)
-_ANY_TAG = re.compile(r"<[^>]*>")
-_TAG_SPLIT = re.compile(r"(<[^>]*>)")
 # Abbreviations after which a period does not end a sentence.
 _NOT_SENTENCE_END = {m.capitalize() for m in _MONTH_NUMBER} | {
     "Mr", "Mrs", "Ms", "Dr", "Prof", "St", "Gen", "Col", "Lt", "Sgt", "Capt", "Rep", "Sen", "Gov",
@@ -54,12 +52,6 @@ def archive_url(settings: Settings, day: date) -> str:
 def slugify(text: str) -> str:
     """Return TEXT lowercased with each run of non-alphanumerics turned into one '-'."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
-
-
-def plain_text(body_html: str) -> str:
-    """Return the text of BODY_HTML: tags stripped, entities unescaped, whitespace collapsed."""
-    text = _ANY_TAG.sub("", _BLOCK_TAG.sub(" ", body_html))
-    return " ".join(html.unescape(text).split())
 
 
 def build_issue(content: DayContent, settings: Settings, *, issue_days: Sequence[date]) -> Issue:
@@ -112,14 +104,15 @@ def _issue_article(
     warnings: list[Finding],
 ) -> IssueArticle:
     name = _display(article.path, settings.root)
-    text = plain_text(article.body_html)
+    text = plain_text(article.tokens)
     if not text:
         warnings.append(findings.warning(Rule.EMPTY_BODY, "the article has no body text", name))
-    body, references = _link_cross_references(article.body_html, day, known_days, settings, name, warnings)
+    body, references = _link_cross_references(article, day, known_days, settings, name, warnings)
     return IssueArticle(
         article=article, anchor=anchor, body_html=body,
         sources=_dedupe([*article.sources, *citations(text, settings.newsletter.short_name)]),
         cross_references=tuple(references),
+        summary=_one_line(article.summary) or _first_sentence(text, settings),
     )
 
 
@@ -139,49 +132,33 @@ def _is_cross_reference(inner: str, short_name: str) -> bool:
 
 
 def _cross_reference_pattern(short_name: str) -> re.Pattern[str]:
-    # Runs over sanitized HTML text, where '&' in a short name is written '&amp;'.
-    name = re.escape(html.escape(short_name, quote=False))
-    return re.compile(rf"\((?P<inner>see\s+{name}\s*,\s*{_DATE})\)")
+    return re.compile(rf"\((?P<inner>see\s+{re.escape(short_name)}\s*,\s*{_DATE})\)")
 
 
 def _link_cross_references(
-    body_html: str, day: date, known_days: set[date], settings: Settings, name: str,
+    article: Article, day: date, known_days: set[date], settings: Settings, name: str,
     warnings: list[Finding],
 ) -> tuple[str, list[CrossReference]]:
-    """Wrap each '(see SSB, May 18)' in a link to that day's archive, outside tags, links and code."""
-    pattern = _cross_reference_pattern(settings.newsletter.short_name)
+    """Link each '(see SSB, May 18)' to that day's archive page (not in code or links: tokens.py)."""
     references: list[CrossReference] = []
 
-    def link(match: re.Match[str]) -> str:
-        inner = match["inner"]
-        text = " ".join(html.unescape(inner).split())
+    def link(match: re.Match[str]) -> str | None:
+        text = " ".join(match["inner"].split())
         target = _resolve(match, day)
         if target is None:
             warnings.append(findings.warning(
                 Rule.CROSS_REFERENCE, f"cross-reference ({text}) is not a date on or before {day.isoformat()}", name))
-            return match[0]
+            return None
         exists = target in known_days
         if not exists:
             warnings.append(findings.warning(
                 Rule.MISSING_ISSUE, f"cross-reference ({text}) points at {target.isoformat()}, which has no issue", name))
         url = archive_url(settings, target)
         references.append(CrossReference(text=text, day=target, url=url, exists=exists))
-        return f'(<a href="{html.escape(url)}">{inner}</a>)'
+        return url
 
-    out = []
-    skip_depth = 0  # inside <a>, <code> or <pre>: leave the text alone
-    for part in _TAG_SPLIT.split(body_html):
-        if part.startswith("<"):
-            tag = re.match(r"</?\s*([a-zA-Z0-9]+)", part)
-            if tag and tag[1].lower() in ("a", "code", "pre"):
-                skip_depth += -1 if part.startswith("</") else 1
-                skip_depth = max(skip_depth, 0)
-            out.append(part)
-        elif skip_depth:
-            out.append(part)
-        else:
-            out.append(pattern.sub(link, part))
-    return "".join(out), references
+    linked = link_phrases(article.tokens, _cross_reference_pattern(settings.newsletter.short_name), link)
+    return (article.body_html if linked is None else render_tokens(linked)), references
 
 
 def _resolve(match: re.Match[str], day: date) -> date | None:
@@ -253,7 +230,7 @@ def _preheader(
 ) -> str:
     if lead is None:
         return _trim(f"No articles today · {settings.newsletter.name} · {long_date(day)}")
-    text = _one_line(lead.summary) or _first_sentence(plain_text(lead.body_html), settings)
+    text = _one_line(lead.summary) or _first_sentence(plain_text(lead.tokens), settings)
     text = _trim(text)
     fillers = [a.title for a in ordered if a is not lead]
     if not text:
@@ -286,8 +263,7 @@ def _first_sentence(text: str, settings: Settings) -> str:
             break
     first = " ".join(sentence)
     first = _CITATION.sub("", first)
-    first = _cross_reference_pattern(settings.newsletter.short_name).sub("", html.escape(first, quote=False))
-    first = html.unescape(first)
+    first = _cross_reference_pattern(settings.newsletter.short_name).sub("", first)
     return " ".join(re.sub(r"\s+([.,;:!?])", r"\1", first).split())
 
 
@@ -325,4 +301,4 @@ def _display(path: Path, root: Path) -> str:
         return str(path)
 
 
-__all__ = ["build_issue", "long_date", "archive_url", "citations", "plain_text", "MONTHS", "SUBJECT_KEYS"]
+__all__ = ["build_issue", "long_date", "archive_url", "citations", "MONTHS", "SUBJECT_KEYS"]

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from markdown_it.token import Token
 
 from newsletter.findings import Finding
 
@@ -35,6 +39,9 @@ class Article:
     author: str = ""
     image: str = ""
     image_alt: str = ""
+    # the body as markdown-it tokens (body_html is their sanitized rendering): the builder finds
+    # cross-references and plain text here, where code and links are tokens of their own
+    tokens: tuple[Token, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class IssueArticle:
     body_html: str
     sources: tuple[str, ...]
     cross_references: tuple[CrossReference, ...] = ()
+    summary: str = ""  # the editor's summary, else the body's first sentence (for the archive and feeds)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ import reprlib
 import unicodedata
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import nh3
 import yaml
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from newsletter import findings
 from newsletter.errors import ArticleError
@@ -26,6 +27,7 @@ from newsletter.findings import Finding
 from newsletter.models import Article, DayContent, Feature, Note
 from newsletter.rules import HTTPS, Rule, https_only
 from newsletter.settings import Settings
+from newsletter.tokens import ADDED
 
 logger = logging.getLogger(__name__)
 
@@ -87,27 +89,77 @@ def sanitize(body_html: str) -> str:
     ).strip()
 
 
-def render_markdown(text: str) -> str:
-    """Render Markdown TEXT to sanitized HTML; headings become h3/h4 (the issue owns h1 and h2)."""
-    env: dict = {}
-    tokens = _MD.parse(text, env)
+def parse_markdown(text: str) -> tuple[Token, ...]:
+    """Parse Markdown TEXT into markdown-it tokens; headings become h3/h4 (the issue owns h1 and h2)."""
+    tokens = _MD.parse(text, {})
     headings = [t for t in tokens if t.type in ("heading_open", "heading_close")]
     # The body's top heading level becomes h3 and anything deeper h4, so no level is skipped
     # under the article's h2 whichever of '#', '##' or '###' the editor started with.
     top = min((t.tag for t in headings), default="h1")
     for token in headings:
         token.tag = "h3" if token.tag == top else "h4"
-    return sanitize(_MD.renderer.render(tokens, _MD.options, env))
+    return tuple(tokens)
+
+
+def parse_text(text: str) -> tuple[Token, ...]:
+    """Parse plain text into paragraph tokens (paragraphs split on blank lines, lines joined)."""
+    tokens: list[Token] = []
+    for block in re.split(r"\n[ \t]*\n", text.strip()):
+        joined = " ".join(line.strip() for line in block.splitlines() if line.strip())
+        if joined:
+            words = Token("text", "", 0, content=joined)
+            tokens += [Token("paragraph_open", "p", 1, block=True),
+                       Token("inline", "", 0, content=joined, children=[words], block=True),
+                       Token("paragraph_close", "p", -1, block=True)]
+    return tuple(tokens)
+
+
+def render_tokens(tokens: Sequence[Token]) -> str:
+    """Render markdown-it TOKENS to sanitized HTML.
+
+    Links the builder added (tokens.ADDED in their meta, cross-references) are its own https
+    addresses: they stand in the sanitizer's input as two noncharacters and are put back after,
+    so they come out as they always did (no rel attribute) while the editor's text is sanitized.
+    """
+    hrefs: list[str] = []
+    markup = sanitize(_MD.renderer.render(_mark_added_links(tokens, hrefs), _MD.options, {}))
+    if not hrefs:
+        return markup
+    pieces = markup.split(_ADDED_OPEN)
+    if len(pieces) != len(hrefs) + 1 or markup.count(_ADDED_CLOSE) != len(hrefs):
+        raise ArticleError("an article body holds the noncharacter U+FDD0 or U+FDD1; remove it")
+    opened = (f'<a href="{html.escape(href)}">{piece}' for href, piece in zip(hrefs, pieces[1:]))
+    return (pieces[0] + "".join(opened)).replace(_ADDED_CLOSE, "</a>")
+
+
+_ADDED_OPEN, _ADDED_CLOSE = "\ufdd0", "\ufdd1"
+
+
+def _mark_added_links(tokens: Sequence[Token], hrefs: list[str]) -> list[Token]:
+    out = []
+    for token in tokens:
+        if token.type == "inline" and any(c.meta.get(ADDED) for c in token.children or ()):
+            children = []
+            for child in token.children or ():
+                if child.meta.get(ADDED) and child.type == "link_open":
+                    hrefs.append(str(child.attrs["href"]))
+                    child = Token("text", "", 0, content=_ADDED_OPEN)
+                elif child.meta.get(ADDED):
+                    child = Token("text", "", 0, content=_ADDED_CLOSE)
+                children.append(child)
+            token = token.copy(children=children)
+        out.append(token)
+    return out
+
+
+def render_markdown(text: str) -> str:
+    """Render Markdown TEXT to sanitized HTML; headings become h3/h4 (the issue owns h1 and h2)."""
+    return render_tokens(parse_markdown(text))
 
 
 def render_text(text: str) -> str:
     """Render plain text paragraphs (split on blank lines) to sanitized HTML."""
-    paragraphs = []
-    for block in re.split(r"\n[ \t]*\n", text.strip()):
-        joined = " ".join(line.strip() for line in block.splitlines() if line.strip())
-        if joined:
-            paragraphs.append(f"<p>{html.escape(joined, quote=False)}</p>")
-    return sanitize("\n".join(paragraphs))
+    return render_tokens(parse_text(text))
 
 
 # --- the folder -------------------------------------------------------------------------------
@@ -185,9 +237,10 @@ class _FileReader:
     def problem(self, message: str, line: int | None = None, rule: Rule = Rule.ARTICLE) -> None:
         self.problems.append(findings.error(rule, message, self.name, line))
 
-    def _body(self, text: str, body: str) -> str:
-        """Render the Markdown BODY (the end of TEXT) and refuse links that are not https:// or mailto:."""
-        body_html = render_markdown(body)
+    def _body(self, text: str, body: str) -> tuple[tuple[Token, ...], str]:
+        """Parse and render the Markdown BODY (the end of TEXT); refuse links not https:// or mailto:."""
+        tokens = parse_markdown(body)
+        body_html = render_tokens(tokens)
         first_line = text.count("\n") - body.count("\n") + 1
         lines = body.split("\n")
         for href in _HREF.findall(body_html):
@@ -197,7 +250,7 @@ class _FileReader:
                 self.problem(f"link {href!r} is not https:// or mailto: (mail clients flag other links); "
                              "use the site's https:// address",
                              None if at is None else first_line + at, Rule.HTTPS_LINKS)
-        return body_html
+        return tokens, body_html
 
     # --- the three kinds of file
 
@@ -210,9 +263,10 @@ class _FileReader:
             title = self._title(headline, "headline (first line)")
             if title is None:
                 return None
+            tokens = parse_text(rest)
             return Article(
                 path=self.path, slug=slugify(self.path.stem), title=title,
-                section=self.settings.issue.default_section, body_html=render_text(rest),
+                section=self.settings.issue.default_section, body_html=render_tokens(tokens), tokens=tokens,
             )
         split = self._front_matter(text, required=True)
         if split is None:
@@ -230,12 +284,12 @@ class _FileReader:
         image_alt = self._string(meta, "image_alt")
         if image and not image_alt.strip():
             self.problem("field 'image_alt': required when 'image' is given (describe the picture)")
-        body_html = self._body(text, body)
+        tokens, body_html = self._body(text, body)
         if title is None or self.problems:
             return None
         return Article(
             path=self.path, slug=slugify(self.path.stem), title=title, section=section,
-            body_html=body_html, summary=" ".join(summary.split()), sources=sources,
+            body_html=body_html, tokens=tokens, summary=" ".join(summary.split()), sources=sources,
             priority=priority, url=url, author=author, image=image, image_alt=image_alt,
         )
 
@@ -249,7 +303,7 @@ class _FileReader:
         meta, body = split
         self._unknown_keys(meta, NOTE_KEYS)
         title = NOTE_TITLE if meta.get("title") is None else self._title(meta.get("title"), "title")
-        body_html = self._body(text, body)
+        body_html = self._body(text, body)[1]
         if title is None or self.problems:
             return None
         return Note(path=self.path, title=title, body_html=body_html)
@@ -266,7 +320,7 @@ class _FileReader:
         title = self._title(meta.get("title"), "title")
         link = self._url(meta, "link")
         link_text = self._string(meta, "link_text") or "Learn more"
-        body_html = self._body(text, body)
+        body_html = self._body(text, body)[1]
         if title is None or self.problems:
             return None
         return Feature(
@@ -437,5 +491,6 @@ def _display(path: Path, root: Path) -> str:
 
 __all__ = [
     "article_days", "read_day", "sanitize", "render_markdown", "render_text", "slugify",
+    "parse_markdown", "parse_text", "render_tokens",
     "ALLOWED_TAGS", "URL_SCHEMES",
 ]

@@ -12,7 +12,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 from newsletter.builder import build_issue, long_date
 from newsletter.errors import BuildError
 from newsletter.models import Article, DayContent
-from newsletter.readers import article_days, read_day, render_markdown
+from newsletter.readers import article_days, parse_markdown, read_day, render_tokens
 from newsletter.settings import load_settings
 
 DAY = date(2026, 11, 26)
@@ -40,9 +40,10 @@ def settings(tmp_path: Path):
 
 def art(settings, title: str, section: str = "Policy", body: str = "Some body text.", **fields) -> Article:
     slug = fields.pop("slug", title.lower().replace(" ", "-"))
+    tokens = parse_markdown(textwrap.dedent(body))
     return Article(
         path=settings.root / "articles" / DAY.isoformat() / f"{slug}.md", slug=slug, title=title,
-        section=section, body_html=render_markdown(textwrap.dedent(body)), **fields,
+        section=section, body_html=render_tokens(tokens), tokens=tokens, **fields,
     )
 
 
