@@ -9,50 +9,47 @@ any static host, under any path, and from `newsletter serve`; the feed keeps the
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from html.parser import HTMLParser
+from html import escape
 from pathlib import Path
 
 import jinja2
 
+from newsletter import structure
 from newsletter.builder import long_date
 from newsletter.errors import BuildError, NewsletterError
 from newsletter.files import write_atomic
 from newsletter.models import Issue, RenderedIssue
 from newsletter.settings import Settings
 from newsletter.rules import MONTHS
+from newsletter.structure import Headline, IssueStructure
 
 logger = logging.getLogger(__name__)
 
 FEED_ENTRIES = 20  # the feed carries the full content of this many latest issues
 ATOM = "http://www.w3.org/2005/Atom"
 
-_BODY = re.compile(r"<body\b[^>]*>(.*)</body>", re.DOTALL | re.IGNORECASE)
-_STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
-# the hidden preheader and the invisible filler after it (layout.html.j2): both class "pre"
-_PREHEADER = re.compile(r'(?:<div class="pre"[^>]*>.*?</div>\s*)+', re.DOTALL)
-
-
-@dataclass(frozen=True)
-class Headline:
-    anchor: str
-    text: str
+# Inline styles that hide an element: a preheader is the hidden element holding the preheader text.
+_HIDING = ("display:none", "max-height:0", "visibility:hidden", "opacity:0", "mso-hide:all")
 
 
 @dataclass(frozen=True)
 class ArchivedIssue:
-    """One sent issue as the archive shows it: public HTML, its headlines, when it was frozen."""
+    """One sent issue as the archive shows it: public HTML, its structure, when it was frozen."""
 
     day: date
     number: int
     subject: str
     html: str
-    headlines: tuple[Headline, ...]
+    structure: IssueStructure
     updated: str  # ISO 8601 with offset: when the issue was frozen for sending
+
+    @property
+    def headlines(self) -> tuple[Headline, ...]:
+        return self.structure.headlines
 
     @property
     def path(self) -> str:
@@ -74,53 +71,24 @@ class SiteReport:
     unchanged: int
 
 
-class _Headlines(HTMLParser):
-    """Collect the `<h2 id=…>` headings of an issue (one per article)."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.found: list[Headline] = []
-        self._anchor: str | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "h2":
-            self._anchor = dict(attrs).get("id") or ""
-            self._text = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "h2" and self._anchor is not None:
-            text = " ".join("".join(self._text).split())
-            if self._anchor and text:
-                self.found.append(Headline(self._anchor, text))
-            self._anchor = None
-
-    def handle_data(self, data: str) -> None:
-        if self._anchor is not None:
-            self._text.append(data)
-
-
-def headlines(html: str) -> tuple[Headline, ...]:
-    """Return the article headlines of an issue's HTML with their anchors."""
-    parser = _Headlines()
-    parser.feed(html)
-    parser.close()
-    return tuple(parser.found)
-
-
 def archived_issues(conn: sqlite3.Connection, settings: Settings) -> list[ArchivedIssue]:
     """Return every sent issue, newest first (notices of days without an issue are left out)."""
     from newsletter import messages
 
     issues = []
     for row in conn.execute(
-        "SELECT day, number, subject, html, text, created_at FROM issues WHERE number > 0 ORDER BY day DESC"
+        "SELECT day, number, subject, html, text, created_at, structure FROM issues WHERE number > 0"
+        " ORDER BY day DESC"
     ):
         day = date.fromisoformat(row["day"])
         shell = Issue(day=day, number=row["number"], subject=row["subject"], preheader="", sections=(),
                       archive_url="")
         public = messages.public_html(RenderedIssue(shell, row["html"], row["text"]), settings)
-        issues.append(ArchivedIssue(day, row["number"], row["subject"], public, headlines(public),
+        if row["structure"] is None:  # frozen before the structure was kept: read the default markup
+            outline = structure.from_html(public, day=day, number=row["number"], subject=row["subject"])
+        else:
+            outline = structure.from_json(row["structure"], f"{settings.database_path}: issue {day}")
+        issues.append(ArchivedIssue(day, row["number"], row["subject"], public, outline,
                                     _rfc3339(row["created_at"])))
     return issues
 
@@ -132,24 +100,60 @@ def _rfc3339(stamp: str) -> str:
     return moment.isoformat(timespec="seconds")
 
 
-def _relative_links(html: str, base_url: str, depth: int) -> str:
-    """Point links to the site (`{base_url}/…`) at the same page relative to a page DEPTH folders deep."""
-    base = base_url.rstrip("/")
-    up = "../" * depth
+def email_body(html: str, preheader: str, *, base_url: str = "", depth: int = 0) -> tuple[str, str]:
+    """Return the inside of the email's <body> without the hidden preheader and filler, and its styles.
 
-    def relative(match: re.Match[str]) -> str:
-        rest = match[2]
-        return f'{match[1]}"{up + rest if up or rest else "./"}"'
+    With BASE_URL, links to the site (`{base_url}/…`) point at the same page relative to a page
+    DEPTH folders deep, so the site works on any host and under any path.
+    """
+    from lxml import etree
+    from lxml import html as lxml_html
 
-    return re.sub(r'(\bhref=)"' + re.escape(base) + r'/([^"]*)"', relative, html)
-
-
-def email_body(html: str) -> str:
-    """Return what is inside the email's <body>, without the hidden preheader and its filler."""
-    found = _BODY.search(html)
-    if found is None:
+    try:
+        doc = lxml_html.document_fromstring(html)
+    except (etree.ParserError, ValueError) as err:
+        raise BuildError(f"the issue's HTML cannot be read: {err}") from err
+    body = doc.find("body")
+    if body is None:
         raise BuildError("the issue's HTML has no <body>")
-    return _PREHEADER.sub("", found[1], count=1).strip()
+    for hidden in _preheader_elements(body, preheader):
+        hidden.drop_tree()
+    if base_url:
+        _relative_links(body, base_url, depth)
+    styles = "\n".join(style.text or "" for style in doc.iter("style"))
+    inner = escape(body.text or "", quote=False) + "".join(
+        lxml_html.tostring(child, encoding="unicode") for child in body)
+    return inner.strip(), styles
+
+
+def _preheader_elements(body, preheader: str) -> list:
+    """Return the hidden elements that hold PREHEADER or only invisible filler after it.
+
+    Found by what they hold, not by their class, whatever the layout calls them: an element hidden
+    by its inline style whose visible text is the preheader, and hidden text-only elements whose
+    every character is invisible (the filler that keeps inbox previews to the preheader).
+    """
+    wanted = structure.visible_text(preheader)
+    found = []
+    for element in body.iter():
+        style = "".join((element.get("style") or "").split()).lower()
+        if not (any(rule in style for rule in _HIDING) or element.get("hidden") is not None):
+            continue
+        shown = structure.visible_text(element.text_content())
+        if (wanted and shown == wanted) or (not shown and element.text_content().strip() and len(element) == 0):
+            found.append(element)
+    return found
+
+
+def _relative_links(body, base_url: str, depth: int) -> None:
+    """Point links to the site (`{base_url}/…`) at the same page relative to a page DEPTH folders deep."""
+    base = base_url.rstrip("/") + "/"
+    up = "../" * depth
+    for element in body.iter():
+        href = element.get("href")
+        if href and href.startswith(base):
+            rest = href[len(base):]
+            element.set("href", up + rest if up or rest else "./")
 
 
 def _page_context(settings: Settings, root: str, title: str) -> dict:
@@ -181,8 +185,8 @@ def issue_page(env: jinja2.Environment, settings: Settings, issue: ArchivedIssue
                previous: ArchivedIssue | None = None, next_: ArchivedIssue | None = None) -> str:
     """Render one issue's archive page (four folders deep: archive/YYYY/MM/DD/)."""
     root = "../../../../"
-    body = _relative_links(email_body(issue.html), settings.newsletter.base_url, 4)
-    styles = "\n".join(_STYLE.findall(issue.html))
+    body, styles = email_body(issue.html, issue.structure.preheader,
+                              base_url=settings.newsletter.base_url, depth=4)
 
     def link(other: ArchivedIssue | None) -> dict | None:
         return None if other is None else {
@@ -247,7 +251,7 @@ def atom_feed(settings: Settings, issues: list[ArchivedIssue], now: datetime, li
         add(entry, "link", rel="alternate", type="text/html", href=url)
         if issue.headlines:
             add(entry, "summary", "; ".join(h.text for h in issue.headlines))
-        add(entry, "content", email_body(issue.html), type="html")
+        add(entry, "content", email_body(issue.html, issue.structure.preheader)[0], type="html")
     return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(feed, encoding="utf-8", xml_declaration=False) + b"\n"
 
 
@@ -292,5 +296,5 @@ def build_site(conn: sqlite3.Connection, settings: Settings, out: Path, now: dat
 
 __all__ = [
     "ArchivedIssue", "Headline", "SiteReport", "archived_issues", "atom_feed", "build_site",
-    "email_body", "headlines", "index_page", "issue_page", "render_page", "unsubscribe_page",
+    "email_body", "index_page", "issue_page", "render_page", "unsubscribe_page",
 ]

@@ -91,6 +91,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN doubted INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE deliveries ADD COLUMN reason TEXT NOT NULL DEFAULT ''
     """,
+    # 5: the structured issue (structure.py's JSON: sections, articles, headlines, preheader) beside
+    # the frozen HTML and text, so the archive and the feed need not read markup back; NULL for
+    # issues frozen before this column existed
+    """
+    ALTER TABLE issues ADD COLUMN structure TEXT
+    """,
 )
 
 

@@ -55,6 +55,7 @@ class FrozenIssue:
     text: str
     sha256: str
     created_at: str
+    structure: str | None = None  # structure.py's JSON; None for issues frozen before it was kept
 
     @property
     def date_header(self) -> datetime:
@@ -138,13 +139,13 @@ def content_sha256(html: str, text: str) -> str:
 def frozen_issue(conn: sqlite3.Connection, day: date) -> FrozenIssue | None:
     """Return DAY's frozen issue, or None when its sending has not started."""
     row = conn.execute(
-        "SELECT number, status, subject, html, text, sha256, created_at FROM issues WHERE day = ?",
+        "SELECT number, status, subject, html, text, sha256, created_at, structure FROM issues WHERE day = ?",
         (day.isoformat(),),
     ).fetchone()
     if row is None:
         return None
     return FrozenIssue(day, row["number"], row["status"], row["subject"], row["html"], row["text"],
-                       row["sha256"], row["created_at"])
+                       row["sha256"], row["created_at"], row["structure"])
 
 
 def freeze_and_snapshot(
@@ -157,6 +158,7 @@ def freeze_and_snapshot(
     text: str,
     message_id: Callable[[int], str],
     now: str,
+    structure: str | None = None,
 ) -> FrozenIssue:
     """Store DAY's issue and a `pending` row for every active subscriber, in one transaction.
 
@@ -169,9 +171,9 @@ def freeze_and_snapshot(
     try:
         with store.write(conn):
             conn.execute(
-                "INSERT INTO issues (day, number, status, subject, html, text, sha256, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (day.isoformat(), number, ISSUE_SENDING, subject, html, text, sha, now, now),
+                "INSERT INTO issues (day, number, status, subject, html, text, sha256, created_at, updated_at,"
+                " structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (day.isoformat(), number, ISSUE_SENDING, subject, html, text, sha, now, now, structure),
             )
             conn.execute(
                 "INSERT OR IGNORE INTO deliveries (issue_day, subscriber_id, state, attempts, message_id,"
@@ -182,11 +184,12 @@ def freeze_and_snapshot(
             )
     finally:
         conn.create_function("newsletter_message_id", 1, None)
-    return FrozenIssue(day, number, ISSUE_SENDING, subject, html, text, sha, now)
+    return FrozenIssue(day, number, ISSUE_SENDING, subject, html, text, sha, now, structure)
 
 
 def refreeze(
-    conn: sqlite3.Connection, day: date, *, number: int, subject: str, html: str, text: str, now: str
+    conn: sqlite3.Connection, day: date, *, number: int, subject: str, html: str, text: str, now: str,
+    structure: str | None = None,
 ) -> FrozenIssue:
     """Replace DAY's frozen content (a `--rebuild`): rows not yet written get the new version.
 
@@ -195,9 +198,9 @@ def refreeze(
     sha = content_sha256(html, text)
     with store.write(conn):
         conn.execute(
-            "UPDATE issues SET number = ?, subject = ?, html = ?, text = ?, sha256 = ?, updated_at = ?"
-            " WHERE day = ?",
-            (number, subject, html, text, sha, now, day.isoformat()),
+            "UPDATE issues SET number = ?, subject = ?, html = ?, text = ?, sha256 = ?, updated_at = ?,"
+            " structure = ? WHERE day = ?",
+            (number, subject, html, text, sha, now, structure, day.isoformat()),
         )
     issue = frozen_issue(conn, day)
     assert issue is not None

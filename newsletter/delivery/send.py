@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from newsletter import store
+from newsletter import store, structure
 from newsletter.delivery import ledger
 from newsletter.delivery.lock import send_lock
 from newsletter.delivery.outbox import OutboxTransport, Recovery, Staged
@@ -137,12 +137,13 @@ def send_issue(
             raise DeliveryError(f"{day}: --retry-failed: this issue has not been sent yet; "
                                 f"`newsletter send --date {day}` sends it to everyone")
         sha = ledger.content_sha256(rendered.html, rendered.text)
+        structured = structure.to_json(structure.from_issue(rendered.issue))
         changed = rebuilt = False
         earlier = 0
         if frozen is None:
             frozen = ledger.freeze_and_snapshot(
                 conn, day, number=rendered.issue.number, subject=rendered.issue.subject,
-                html=rendered.html, text=rendered.text, now=stamp(),
+                html=rendered.html, text=rendered.text, now=stamp(), structure=structured,
                 message_id=lambda sid: messages.message_id(day, sid, settings.sender_domain),
             )
         elif frozen.sha256 != sha:
@@ -160,7 +161,7 @@ def send_issue(
                 earlier, rebuilt = written, True
                 frozen = ledger.refreeze(
                     conn, day, number=rendered.issue.number, subject=rendered.issue.subject,
-                    html=rendered.html, text=rendered.text, now=stamp(),
+                    html=rendered.html, text=rendered.text, now=stamp(), structure=structured,
                 )
         # a daily issue is not retried once the next one has started (this one included)
         expired = ledger.expire_superseded(conn, now=stamp())
