@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from html.parser import HTMLParser
@@ -16,7 +17,7 @@ from newsletter import archive, store
 from newsletter.cli import app
 from newsletter.models import PLACEHOLDERS
 from newsletter.settings import load_settings
-from sent_project import SENT_DAYS, copy_project, make_sent_project
+from sent_project import REPO, SENT_DAYS, copy_project, make_sent_project
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 BASE = "https://ssb.newsletter.example.org"
@@ -210,3 +211,81 @@ def test_a_template_error_in_the_archive_names_the_template(sent, tmp_path):
     result = CliRunner().invoke(app, ["--project", str(project), "archive"])
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: ") and "index.html.j2" in result.stderr and "nope" in result.stderr
+
+
+# --- the structured issue: the archive does not read headlines or the preheader from markup ------
+
+def _entries(feed: Path) -> dict[str, ET.Element]:
+    return {e.find(f"{ATOM}id").text: e for e in ET.parse(feed).getroot().findall(f"{ATOM}entry")}
+
+
+def _override(project: Path, relative: str, edit) -> None:
+    """Write the project's own copy of a packaged template, changed by EDIT."""
+    target = project / "templates" / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(edit((REPO / "templates" / relative).read_text(encoding="utf-8")), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def restyled(tmp_path_factory) -> Path:
+    """The sample project sent with its own layout (another preheader markup) and article headings."""
+    project = make_sent_project(tmp_path_factory.mktemp("restyled") / "project", days=())
+    _override(project, "partials/layout.html.j2", lambda t: t.replace(
+        '<div class="pre">{{ issue.preheader }}</div>',
+        '<span data-preview="yes" style="display:none; font-size:1px; max-height:0">{{ issue.preheader }}</span>'))
+    _override(project, "partials/article.html.j2", lambda t: t.replace(
+        '<h2 id="{{ item.anchor }}">{{ article.title }}</h2>',
+        '<h2 class="headline"><a id="{{ item.anchor }}"></a>{{ article.title }}</h2>'))
+    runner = CliRunner()
+    for day in ("2026-11-25", "2026-11-26"):
+        result = runner.invoke(app, ["--project", str(project), "send", "--date", day])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["--project", str(project), "archive"])
+    assert result.exit_code == 0, result.output
+    return project
+
+
+def test_an_overridden_layout_still_gets_headlines_in_the_index_and_feed(restyled):
+    site = restyled / "outbox" / "site"
+    index = (site / "index.html").read_text()
+    assert 'href="archive/2026/11/26/#a-veska-framework-outline"' in index
+    assert "Negotiators Agree Outline of Veska Enrichment Framework" in index
+    assert "Inspectors Count Centrifuge Cascades in Orlund" in index  # 2026-11-25's lead
+    summary = _entries(site / "feed.xml")[f"{BASE}/archive/2026/11/26/"].find(f"{ATOM}summary").text
+    assert summary.startswith("Negotiators Agree Outline of Veska Enrichment Framework; ")
+    assert summary.endswith("; Eighteen Countries Sign Pledge on Lab Safety Backup Systems")
+
+
+def test_an_overridden_layout_keeps_its_hidden_preheader_out_of_pages_and_feed(restyled):
+    site = restyled / "outbox" / "site"
+    email = (restyled / "outbox" / "2026-11-26" / "issue.html").read_text()
+    assert 'data-preview="yes"' in email  # the email has it: it is the inbox preview
+    page = (site / "archive/2026/11/26/index.html").read_text()
+    assert 'data-preview="yes"' not in page
+    assert "Negotiators Agree Outline of Veska Enrichment Framework" in page
+    for entry in _entries(site / "feed.xml").values():
+        assert 'data-preview="yes"' not in entry.find(f"{ATOM}content").text
+
+
+def test_issues_frozen_before_the_structure_was_kept_get_the_same_site(sent, site, tmp_path):
+    project = copy_project(sent, tmp_path / "old")
+    database = load_settings(project).database_path
+    old = sqlite3.connect(database)  # back to schema 4: what the previous version left behind
+    old.execute("ALTER TABLE issues DROP COLUMN structure")
+    old.execute("PRAGMA user_version = 4")
+    old.close()
+    result = CliRunner().invoke(app, ["--project", str(project), "archive", "--out", str(tmp_path / "site")])
+    assert result.exit_code == 0, result.output
+    for relative in ("index.html", "archive/2026/11/26/index.html", "archive/2026/11/24/index.html"):
+        assert (tmp_path / "site" / relative).read_text() == (site / relative).read_text(), relative
+    assert 'class="pre"' not in (tmp_path / "site/archive/2026/11/26/index.html").read_text()
+    assert store.connect(database).execute("SELECT count(*) FROM issues WHERE structure IS NULL").fetchone()[0] == 3
+
+
+def test_a_damaged_structure_is_an_error_naming_the_database_and_day(sent, tmp_path):
+    project = copy_project(sent, tmp_path / "damaged")
+    database = load_settings(project).database_path
+    store.connect(database).execute("UPDATE issues SET structure = '{\"version\": 1' WHERE day = '2026-11-25'")
+    result = CliRunner().invoke(app, ["--project", str(project), "archive"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {database}: issue 2026-11-25: the structured issue is not valid")
