@@ -12,8 +12,8 @@ import re
 import traceback
 import warnings
 from datetime import date
-from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -43,8 +43,6 @@ _RTL_LANGUAGES = frozenset({"ar", "arc", "ckb", "dv", "fa", "ha", "he", "khw", "
 _TOKEN_HREF = re.compile(r'\s+(href="[^"\s]*' + TOKEN_PLACEHOLDER + r'[^"\s]*")\s*')
 # ASCII whitespace only, as textwrap: a no-break space (`No.&nbsp;6`) stays inside its word.
 _SPACES = re.compile(r"[ \t\n\r\f\v]+")
-_HREF = re.compile(r"""\bhref\s*=\s*["']?([^"'\s>]*)""", re.IGNORECASE)
-_TOP_HEADING = re.compile(r"<h[12]\b", re.IGNORECASE)
 
 
 def make_environment(settings: Settings) -> jinja2.Environment:
@@ -172,9 +170,10 @@ class _Block:
     pre: bool = False
 
 
-class _TextParser(HTMLParser):
+class _TextWalker:
+    """Turns the elements of an HTML fragment, in document order, into blocks of text."""
+
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.blocks: list[_Block] = []
         self.buffer: list[str] = []
         self.stack: list[list] = []  # ["quote"] | ["ul"|"ol", count, serial] | ["li", marker, used]
@@ -182,6 +181,31 @@ class _TextParser(HTMLParser):
         self.skip = 0
         self.pre = 0
         self.lists_seen = 0
+
+    def walk(self, html: str) -> None:
+        from lxml import html as lxml_html
+
+        root = lxml_html.fragment_fromstring(html, create_parent="div")
+        # (element, True) opens an element; (element, False) closes it, then reads its tail.
+        # Comments have no string tag: only their tail is text.
+        stack: list[tuple[Any, bool]] = [(child, True) for child in reversed(root)]
+        if root.text:
+            self.handle_data(root.text)
+        while stack:
+            element, opening = stack.pop()
+            tag = element.tag.lower() if isinstance(element.tag, str) else None
+            if opening and tag:
+                self.handle_starttag(tag, list(element.attrib.items()))
+                if element.text:
+                    self.handle_data(element.text)
+                stack.append((element, False))
+                stack.extend((child, True) for child in reversed(element))
+                continue
+            if tag:
+                self.handle_endtag(tag)
+            if element.tail:
+                self.handle_data(element.tail)
+        self.flush()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIP_TAGS:
@@ -268,13 +292,12 @@ class _TextParser(HTMLParser):
 
 def html_to_text(html: str, width: int = TEXT_WIDTH) -> str:
     """Convert HTML to readable wrapped text: paragraphs, `- ` items, `> ` quotes, `text <url>` links."""
-    parser = _TextParser()
-    parser.feed(html)
-    parser.close()
-    parser.flush()
+    walker = _TextWalker()
+    if html.strip():
+        walker.walk(html)
     out: list[str] = []
     previous: _Block | None = None
-    for block in parser.blocks:
+    for block in walker.blocks:
         if previous is not None:
             if block.list_serial is None or block.list_serial != previous.list_serial:
                 out.append(("> " * min(previous.quotes, block.quotes)).rstrip())
@@ -363,16 +386,28 @@ def _check_content(issue: Issue) -> None:
             raise BuildError.about(Rule.IMAGE_HTTPS, f"image {article.image!r} must be an absolute https:// URL",
                                    str(article.path))
         _check_hrefs(article.path, [article.url] if article.url else [])
-        _check_hrefs(article.path, _HREF.findall(item.body_html))
-        if _TOP_HEADING.search(item.body_html):
+        hrefs, tags = _hrefs_and_tags(item.body_html)
+        _check_hrefs(article.path, hrefs)
+        if tags & {"h1", "h2"}:
             raise BuildError.about(Rule.BODY_HEADING, "the body has an <h1> or <h2>; the issue owns those levels",
                                    str(article.path))
     for box in (issue.note, issue.feature):
         if box is not None:
-            _check_hrefs(box.path, _HREF.findall(box.body_html) + [getattr(box, "link", "")])
+            _check_hrefs(box.path, _hrefs_and_tags(box.body_html)[0] + [getattr(box, "link", "")])
     if not https_only(issue.archive_url):
         raise BuildError.about(Rule.ARCHIVE_URL,
                                f"issue {issue.day}: archive_url {issue.archive_url!r} must start with https://")
+
+
+def _hrefs_and_tags(body_html: str) -> tuple[list[str], set[str]]:
+    """Return the href of every element of BODY_HTML, and the set of its tag names."""
+    from lxml import html as lxml_html
+
+    if not body_html.strip():
+        return [], set()
+    root = lxml_html.fragment_fromstring(body_html, create_parent="div")
+    elements = [e for e in root.iterdescendants() if isinstance(e.tag, str)]
+    return [e.get("href") for e in elements if e.get("href") is not None], {e.tag.lower() for e in elements}
 
 
 def _check_hrefs(path: Path, hrefs: list[str]) -> None:

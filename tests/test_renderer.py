@@ -352,6 +352,19 @@ def test_article_body_with_its_own_h2_is_refused(settings):
         render_issue(issue, settings)
 
 
+def test_an_article_that_shows_link_markup_as_code_is_not_refused(settings):
+    # what the body says about links is text; only its elements' href attributes are links
+    body = readers.render_markdown('Write `<a href="http://x.example">` as <h2> in a page.')
+    rendered = render_issue(make_issue([make_item(1, "Nuclear", body=body)]), settings)
+    assert '&lt;a href="http://x.example"&gt;' in rendered.html
+
+
+def test_a_link_in_the_body_that_is_not_https_is_refused(settings):
+    body = '<p>See <a href="http://x.example/page">this</a>.</p>'
+    with pytest.raises(BuildError, match=r"article-1.md: link 'http://x.example/page' is not https://"):
+        render_issue(make_issue([make_item(1, "Nuclear", body=body)]), settings)
+
+
 def test_text_is_at_least_14px(rendered):
     sizes = [int(s) for s in re.findall(r"font-size:\s*(\d+)px", rendered.html)]
     assert sizes and min(sizes) >= 14
