@@ -77,8 +77,8 @@ def archived_issues(conn: sqlite3.Connection, settings: Settings) -> list[Archiv
 
     issues = []
     for row in conn.execute(
-        "SELECT day, number, subject, html, text, created_at, structure FROM issues WHERE number > 0"
-        " ORDER BY day DESC"
+        "SELECT i.day, i.number, i.subject, i.html, i.text, i.created_at, s.structure"
+        " FROM issues i LEFT JOIN issue_structures s ON s.day = i.day WHERE i.number > 0 ORDER BY i.day DESC"
     ):
         day = date.fromisoformat(row["day"])
         shell = Issue(day=day, number=row["number"], subject=row["subject"], preheader="", sections=(),

@@ -92,10 +92,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN reason TEXT NOT NULL DEFAULT ''
     """,
     # 5: the structured issue (structure.py's JSON: sections, articles, headlines, preheader) beside
-    # the frozen HTML and text, so the archive and the feed need not read markup back; NULL for
-    # issues frozen before this column existed
+    # the frozen HTML and text, so the archive and the feed need not read markup back; issues
+    # frozen before this table existed have no row here
     """
-    ALTER TABLE issues ADD COLUMN structure TEXT
+    CREATE TABLE issue_structures (
+        day        TEXT PRIMARY KEY REFERENCES issues (day) ON DELETE CASCADE,
+        structure  TEXT NOT NULL
+    )
     """,
 )
 

@@ -271,7 +271,7 @@ def test_issues_frozen_before_the_structure_was_kept_get_the_same_site(sent, sit
     project = copy_project(sent, tmp_path / "old")
     database = load_settings(project).database_path
     old = sqlite3.connect(database)  # back to schema 4: what the previous version left behind
-    old.execute("ALTER TABLE issues DROP COLUMN structure")
+    old.execute("DROP TABLE issue_structures")
     old.execute("PRAGMA user_version = 4")
     old.close()
     result = CliRunner().invoke(app, ["--project", str(project), "archive", "--out", str(tmp_path / "site")])
@@ -279,13 +279,13 @@ def test_issues_frozen_before_the_structure_was_kept_get_the_same_site(sent, sit
     for relative in ("index.html", "archive/2026/11/26/index.html", "archive/2026/11/24/index.html"):
         assert (tmp_path / "site" / relative).read_text() == (site / relative).read_text(), relative
     assert 'class="pre"' not in (tmp_path / "site/archive/2026/11/26/index.html").read_text()
-    assert store.connect(database).execute("SELECT count(*) FROM issues WHERE structure IS NULL").fetchone()[0] == 3
+    assert store.connect(database).execute("SELECT count(*) FROM issue_structures").fetchone()[0] == 0
 
 
 def test_a_damaged_structure_is_an_error_naming_the_database_and_day(sent, tmp_path):
     project = copy_project(sent, tmp_path / "damaged")
     database = load_settings(project).database_path
-    store.connect(database).execute("UPDATE issues SET structure = '{\"version\": 1' WHERE day = '2026-11-25'")
+    store.connect(database).execute("UPDATE issue_structures SET structure = '{\"version\": 1' WHERE day = '2026-11-25'")
     result = CliRunner().invoke(app, ["--project", str(project), "archive"])
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: {database}: issue 2026-11-25: the structured issue is not valid")

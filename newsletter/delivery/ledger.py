@@ -139,7 +139,8 @@ def content_sha256(html: str, text: str) -> str:
 def frozen_issue(conn: sqlite3.Connection, day: date) -> FrozenIssue | None:
     """Return DAY's frozen issue, or None when its sending has not started."""
     row = conn.execute(
-        "SELECT number, status, subject, html, text, sha256, created_at, structure FROM issues WHERE day = ?",
+        "SELECT i.number, i.status, i.subject, i.html, i.text, i.sha256, i.created_at, s.structure"
+        " FROM issues i LEFT JOIN issue_structures s ON s.day = i.day WHERE i.day = ?",
         (day.isoformat(),),
     ).fetchone()
     if row is None:
@@ -171,10 +172,11 @@ def freeze_and_snapshot(
     try:
         with store.write(conn):
             conn.execute(
-                "INSERT INTO issues (day, number, status, subject, html, text, sha256, created_at, updated_at,"
-                " structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (day.isoformat(), number, ISSUE_SENDING, subject, html, text, sha, now, now, structure),
+                "INSERT INTO issues (day, number, status, subject, html, text, sha256, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (day.isoformat(), number, ISSUE_SENDING, subject, html, text, sha, now, now),
             )
+            _store_structure(conn, day, structure)
             conn.execute(
                 "INSERT OR IGNORE INTO deliveries (issue_day, subscriber_id, state, attempts, message_id,"
                 " email, updated_at)"
@@ -198,13 +200,23 @@ def refreeze(
     sha = content_sha256(html, text)
     with store.write(conn):
         conn.execute(
-            "UPDATE issues SET number = ?, subject = ?, html = ?, text = ?, sha256 = ?, updated_at = ?,"
-            " structure = ? WHERE day = ?",
-            (number, subject, html, text, sha, now, structure, day.isoformat()),
+            "UPDATE issues SET number = ?, subject = ?, html = ?, text = ?, sha256 = ?, updated_at = ?"
+            " WHERE day = ?",
+            (number, subject, html, text, sha, now, day.isoformat()),
         )
+        _store_structure(conn, day, structure)
     issue = frozen_issue(conn, day)
     assert issue is not None
     return issue
+
+
+def _store_structure(conn: sqlite3.Connection, day: date, structure: str | None) -> None:
+    if structure is not None:
+        conn.execute(
+            "INSERT INTO issue_structures (day, structure) VALUES (?, ?)"
+            " ON CONFLICT (day) DO UPDATE SET structure = excluded.structure",
+            (day.isoformat(), structure),
+        )
 
 
 def claim_batch(
