@@ -80,3 +80,17 @@ def test_issues_without_json_are_read_from_the_default_markup(sample_project):
 def test_a_structure_this_version_cannot_read_is_a_clear_error(text, message):
     with pytest.raises(NewsletterError, match="^db: issue 2026-11-26: " + message):
         structure.from_json(text, "db: issue 2026-11-26")
+
+
+def test_a_rebuild_replaces_the_structure_and_a_freeze_without_one_keeps_none(conn):
+    def freeze(day: date, structure_json: str | None):
+        return ledger.freeze_and_snapshot(conn, day, number=1, subject="S", html="<p>h</p>", text="t",
+                                          message_id=lambda sid: f"<{sid}@x>", now="2026-11-26T06:00:00+00:00",
+                                          structure=structure_json)
+
+    assert freeze(DAY, '{"first": 1}').structure == '{"first": 1}'
+    rebuilt = ledger.refreeze(conn, DAY, number=1, subject="S", html="<p>new</p>", text="t",
+                              now="2026-11-26T07:00:00+00:00", structure='{"second": 2}')
+    assert rebuilt.structure == '{"second": 2}' and rebuilt.html == "<p>new</p>"
+    assert freeze(date(2026, 11, 27), None).structure is None
+    assert ledger.frozen_issue(conn, date(2026, 11, 27)).structure is None
