@@ -53,7 +53,6 @@ FEATURE_KEYS = ("title", "link", "link_text")
 
 _DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ENCODED_WORD = re.compile(r"=\?.*\?=", re.S)
-_HREF = re.compile(r'<a\b[^>]*\bhref="([^"]*)"')
 
 
 def _markdown() -> MarkdownIt:
@@ -152,6 +151,16 @@ def _mark_added_links(tokens: Sequence[Token], hrefs: list[str]) -> list[Token]:
     return out
 
 
+def _kept_hrefs(tokens: Sequence[Token]) -> list[str]:
+    """Return the href of every link in TOKENS that the sanitizer keeps, in order."""
+    return [
+        str(child.attrs["href"])
+        for token in tokens if token.type == "inline"
+        for child in token.children or () if child.type == "link_open" and "href" in child.attrs
+        and _keep_attribute("a", "href", str(child.attrs["href"])) is not None
+    ]
+
+
 def render_markdown(text: str) -> str:
     """Render Markdown TEXT to sanitized HTML; headings become h3/h4 (the issue owns h1 and h2)."""
     return render_tokens(parse_markdown(text))
@@ -243,8 +252,7 @@ class _FileReader:
         body_html = render_tokens(tokens)
         first_line = text.count("\n") - body.count("\n") + 1
         lines = body.split("\n")
-        for href in _HREF.findall(body_html):
-            href = html.unescape(href)
+        for href in _kept_hrefs(tokens):
             if not https_only(href, mailto=True):
                 at = next((i for i, line in enumerate(lines) if href in line), None)
                 self.problem(f"link {href!r} is not https:// or mailto: (mail clients flag other links); "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html as html_lib
 import re
 from collections.abc import Iterator
 from datetime import date
@@ -12,6 +11,7 @@ from newsletter.findings import Finding, Severity, error, warning
 from newsletter.models import PLACEHOLDERS
 from newsletter.rules import MONTH_NUMBER, Rule
 from newsletter.settings import CONFIG_NAME
+from newsletter.tokens import plain_text
 
 _TEMPLATE_SYNTAX = re.compile(r"\{\{.{0,80}?\}\}|\{%.{0,80}?%\}|\{#.{0,80}?#\}|\{\{|\{%|\{#", re.S)
 _LEFTOVER_WORDS = re.compile("|".join([*map(re.escape, PLACEHOLDERS), r"NLX[A-Z]+X?"]))
@@ -70,7 +70,7 @@ def references(ctx: Context) -> Iterator[Finding]:
             problem = citation_problem(source)
             if problem:
                 yield warning(Rule.CITATION, f"citation {source!r} {problem}", where)
-        plain = html_lib.unescape(re.sub(r"<[^>]*>", " ", item.body_html))
+        plain = plain_text(item.article.tokens)
         cited = set(item.sources)
         for match in _LOOKS_LIKE_CITATION.finditer(plain):
             inner = " ".join(match[1].split())
