@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import html as lxml_html
 
@@ -62,6 +62,7 @@ WORDS = st.sampled_from([
 BLOCKS = st.sampled_from(["", "- ", "1. ", "> ", "# ", "### ", "    "])
 
 
+@settings(deadline=None)  # the first example pays for importing lxml
 @given(st.lists(st.tuples(BLOCKS, st.lists(WORDS, min_size=1, max_size=6)), min_size=1, max_size=6))
 def test_plain_text_is_the_text_a_reader_sees_in_the_sanitized_html(blocks):
     markdown = "\n\n".join(prefix + " ".join(words) for prefix, words in blocks)
