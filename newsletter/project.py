@@ -64,6 +64,11 @@ ca_file = ""                          # PEM file of a private CA to trust, relat
 selector = ""                         # empty: no DKIM signature
 domain = ""                           # must equal the From domain
 key_file = ""                         # PEM private key, relative to the project
+
+[web]
+allowed_origins = []                  # other sites whose pages may post the sign-up form, e.g. ["https://example.org"]
+trusted_proxies = []                  # proxies whose X-Forwarded-For is believed, e.g. ["127.0.0.1"]
+request_timeout = 10.0                # seconds a client has to send a request's headers, and again its body
 """
 
 SAMPLE_ARTICLE = """\

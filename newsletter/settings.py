@@ -86,6 +86,13 @@ class DkimSettings:
     key_file: str = ""
 
 
+@dataclass(frozen=True)
+class WebSettings:
+    allowed_origins: tuple[str, ...] = ()  # other sites whose pages may post the sign-up form, e.g. "https://example.org"
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-For is believed
+    request_timeout: float = 10.0  # seconds a client has to send a request's headers, and again its body
+
+
 # The toml name of each section, and the toml names that differ from the field names.
 _SECTIONS: dict[str, type] = {
     "newsletter": NewsletterSettings,
@@ -95,6 +102,7 @@ _SECTIONS: dict[str, type] = {
     "delivery": DeliverySettings,
     "smtp": SmtpSettings,
     "dkim": DkimSettings,
+    "web": WebSettings,
 }
 _TOML_NAMES = {("sender", "from_address"): "from"}  # field name -> toml key
 
@@ -115,6 +123,7 @@ class Settings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -265,6 +274,23 @@ def _check_values(path: Path, settings: Settings) -> None:
     for key in ("rate", "hourly_cap"):
         if getattr(settings.delivery, key) < 0:
             raise SettingsError(f"{path}: delivery.{key} must not be negative (0 means no limit)")
+    _check_web(path, settings.web)
+
+
+def _check_web(path: Path, web: WebSettings) -> None:
+    import ipaddress
+
+    for origin in web.allowed_origins:
+        if not re.fullmatch(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?", origin):
+            raise SettingsError(f"{path}: web.allowed_origins: {origin!r} is not an origin such as 'https://example.org' "
+                                "(scheme and host in lower case, no path)")
+    for proxy in web.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise SettingsError(f"{path}: web.trusted_proxies: {proxy!r} is not an IP address or network") from None
+    if not 0 < web.request_timeout < 3600:
+        raise SettingsError(f"{path}: web.request_timeout must be between 0 and 3600 seconds")
 
 
 def secret_key(settings: Settings, environ: typing.Mapping[str, str] = os.environ) -> bytes:

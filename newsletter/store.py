@@ -100,6 +100,22 @@ MIGRATIONS: tuple[str, ...] = (
         structure  TEXT NOT NULL
     )
     """,
+    # 6: the web's outgoing mail, one row per sign-up request until its mail is sent (web/outgoing.py):
+    # the request only adds a row, so its answer takes the same time whoever is on the list, and a
+    # row survives a restart. `raw` is empty until the worker has decided what the request becomes.
+    """
+    CREATE TABLE outgoing_mail (
+        id               INTEGER PRIMARY KEY,
+        email            TEXT NOT NULL,
+        requested_at     TEXT NOT NULL,
+        recipient        TEXT NOT NULL DEFAULT '',
+        raw              BLOB,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  TEXT NOT NULL,
+        last_error       TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX outgoing_mail_due ON outgoing_mail (next_attempt_at, id)
+    """,
 )
 
 

@@ -247,6 +247,11 @@ def confirm_id(conn: sqlite3.Connection, subscriber_id: int) -> StatusChange | N
     return _change_status_by_id(conn, subscriber_id, ACTIVE, only_from=(PENDING,))
 
 
+def rejoin_id(conn: sqlite3.Connection, subscriber_id: int) -> StatusChange | None:
+    """Make the unsubscribed SUBSCRIBER_ID pending again (they signed up anew; their confirmation decides)."""
+    return _change_status_by_id(conn, subscriber_id, PENDING, only_from=(UNSUBSCRIBED,))
+
+
 def sign_up(conn: sqlite3.Connection, email: str) -> AddResult:
     """Record EMAIL as pending (a web sign-up); an address already on the list is left as it is.
 

@@ -4,17 +4,24 @@
   (mail scanners follow links). `POST /u/TOKEN` with `List-Unsubscribe=One-Click` (RFC 8058, as
   Gmail and Yahoo send it, or the page's button) unsubscribes at once: 200, no login, cookie or
   redirect. A token this project did not make answers 400 and changes nothing.
-- `POST /subscribe` records a new address as pending and mails it a confirmation link;
-  `GET /confirm/TOKEN` shows a button, its POST makes the subscriber active. The page says the same
-  whatever the address's status.
-- Everything else is the static archive (`newsletter archive`), served from its folder.
+- `POST /subscribe` queues the request (web/outgoing.py mails a confirmation link, or an "already
+  subscribed" note, from its own thread); `GET /confirm/TOKEN` shows a button, its POST makes the
+  subscriber active. The page, and its time, are the same whatever the address's status.
+- Everything else is the static archive (`newsletter archive`), served from its folder with a
+  Content-Security-Policy and cache headers.
 
-Bodies are bounded (FORM_LIMIT, 413 above); sign-ups are bounded per address and per client
-(web/signup.py). The database work runs in the thread pool, one connection per request.
+A browser's form post from another site (its `Origin` or `Sec-Fetch-Site`) is refused with 403
+unless `[web] allowed_origins` lists it; mail providers' one-click posts carry no Origin. Bodies are
+bounded in size (FORM_LIMIT, 413 above) and time (`[web] request_timeout`, 408); sign-ups are bounded
+per client (web/signup.py). The database work runs in the thread pool, one connection per request;
+a database that cannot be written answers 503 with Retry-After, so a one-click unsubscribe is retried
+by its sender rather than lost.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sqlite3
 import urllib.parse
@@ -27,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -37,7 +44,7 @@ from newsletter import archive, messages, store, subscribers
 from newsletter.delivery.single import send_single
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings, secret_key
-from newsletter.web import signup
+from newsletter.web import outgoing, signup
 
 logger = logging.getLogger(__name__)
 
@@ -45,16 +52,27 @@ FORM_LIMIT = 8 * 1024  # bytes of a form body; the forms here hold one short fie
 ONE_CLICK = "One-Click"
 _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 _READ_WRITE = ("GET", "HEAD", "POST")
+MAX_CONNECTIONS = 2000  # open connections before uvicorn answers 503; each waits at most request_timeout
 
 _HEADINGS = {
     400: "This link or request is not valid",
     404: "Page not found",
     405: "Method not allowed",
+    403: "Request refused",
+    408: "Request took too long",
     413: "Request too large",
     415: "Unsupported form",
     429: "Too many requests",
     500: "Something went wrong",
+    503: "Try again in a few minutes",
 }
+RETRY_AFTER = 300  # seconds, when the database cannot be written
+# The archive's files: public and the same for everyone, so caches may keep them a little while.
+_ARCHIVE_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'; img-src 'self' https: data:; style-src 'self' 'unsafe-inline'; "
+                                 b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
+    (b"cache-control", b"public, max-age=300"),
+]
 # Pages with a token in their address: no cache, no Referer leaving with the token, no framing.
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -90,6 +108,51 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def _with_headers(app: ASGIApp, extra: list[tuple[bytes, bytes]]) -> ASGIApp:
+    """Return APP with EXTRA headers added to each response that does not set them itself."""
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    (name, value) for name, value in extra if name not in present
+                ]
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    return wrapped
+
+
+class _BodyDeadline:
+    """Give a request's body `seconds` to arrive in full; a slower client gets 408 (uvicorn has no such bound)."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        complete = False
+
+        async def bounded() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(408, f"The request's body did not arrive within {self.seconds:g} seconds.") from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, bounded, send)
+
+
 class WebApp:
     """The endpoints, bound to one project's settings, key and templates."""
 
@@ -100,6 +163,9 @@ class WebApp:
         self.key = secret_key(settings)
         self.env = make_environment(settings)
         self.now = now
+        self.own = {_origin(settings.newsletter.base_url)}
+        self.allowed = set(settings.web.allowed_origins)
+        self.worker = outgoing.MailWorker(settings, self.env, self.key, now, send_single)
 
     # ------------------------------------------------------------------ helpers
 
@@ -114,7 +180,7 @@ class WebApp:
     def connect(self) -> sqlite3.Connection:
         return store.connect(self.settings.database_path)
 
-    def _in_thread(self, work: Callable[[sqlite3.Connection], object]):
+    async def _in_thread(self, work: Callable[[sqlite3.Connection], object]):
         def run() -> object:
             conn = self.connect()
             try:
@@ -122,7 +188,28 @@ class WebApp:
             finally:
                 conn.close()
 
-        return run_in_threadpool(run)
+        try:
+            return await run_in_threadpool(run)
+        except (NewsletterError, sqlite3.Error) as err:
+            if not isinstance(err, sqlite3.Error) and not isinstance(err.__cause__, sqlite3.Error):
+                raise
+            # read-only, disk full, locked past the busy timeout: nothing changed; the sender retries
+            logger.error("the database cannot be used, answered 503: %s", err)
+            raise HTTPException(503, "The list cannot be changed at the moment; nothing was changed. "
+                                     "Try again in a few minutes.",
+                                headers={"Retry-After": str(RETRY_AFTER)}) from err
+
+    def check_origin(self, request: Request) -> None:
+        """Refuse (403) a browser's post from another site, unless [web] allowed_origins lists it."""
+        origin = request.headers.get("origin")
+        if origin is not None:
+            origin = origin.strip().lower()
+            host = request.headers.get("host", "").lower()
+            if origin in self.own or origin in self.allowed or (host and origin.split("://", 1)[-1] == host):
+                return
+        elif request.headers.get("sec-fetch-site", "").lower() != "cross-site":
+            return  # no Origin: a mail provider's one-click post, or a client that is not a browser
+        raise HTTPException(403, "This form was sent from another site. Use the form on this site's own pages.")
 
     # ------------------------------------------------------------------ unsubscribe
 
@@ -150,6 +237,7 @@ class WebApp:
 
     async def unsubscribe(self, request: Request) -> Response:
         subscriber_id = self._unsubscribe_id(request.path_params["token"])
+        self.check_origin(request)
         form = await read_form(request)
         if form.get("List-Unsubscribe") != ONE_CLICK:
             raise HTTPException(400, "The request has no List-Unsubscribe=One-Click field; "
@@ -170,25 +258,20 @@ class WebApp:
     # ------------------------------------------------------------------ sign-up
 
     async def subscribe(self, request: Request) -> Response:
+        self.check_origin(request)
         form = await read_form(request)
         email = form.get("email", "").strip()
         if not email:
             raise HTTPException(400, "Enter your email address in the form to subscribe.")
         client = request.client.host if request.client else ""
         now = self.now()
-
-        def work(conn: sqlite3.Connection) -> signup.SignUp:
-            return signup.sign_up(conn, self.settings, self.env, self.key, email, client, now, send_single)
-
         try:
-            await self._in_thread(work)
+            await self._in_thread(lambda conn: signup.request_sign_up(conn, email, client, now))
         except signup.LimitReached as err:
             raise HTTPException(429, f"Sorry: {err}.", headers={"Retry-After": str(err.retry_after)}) from err
         except subscribers.SubscriberError as err:
             raise HTTPException(400, f"{err}. Check the address and try again.") from err
-        except NewsletterError as err:
-            # a transport failure must not tell whether the address was new: the page stays the same
-            logger.error("sign-up: the confirmation message was not sent: %s", err)
+        self.worker.wake()
         return self.page("./", "Check your inbox",
                          "If this address can receive our emails, a message with a link to confirm the "
                          "subscription is on its way to it. Nothing more is sent until the link is followed.",
@@ -218,6 +301,7 @@ class WebApp:
 
     async def confirm(self, request: Request) -> Response:
         subscriber_id = self._confirm_id(request.path_params["token"])
+        self.check_origin(request)
         await read_form(request)  # bounded like every body, though nothing in it is needed
         change = await self._in_thread(lambda conn: subscribers.confirm_id(conn, subscriber_id))
         if change is None or change.subscriber.status != subscribers.ACTIVE:
@@ -257,10 +341,15 @@ async def read_form(request: Request, limit: int = FORM_LIMIT) -> dict[str, str]
     if length is not None and (not length.isdigit() or int(length) > limit):
         raise HTTPException(413, f"A form here holds at most {limit:,} bytes.")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"A form here holds at most {limit:,} bytes.")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise HTTPException(413, f"A form here holds at most {limit:,} bytes.")
+    except ClientDisconnect:
+        # nobody is left to answer: one line in the log, no traceback
+        logger.info("%s: the client went away before its form arrived", request.url.path)
+        raise HTTPException(400, "The form did not arrive.") from None
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/x-www-form-urlencoded" or (not content_type and not body):
         try:
@@ -299,19 +388,38 @@ def make_app(settings: Settings, site_dir: Path | None = None,
               methods=[m for m in _METHODS if m not in _READ_WRITE]),
     ]
     if site_dir is not None:
-        routes.append(Mount("/", StaticFiles(directory=site_dir, html=True)))
-    app = Starlette(routes=routes, exception_handlers={HTTPException: web.error_page, 500: web.error_page})
-    return _SecurityHeaders(app)
+        routes.append(Mount("/", _with_headers(StaticFiles(directory=site_dir, html=True), _ARCHIVE_HEADERS)))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        web.worker.start()  # mails queued before a stop or a crash go out now
+        try:
+            yield
+        finally:
+            web.worker.stop()
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: web.error_page, 500: web.error_page},
+                    lifespan=lifespan)
+    return _SecurityHeaders(_BodyDeadline(app, settings.web.request_timeout))
 
 
 def serve(settings: Settings, site_dir: Path, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve the archive and the endpoints with uvicorn until interrupted."""
     import uvicorn
 
+    from newsletter.web.server import bounded_protocol
+
+    proxies = list(settings.web.trusted_proxies)
     # no access log: its lines would carry personal unsubscribe and confirmation tokens
     uvicorn.run(make_app(settings, site_dir), host=host, port=port, log_level="info", server_header=False,
-                access_log=False,
-                proxy_headers=True, timeout_keep_alive=5, limit_concurrency=200)
+                access_log=False, lifespan="on", http=bounded_protocol(settings.web.request_timeout),
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
+                timeout_keep_alive=5, limit_concurrency=MAX_CONNECTIONS, h11_max_incomplete_event_size=16 * 1024)
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 __all__ = ["FORM_LIMIT", "WebApp", "make_app", "read_form", "serve"]

@@ -1,10 +1,11 @@
 """Sign-up with confirmation: the signed confirmation link, the request limits, the confirmation message.
 
-A sign-up records the address as `pending` and mails a link `{base_url}/confirm/TOKEN`. The token is
-an HMAC of (purpose, list, subscriber, expiry) under the project's secret key: a different purpose
-string from the unsubscribe tokens, so neither can stand in for the other, and it expires.
-Requests are logged in `signup_requests` so one address gets at most a few confirmation messages a
-day, and one client address cannot make many requests an hour. No HTTP here (web/app.py).
+A sign-up request is queued (`outgoing_mail`, sent by web/outgoing.py); the worker records the address
+as `pending` and mails a link `{base_url}/confirm/TOKEN`. The token is an HMAC of (purpose, list,
+subscriber, expiry) under the project's secret key: a different purpose string from the unsubscribe
+tokens, so neither can stand in for the other, and it expires. Requests are logged in
+`signup_requests` so one address gets at most a few mails a day (the page never says so), and one
+client address cannot make many requests an hour. No HTTP here (web/app.py).
 """
 
 from __future__ import annotations
@@ -14,12 +15,9 @@ import hmac
 import logging
 import re
 import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from pathlib import Path
 
 import jinja2
 
@@ -31,7 +29,7 @@ from newsletter.settings import Settings
 logger = logging.getLogger(__name__)
 
 CONFIRM_DAYS = 7
-ADDRESS_LIMIT = 3            # confirmation requests per address …
+ADDRESS_LIMIT = 3            # mails per address in a rolling window …
 ADDRESS_WINDOW = timedelta(hours=24)
 IP_LIMIT = 20                # … and sign-up requests per client address
 IP_WINDOW = timedelta(hours=1)
@@ -41,20 +39,11 @@ _MAX_TOKEN_LENGTH = 18 + 1 + 12 + 1 + 32
 
 
 class LimitReached(NewsletterError):
-    """Too many sign-up requests for one address or from one client; try again later."""
+    """Too many sign-up requests from one client; try again later."""
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class SignUp:
-    """What a sign-up did. The page shows the same whatever it says: it is for logs and tests."""
-
-    subscriber: Subscriber
-    sent: Path | None
-    message_sent: bool
 
 
 # --- the confirmation token ----------------------------------------------------------------------
@@ -94,25 +83,34 @@ def confirm_url(settings: Settings, token: str) -> str:
 
 # --- limits --------------------------------------------------------------------------------------
 
-def _admit(conn: sqlite3.Connection, checks: list[tuple[str, str, int, timedelta, str]], now: datetime) -> None:
-    """Refuse with LimitReached if any check is over its limit; else log one request for each, atomically."""
-    stamp = now.astimezone(timezone.utc).isoformat(timespec="seconds")
-    oldest = now - max(window for _, _, _, window, _ in checks)
-    with store.write(conn):
-        conn.execute("DELETE FROM signup_requests WHERE at < ?",
-                     (oldest.astimezone(timezone.utc).isoformat(timespec="seconds"),))
-        for kind, key, limit, window, message in checks:
-            since = (now - window).astimezone(timezone.utc).isoformat(timespec="seconds")
-            rows = conn.execute(
-                "SELECT count(*), min(at) FROM signup_requests WHERE kind = ? AND key = ? AND at >= ?",
-                (kind, key, since),
-            ).fetchone()
-            if rows[0] >= limit:
-                first = datetime.fromisoformat(rows[1])
-                retry = max(int((first + window - now).total_seconds()) + 1, 1)
-                raise LimitReached(message, retry)
-        conn.executemany("INSERT INTO signup_requests (kind, key, at) VALUES (?, ?, ?)",
-                         [(kind, key, stamp) for kind, key, *_ in checks])
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def _count(conn: sqlite3.Connection, kind: str, key: str, window: timedelta, now: datetime) -> tuple[int, str | None]:
+    """Return how many requests of KIND for KEY fall in the rolling WINDOW before NOW, and the oldest."""
+    conn.execute("DELETE FROM signup_requests WHERE at < ?", (_stamp(now - max(ADDRESS_WINDOW, IP_WINDOW)),))
+    row = conn.execute("SELECT count(*), min(at) FROM signup_requests WHERE kind = ? AND key = ? AND at >= ?",
+                       (kind, key, _stamp(now - window))).fetchone()
+    return row[0], row[1]
+
+
+def _admit_client(conn: sqlite3.Connection, client: str, now: datetime) -> None:
+    """Refuse with LimitReached past IP_LIMIT requests from CLIENT in IP_WINDOW; else count this one."""
+    count, oldest = _count(conn, "ip", client, IP_WINDOW, now)
+    if count >= IP_LIMIT:
+        retry = max(int((datetime.fromisoformat(oldest) + IP_WINDOW - now).total_seconds()) + 1, 1)
+        raise LimitReached("too many sign-up requests from your network; try again later", retry)
+    conn.execute("INSERT INTO signup_requests (kind, key, at) VALUES ('ip', ?, ?)", (client, _stamp(now)))
+
+
+def _admit_mail(conn: sqlite3.Connection, email_key: str, now: datetime) -> bool:
+    """Return whether EMAIL_KEY may get another mail (ADDRESS_LIMIT in ADDRESS_WINDOW), counting it if so."""
+    count, _ = _count(conn, "address", email_key, ADDRESS_WINDOW, now)
+    if count >= ADDRESS_LIMIT:
+        return False
+    conn.execute("INSERT INTO signup_requests (kind, key, at) VALUES ('address', ?, ?)", (email_key, _stamp(now)))
+    return True
 
 
 # --- the confirmation message --------------------------------------------------------------------
@@ -120,12 +118,13 @@ def _admit(conn: sqlite3.Connection, checks: list[tuple[str, str, int, timedelta
 def confirmation_message(
     settings: Settings, env: jinja2.Environment, subscriber: Subscriber, url: str, now: datetime,
 ) -> bytes:
-    """Return the confirmation message for SUBSCRIBER: text and HTML, From the list, 7-bit."""
+    """Return the confirmation message for SUBSCRIBER (with URL), or without URL the "already subscribed" note."""
     from newsletter import messages
     from newsletter.renderer import _render
 
     name = settings.newsletter.name
-    subject = f"Confirm your subscription to {name}"
+    subject = f"Confirm your subscription to {name}" if url else f"You are already subscribed to {name}"
+    template = "confirm_email" if url else "already_email"
     messages.check_header_value("confirmation subject", subject)
     messages.check_header_value("sender.from", settings.sender.from_address)
     context = {
@@ -133,8 +132,8 @@ def confirmation_message(
         "address": subscriber.email, "confirm_url": url, "valid_days": CONFIRM_DAYS,
         "postal_address": settings.sender.postal_address,
     }
-    text = _render(env, "web/confirm_email.txt.j2", context)
-    html = _render(env, "web/confirm_email.html.j2", context)
+    text = _render(env, f"web/{template}.txt.j2", context)
+    html = _render(env, f"web/{template}.html.j2", context)
     msg = EmailMessage()
     msg["From"] = settings.sender.from_address
     msg["To"] = messages.ascii_address(subscriber.email)
@@ -154,44 +153,63 @@ def confirmation_message(
 
 # --- the sign-up ---------------------------------------------------------------------------------
 
-def sign_up(
-    conn: sqlite3.Connection, settings: Settings, env: jinja2.Environment, key: bytes, email: str,
-    client: str, now: datetime, send: Callable[[Settings, bytes, str], Path | None],
-) -> SignUp:
-    """Record EMAIL as pending and SEND it a confirmation link; leave an address already on the list alone.
-
-    Raises SubscriberError for an address that is not valid and LimitReached past a limit, the
-    same whatever the address's status, so the answer tells nothing about who is on the list.
-    """
+def checked_address(email: str) -> tuple[str, str]:
+    """Return EMAIL normalized and as an SMTP envelope address; SubscriberError if it cannot be one."""
     from newsletter import messages
 
-    normalized, email_key = subscribers.normalize_email(email)
+    normalized, _ = subscribers.normalize_email(email)
     try:
         # an address goes into the To header: no encoded words (EMAIL.md rule 21), and ASCII or IDNA only
         messages.check_header_value("email", normalized)
-        envelope = messages.ascii_address(normalized)
+        return normalized, messages.ascii_address(normalized)
     except HeaderError as err:
         raise SubscriberError(f"{normalized}: not a valid address for this list: {err}") from err
-    _admit(conn, [
-        ("ip", client or "unknown", IP_LIMIT, IP_WINDOW,
-         "too many sign-up requests from your network; try again later"),
-        ("address", email_key, ADDRESS_LIMIT, ADDRESS_WINDOW,
-         f"too many confirmation requests for {normalized} today; try again tomorrow"),
-    ], now)
-    result = subscribers.sign_up(conn, normalized)
-    person = result.subscriber
-    if person.status != subscribers.PENDING:
-        logger.info("sign-up for subscriber %s (%s): nothing sent", person.id, person.status)
-        return SignUp(person, None, False)
-    token = confirm_token(key, person.id, settings.sender.list_id, now)
-    raw = confirmation_message(settings, env, person, confirm_url(settings, token), now)
-    path = send(settings, raw, envelope)
-    logger.info("sign-up for subscriber %s: confirmation sent", person.id)
-    return SignUp(person, path, True)
 
+
+def request_sign_up(conn: sqlite3.Connection, email: str, client: str, now: datetime) -> str:
+    """Queue a sign-up request for EMAIL (the mail worker decides what it becomes); return EMAIL normalized.
+
+    The same work whatever the address's status: the answer, and its time, tell nothing about who is
+    on the list. Raises SubscriberError for an address that is not valid, and LimitReached when
+    CLIENT made too many requests (per client, never per address: nobody can lock a victim out).
+    """
+    normalized, _ = checked_address(email)
+    with store.write(conn):
+        _admit_client(conn, client or "unknown", now)
+        conn.execute("INSERT INTO outgoing_mail (email, requested_at, next_attempt_at) VALUES (?, ?, ?)",
+                     (normalized, _stamp(now), _stamp(now)))
+    return normalized
+
+
+def resolve(conn: sqlite3.Connection, settings: Settings, env: jinja2.Environment, key: bytes,
+            row_id: int, email: str, now: datetime) -> bool:
+    """Turn the queued request ROW_ID for EMAIL into its mail; return False if it becomes none (and drop it).
+
+    A new, pending or unsubscribed address gets a confirmation link (an unsubscribed one becomes
+    pending: only the link's button makes anyone active); an active one a short "already
+    subscribed" note; a bounced one nothing. At most ADDRESS_LIMIT mails per address in ADDRESS_WINDOW,
+    counted in this server's clock.
+    """
+    normalized, envelope = checked_address(email)
+    person = subscribers.sign_up(conn, normalized).subscriber
+    if person.status == subscribers.UNSUBSCRIBED:
+        person = subscribers.rejoin_id(conn, person.id).subscriber  # type: ignore[union-attr]
+    raw = None
+    if person.status == subscribers.PENDING:
+        token = confirm_token(key, person.id, settings.sender.list_id, now)
+        raw = confirmation_message(settings, env, person, confirm_url(settings, token), now)
+    elif person.status == subscribers.ACTIVE:
+        raw = confirmation_message(settings, env, person, "", now)
+    with store.write(conn):
+        if raw is None or not _admit_mail(conn, person.email_key, now):
+            conn.execute("DELETE FROM outgoing_mail WHERE id = ?", (row_id,))
+            logger.info("sign-up for subscriber %s (%s): no mail", person.id, person.status)
+            return False
+        conn.execute("UPDATE outgoing_mail SET recipient = ?, raw = ? WHERE id = ?", (envelope, raw, row_id))
+    return True
 
 
 __all__ = [
-    "ADDRESS_LIMIT", "CONFIRM_DAYS", "IP_LIMIT", "LimitReached", "SignUp", "confirm_token",
-    "confirm_url", "confirmation_message", "sign_up", "verify_confirm_token",
+    "ADDRESS_LIMIT", "CONFIRM_DAYS", "IP_LIMIT", "LimitReached", "checked_address", "confirm_token",
+    "confirm_url", "confirmation_message", "request_sign_up", "resolve", "verify_confirm_token",
 ]
