@@ -6,8 +6,10 @@ use them, so `newsletter --help` and `newsletter subscribers count` start at onc
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sys
+from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import NoReturn, Optional
@@ -467,9 +469,30 @@ def serve_command(
     typer.echo(f"Archive of {report.issues:,} issue{'' if report.issues == 1 else 's'} in {_shown(site.resolve())}/")
     typer.echo(f"Serving http://{host}:{port}/ (Ctrl-C stops); links in emails point at {config.newsletter.base_url}/")
     try:
-        serve(config, site, host=host, port=port)
+        with _logs_to_stderr():  # the mail worker's and the endpoints' lines, beside uvicorn's
+            serve(config, site, host=host, port=port)
     except NewsletterError as err:
         fail(err)
+
+
+@contextlib.contextmanager
+def _logs_to_stderr(quieter: str = "") -> Iterator[None]:
+    """Send the library's log lines (INFO and up) to standard error while the block runs; QUIETER's WARNING and up."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S%z"))
+    loggers = [(logging.getLogger("newsletter"), logging.INFO)]
+    if quieter:
+        loggers.append((logging.getLogger(quieter), logging.WARNING))
+    for logger, level in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, _ in loggers:
+            logger.removeHandler(handler)
 
 
 def _shown(path: Path) -> str:
@@ -806,7 +829,6 @@ def schedule_command(
 
     At start, a slot less than schedule.catch_up_hours old whose issue is not sent runs at once; an older one is logged as missed, never sent late. Logs go to standard error.
     """
-    import logging
     import threading
     from datetime import timezone
 
@@ -819,15 +841,9 @@ def schedule_command(
         for slot in schedule.next_runs(now, next_count, config):
             typer.echo(f"  {schedule.format_slot(slot)}")
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S%z"))
-    loggers = [(logging.getLogger("newsletter"), logging.INFO), (logging.getLogger("apscheduler"), logging.WARNING)]
-    for logger, level in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(level)
     stop = threading.Event()
     try:
-        with schedule.stop_on_signals(stop):
+        with _logs_to_stderr("apscheduler"), schedule.stop_on_signals(stop):
             if once:
                 result = schedule.run_once(config, now, stop=stop)
             else:
@@ -835,9 +851,6 @@ def schedule_command(
                 result = None
     except NewsletterError as err:
         fail(err)
-    finally:
-        for logger, _ in loggers:
-            logger.removeHandler(handler)
     if once and result is None:
         raise typer.Exit(NOTHING_DUE)
     if once and not result.ok:
