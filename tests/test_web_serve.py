@@ -274,24 +274,26 @@ def test_x_forwarded_for_is_believed_only_from_trusted_proxies(project, start):
 # --------------------------------------------------------------------------- slow clients
 
 
-def hold_connections(url_port: int, count: int, stop: threading.Event) -> list[socket.socket]:
-    """Open COUNT connections: a third idle, a third trickling a header, a third trickling a body."""
+def hold_connections(port: int, idle: int, heads: int, bodies: int, stop: threading.Event) -> list[socket.socket]:
+    """Open BODIES connections that trickle a form's body, IDLE ones that send nothing, and HEADS ones
+    that trickle a request's header, a byte every half second."""
     sockets = []
-    for n in range(count):
-        s = socket.create_connection(("127.0.0.1", url_port))
+    for n in range(bodies + idle + heads):
+        s = socket.create_connection(("127.0.0.1", port))
         s.settimeout(0.5)
         sockets.append(s)
-        if n % 3 == 2:
+        if n < bodies:
             s.sendall(b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
                       b"Content-Length: 1000\r\n\r\nemail=")
+        elif n >= bodies + idle:
+            s.sendall(b"GET / HTTP/1.1\r\nX-Slow: ")
+    trickling = sockets[:bodies] + sockets[bodies + idle:]
 
     def trickle() -> None:
         while not stop.wait(0.5):
-            for n, s in enumerate(sockets):
-                if n % 3 == 0:
-                    continue
+            for s in trickling:
                 try:
-                    s.sendall(b"X" if n % 3 == 1 else b"a")
+                    s.sendall(b"a")
                 except OSError:
                     pass
 
@@ -317,7 +319,7 @@ def test_idle_and_trickling_clients_do_not_take_the_server_down(project, start, 
     configure(project, request_timeout=timeout)
     server = start()
     stop = threading.Event()
-    sockets = hold_connections(server.port, 200, stop)
+    sockets = hold_connections(server.port, idle=100, heads=100, bodies=50, stop=stop)
     try:
         deadline = time.monotonic() + hold
         slowest = 0.0
