@@ -200,15 +200,23 @@ class WebApp:
                                 headers={"Retry-After": str(RETRY_AFTER)}) from err
 
     def check_origin(self, request: Request) -> None:
-        """Refuse (403) a browser's post from another site, unless [web] allowed_origins lists it."""
-        origin = request.headers.get("origin")
-        if origin is not None:
-            origin = origin.strip().lower()
+        """Refuse (403) a browser's post from another site, unless [web] allowed_origins lists it.
+
+        A browser names the page's site in Origin, except under this site's own `no-referrer` policy,
+        where a form on our pages sends `Origin: null` and `Sec-Fetch-Site: same-origin`. A post with
+        neither header is a mail provider's one-click request, or a client that is not a browser.
+        """
+        origin = request.headers.get("origin", "").strip().lower()
+        fetch_site = request.headers.get("sec-fetch-site", "").strip().lower()
+        if origin and origin != "null":
             host = request.headers.get("host", "").lower()
             if origin in self.own or origin in self.allowed or (host and origin.split("://", 1)[-1] == host):
                 return
-        elif request.headers.get("sec-fetch-site", "").lower() != "cross-site":
-            return  # no Origin: a mail provider's one-click post, or a client that is not a browser
+        elif origin == "null":
+            if fetch_site == "same-origin":
+                return
+        elif fetch_site not in ("same-site", "cross-site"):
+            return
         raise HTTPException(403, "This form was sent from another site. Use the form on this site's own pages.")
 
     # ------------------------------------------------------------------ unsubscribe
