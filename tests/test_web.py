@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from newsletter import archive, messages, store, subscribers
 from newsletter.cli import app as cli
 from newsletter.delivery.single import confirmations_maildir, send_single
+from newsletter.errors import NewsletterError
 from newsletter.settings import load_settings, secret_key
 from newsletter.renderer import make_environment
 from newsletter.web import outgoing, signup
@@ -439,3 +440,19 @@ def test_the_reload_script_is_in_the_preview_only_never_in_emails(sent):
     for path in (sent / "outbox").rglob("*"):
         if path.suffix in (".eml", ".html") and path.is_file():
             assert b"<script" not in path.read_bytes(), path
+
+
+# --------------------------------------------------------------------------- [web] settings
+
+
+@pytest.mark.parametrize("line, named", [
+    ('allowed_origins = ["https://example.org/signup"]', "web.allowed_origins: 'https://example.org/signup'"),
+    ('allowed_origins = ["example.org"]', "web.allowed_origins: 'example.org'"),
+    ('trusted_proxies = ["10.0.0.300"]', "web.trusted_proxies: '10.0.0.300'"),
+    ("request_timeout = 0", "web.request_timeout"),
+])
+def test_a_bad_web_setting_is_named_with_the_file(tmp_path, line, named):
+    (tmp_path / "newsletter.toml").write_text(f"[web]\n{line}\n")
+    with pytest.raises(NewsletterError) as caught:
+        load_settings(tmp_path)
+    assert str(caught.value).startswith(f"{tmp_path / 'newsletter.toml'}: {named}")
