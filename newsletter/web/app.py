@@ -20,7 +20,6 @@ by its sender rather than lost.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sqlite3
@@ -45,6 +44,7 @@ from newsletter.delivery.single import send_single
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings, secret_key
 from newsletter.web import outgoing, signup
+from newsletter.web.server import BodyDeadline, bounded_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -86,30 +86,8 @@ _EVERY_RESPONSE = [
 ]
 
 
-class _SecurityHeaders:
-    """Add the headers every response carries, the archive's files included."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = list(message.get("headers", [])) + [
-                    (name, value) for name, value in _EVERY_RESPONSE if name not in present
-                ]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
 def _with_headers(app: ASGIApp, extra: list[tuple[bytes, bytes]]) -> ASGIApp:
-    """Return APP with EXTRA headers added to each response that does not set them itself."""
+    """Return APP with EXTRA headers added to each response that does not set them itself (files included)."""
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -122,35 +100,6 @@ def _with_headers(app: ASGIApp, extra: list[tuple[bytes, bytes]]) -> ASGIApp:
         await app(scope, receive, send_with_headers)
 
     return wrapped
-
-
-class _BodyDeadline:
-    """Give a request's body `seconds` to arrive in full; a slower client gets 408 (uvicorn has no such bound)."""
-
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        deadline = asyncio.get_running_loop().time() + self.seconds
-        complete = False
-
-        async def bounded() -> Message:
-            nonlocal complete
-            if complete:
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise HTTPException(408, f"The request's body did not arrive within {self.seconds:g} seconds.") from None
-            complete = message["type"] != "http.request" or not message.get("more_body", False)
-            return message
-
-        await self.app(scope, bounded, send)
 
 
 class WebApp:
@@ -408,14 +357,12 @@ def make_app(settings: Settings, site_dir: Path | None = None,
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: web.error_page, 500: web.error_page},
                     lifespan=lifespan)
-    return _SecurityHeaders(_BodyDeadline(app, settings.web.request_timeout))
+    return _with_headers(BodyDeadline(app, settings.web.request_timeout), _EVERY_RESPONSE)
 
 
 def serve(settings: Settings, site_dir: Path, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve the archive and the endpoints with uvicorn until interrupted."""
     import uvicorn
-
-    from newsletter.web.server import bounded_protocol
 
     proxies = list(settings.web.trusted_proxies)
     # no access log: its lines would carry personal unsubscribe and confirmation tokens

@@ -1,10 +1,10 @@
-"""uvicorn's h11 protocol with the one bound it lacks: a deadline for a request's headers.
+"""The time bounds uvicorn lacks: a deadline for a request's headers (its h11 protocol) and body (middleware).
 
 uvicorn closes a connection left idle after a response (`timeout_keep_alive`), but a client that
 connects and sends nothing, or trickles its headers a byte at a time, is kept for ever; with
 `limit_concurrency` such connections make everyone else get 503. Here each connection must deliver
 a complete request head within SECONDS of connecting or of its previous response, else it is
-closed. The body has its own deadline (app._BodyDeadline); the head's size is bounded by
+closed. The body then has as long again (BodyDeadline, 408 past it); the head's size is bounded by
 `h11_max_incomplete_event_size`.
 """
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 logger = logging.getLogger(__name__)
@@ -60,4 +62,33 @@ def bounded_protocol(seconds: float) -> type[asyncio.Protocol]:
     return BoundedH11Protocol
 
 
-__all__ = ["bounded_protocol"]
+class BodyDeadline:
+    """ASGI middleware: a request's body has SECONDS to arrive in full; a slower client gets 408."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        complete = False
+
+        async def bounded() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(408, f"The request's body did not arrive within {self.seconds:g} seconds.") from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, bounded, send)
+
+
+__all__ = ["BodyDeadline", "bounded_protocol"]
