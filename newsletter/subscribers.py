@@ -14,7 +14,7 @@ import os
 import re
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -221,14 +221,15 @@ def set_status(conn: sqlite3.Connection, subscriber_id: int, status: str) -> boo
 
 
 def _change_status_by_id(
-    conn: sqlite3.Connection, subscriber_id: int, status: str, only_from: tuple[str, ...]
+    conn: sqlite3.Connection, subscriber_id: int, status: str, only_from: tuple[str, ...],
+    also: Callable[[Subscriber], bool] = lambda subscriber: False,
 ) -> StatusChange | None:
     with writing(conn, f"subscriber {subscriber_id}"):
         row = conn.execute(f"SELECT {_COLUMNS} FROM subscribers WHERE id = ?", (subscriber_id,)).fetchone()
         if row is None:
             return None
         subscriber = Subscriber(**dict(row))
-        if subscriber.status in only_from:
+        if subscriber.status in only_from or also(subscriber):
             conn.execute(
                 "UPDATE subscribers SET status = ?, updated_at = ? WHERE id = ?",
                 (status, store.now_iso(), subscriber_id),
@@ -242,14 +243,16 @@ def unsubscribe_id(conn: sqlite3.Connection, subscriber_id: int) -> StatusChange
     return _change_status_by_id(conn, subscriber_id, UNSUBSCRIBED, only_from=(ACTIVE, PENDING))
 
 
-def confirm_id(conn: sqlite3.Connection, subscriber_id: int) -> StatusChange | None:
-    """Make the pending subscriber SUBSCRIBER_ID active (a confirmed sign-up); None if they were erased."""
-    return _change_status_by_id(conn, subscriber_id, ACTIVE, only_from=(PENDING,))
+def confirm_id(conn: sqlite3.Connection, subscriber_id: int, *, unsubscribed_at: str = "") -> StatusChange | None:
+    """Make the pending subscriber SUBSCRIBER_ID active (a confirmed sign-up); None if they were erased.
 
+    With UNSUBSCRIBED_AT (a rejoin link's moment), an unsubscribed subscriber whose record still
+    says that moment becomes active too: they asked to come back and pressed the button.
+    """
+    def rejoins(subscriber: Subscriber) -> bool:
+        return bool(unsubscribed_at) and (subscriber.status, subscriber.updated_at) == (UNSUBSCRIBED, unsubscribed_at)
 
-def rejoin_id(conn: sqlite3.Connection, subscriber_id: int) -> StatusChange | None:
-    """Make the unsubscribed SUBSCRIBER_ID pending again (they signed up anew; their confirmation decides)."""
-    return _change_status_by_id(conn, subscriber_id, PENDING, only_from=(UNSUBSCRIBED,))
+    return _change_status_by_id(conn, subscriber_id, ACTIVE, only_from=(PENDING,), also=rejoins)
 
 
 def sign_up(conn: sqlite3.Connection, email: str) -> AddResult:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from newsletter import archive, messages, store, subscribers
+from newsletter import archive, importer, messages, store, subscribers
 from newsletter.cli import app as cli
 from newsletter.delivery.single import confirmations_maildir, send_single
 from newsletter.errors import NewsletterError
@@ -277,10 +277,24 @@ def test_who_unsubscribed_rejoins_only_by_the_new_confirmation_button(client, co
     subscribers.unsubscribe(conn, "zoe.akesson@example.com")
     client.post("/subscribe", data={"email": "zoe.akesson@example.com"})
     [message] = confirmations(config, clock)
-    assert status(conn, "zoe.akesson@example.com") == "pending"  # still receives no issue
+    # anyone can type their address: until the button, the record still says they left
+    assert status(conn, "zoe.akesson@example.com") == "unsubscribed"
     path = confirm_link(message)
-    assert status(conn, "zoe.akesson@example.com") == "pending"
+    assert client.get(path).status_code == 200
+    assert status(conn, "zoe.akesson@example.com") == "unsubscribed"
     assert client.post(path, data={"confirm": "yes"}).status_code == 200
+    assert status(conn, "zoe.akesson@example.com") == "active"
+
+
+def test_a_stranger_typing_an_unsubscribed_address_lets_no_import_bring_it_back(client, config, conn, clock, tmp_path):
+    subscribers.unsubscribe(conn, "zoe.akesson@example.com")
+    client.post("/subscribe", data={"email": "zoe.akesson@example.com"})
+    path = confirm_link(confirmations(config, clock)[0])
+    old_list = tmp_path / "old.csv"
+    old_list.write_text("email,status\nzoe.akesson@example.com,subscribed\n")
+    importer.import_file(conn, old_list)
+    assert status(conn, "zoe.akesson@example.com") == "unsubscribed"
+    assert client.post(path, data={"confirm": "yes"}).status_code == 200  # their own button still works
     assert status(conn, "zoe.akesson@example.com") == "active"
 
 

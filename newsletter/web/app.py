@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from newsletter import archive, messages, store, subscribers
 from newsletter.delivery.single import send_single
 from newsletter.errors import NewsletterError
+from newsletter.models import Subscriber
 from newsletter.settings import Settings, secret_key
 from newsletter.web import outgoing, signup
 from newsletter.web.server import BodyDeadline, bounded_protocol
@@ -234,19 +235,22 @@ class WebApp:
                          "subscription is on its way to it. Nothing more is sent until the link is followed.",
                          address=email)
 
-    def _confirm_id(self, token: str) -> int:
-        subscriber_id = signup.verify_confirm_token(self.key, token, self.settings.sender.list_id, self.now())
-        if subscriber_id is None:
+    async def _confirming(self, token: str) -> tuple[Subscriber, str]:
+        """Return whom TOKEN confirms and, for a rejoin link, the unsubscribe moment it is bound to."""
+        claimed = signup.token_subscriber_id(token)
+        person = None if claimed is None else await self._in_thread(lambda conn: subscribers.get_id(conn, claimed))
+        rejoin = person.updated_at if person is not None and person.status == subscribers.UNSUBSCRIBED else ""
+        if signup.verify_confirm_token(self.key, token, self.settings.sender.list_id, self.now(),
+                                       rejoin=rejoin) is None:
             raise HTTPException(400, "This confirmation link is not valid or has expired (links work for "
                                      f"{signup.CONFIRM_DAYS} days). Subscribe again from the archive's front page.")
-        return subscriber_id
-
-    async def confirm_page(self, request: Request) -> Response:
-        subscriber_id = self._confirm_id(request.path_params["token"])
-        person = await self._in_thread(lambda conn: subscribers.get_id(conn, subscriber_id))
-        if person is None or person.status not in (subscribers.PENDING, subscribers.ACTIVE):
+        if person is None or person.status not in (subscribers.PENDING, subscribers.ACTIVE, subscribers.UNSUBSCRIBED):
             raise HTTPException(400, "This confirmation link is no longer valid. Subscribe again from the "
                                      "archive's front page.")
+        return person, rejoin
+
+    async def confirm_page(self, request: Request) -> Response:
+        person, _ = await self._confirming(request.path_params["token"])
         if person.status == subscribers.ACTIVE:
             return self.page("../", "You are subscribed", f"{self.settings.newsletter.name} is sent to",
                              address=person.email)
@@ -257,10 +261,12 @@ class WebApp:
                          address=person.email, form=form)
 
     async def confirm(self, request: Request) -> Response:
-        subscriber_id = self._confirm_id(request.path_params["token"])
         self.check_origin(request)
+        person, rejoin = await self._confirming(request.path_params["token"])
+        subscriber_id = person.id
         await read_form(request)  # bounded like every body, though nothing in it is needed
-        change = await self._in_thread(lambda conn: subscribers.confirm_id(conn, subscriber_id))
+        change = await self._in_thread(lambda conn: subscribers.confirm_id(conn, subscriber_id,
+                                                                          unsubscribed_at=rejoin))
         if change is None or change.subscriber.status != subscribers.ACTIVE:
             raise HTTPException(400, "This confirmation link is no longer valid. Subscribe again from the "
                                      "archive's front page.")

@@ -48,28 +48,42 @@ class LimitReached(NewsletterError):
 
 # --- the confirmation token ----------------------------------------------------------------------
 
-def _mac(key: bytes, list_id: str, subscriber_id: int, expires: int) -> str:
-    message = f"newsletter-confirm\0{list_id}\0{subscriber_id}\0{expires}".encode("utf-8")
-    return hmac.new(key, message, hashlib.sha256).digest()[:16].hex()
+def _mac(key: bytes, list_id: str, subscriber_id: int, expires: int, rejoin: str) -> str:
+    message = f"newsletter-confirm\0{list_id}\0{subscriber_id}\0{expires}"
+    if rejoin:  # bound to the moment they unsubscribed: a later unsubscribe voids the link
+        message += f"\0rejoin\0{rejoin}"
+    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()[:16].hex()
 
 
-def confirm_token(key: bytes, subscriber_id: int, list_id: str, now: datetime, days: int = CONFIRM_DAYS) -> str:
-    """Return a confirmation token for SUBSCRIBER_ID that expires DAYS after NOW: `{id}.{expiry}.{hmac}`."""
+def confirm_token(key: bytes, subscriber_id: int, list_id: str, now: datetime, days: int = CONFIRM_DAYS,
+                  *, rejoin: str = "") -> str:
+    """Return a confirmation token for SUBSCRIBER_ID that expires DAYS after NOW: `{id}.{expiry}.{hmac}`.
+
+    REJOIN is the `updated_at` of an unsubscribed subscriber asking to come back: their link
+    confirms only while they are still unsubscribed since that moment.
+    """
     if not key:
         raise ValueError("confirmation tokens need a non-empty secret key")
     expires = int((now + timedelta(days=days)).timestamp())
-    return f"{subscriber_id}.{expires}.{_mac(key, list_id, subscriber_id, expires)}"
+    return f"{subscriber_id}.{expires}.{_mac(key, list_id, subscriber_id, expires, rejoin)}"
 
 
-def verify_confirm_token(key: bytes, token: str, list_id: str, now: datetime) -> int | None:
-    """Return the subscriber id TOKEN confirms, or None if it is forged, malformed or expired."""
-    if not key or not isinstance(token, str) or len(token) > _MAX_TOKEN_LENGTH or not token.isascii():
+def token_subscriber_id(token: str) -> int | None:
+    """Return the subscriber id TOKEN claims (not yet verified), or None if it is malformed."""
+    if not isinstance(token, str) or len(token) > _MAX_TOKEN_LENGTH or not token.isascii():
         return None
     match = _TOKEN_RE.fullmatch(token.lower())
-    if match is None:
+    return None if match is None else int(match[1])
+
+
+def verify_confirm_token(key: bytes, token: str, list_id: str, now: datetime, *, rejoin: str = "") -> int | None:
+    """Return the subscriber id TOKEN confirms, or None if it is forged, malformed or expired."""
+    if not key or token_subscriber_id(token) is None:
         return None
+    match = _TOKEN_RE.fullmatch(token.lower())
+    assert match is not None
     subscriber_id, expires = int(match[1]), int(match[2])
-    if not hmac.compare_digest(match[3], _mac(key, list_id, subscriber_id, expires)):
+    if not hmac.compare_digest(match[3], _mac(key, list_id, subscriber_id, expires, rejoin)):
         return None
     if now.timestamp() > expires:
         return None
@@ -185,18 +199,18 @@ def resolve(conn: sqlite3.Connection, settings: Settings, env: jinja2.Environmen
             row_id: int, email: str, now: datetime) -> bool:
     """Turn the queued request ROW_ID for EMAIL into its mail; return False if it becomes none (and drop it).
 
-    A new, pending or unsubscribed address gets a confirmation link (an unsubscribed one becomes
-    pending: only the link's button makes anyone active); an active one a short "already
-    subscribed" note; a bounced one nothing. At most ADDRESS_LIMIT mails per address in ADDRESS_WINDOW,
+    A new or pending address gets a confirmation link; an unsubscribed one a link of its own that
+    only its button turns into a rejoin (their record says unsubscribed until then, so a stranger
+    typing their address changes nothing); an active one a short "already subscribed" note; a
+    bounced one nothing. At most ADDRESS_LIMIT mails per address in ADDRESS_WINDOW,
     counted in this server's clock.
     """
     normalized, envelope = checked_address(email)
     person = subscribers.sign_up(conn, normalized).subscriber
-    if person.status == subscribers.UNSUBSCRIBED:
-        person = subscribers.rejoin_id(conn, person.id).subscriber  # type: ignore[union-attr]
     raw = None
-    if person.status == subscribers.PENDING:
-        token = confirm_token(key, person.id, settings.sender.list_id, now)
+    if person.status in (subscribers.PENDING, subscribers.UNSUBSCRIBED):
+        rejoin = person.updated_at if person.status == subscribers.UNSUBSCRIBED else ""
+        token = confirm_token(key, person.id, settings.sender.list_id, now, rejoin=rejoin)
         raw = confirmation_message(settings, env, person, confirm_url(settings, token), now)
     elif person.status == subscribers.ACTIVE:
         raw = confirmation_message(settings, env, person, "", now)
@@ -211,5 +225,6 @@ def resolve(conn: sqlite3.Connection, settings: Settings, env: jinja2.Environmen
 
 __all__ = [
     "ADDRESS_LIMIT", "CONFIRM_DAYS", "IP_LIMIT", "LimitReached", "checked_address", "confirm_token",
-    "confirm_url", "confirmation_message", "request_sign_up", "resolve", "verify_confirm_token",
+    "confirm_url", "confirmation_message", "request_sign_up", "resolve", "token_subscriber_id",
+    "verify_confirm_token",
 ]
