@@ -9,6 +9,7 @@ any static host, under any path, and from `newsletter serve`; the feed keeps the
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import jinja2
 from newsletter import structure
 from newsletter.builder import long_date
 from newsletter.errors import BuildError, NewsletterError
-from newsletter.files import write_atomic
+from newsletter.files import PUBLIC_DIR, PUBLIC_FILE, make_dirs, write_atomic
 from newsletter.models import Issue, RenderedIssue
 from newsletter.settings import Settings
 from newsletter.rules import MONTHS
@@ -260,11 +261,13 @@ def _write(out: Path, relative: str, data: bytes, counts: list[int]) -> None:
     target = out / relative
     try:
         if target.read_bytes() == data:
+            if target.stat().st_mode & 0o777 != PUBLIC_FILE:  # written private by an older version
+                os.chmod(target, PUBLIC_FILE)
             counts[1] += 1
             return
     except OSError:
         pass
-    write_atomic(out, relative, data)
+    write_atomic(out, relative, data, public=True)
     counts[0] += 1
 
 
@@ -279,6 +282,8 @@ def build_site(conn: sqlite3.Connection, settings: Settings, out: Path, now: dat
     except sqlite3.Error as err:
         raise NewsletterError(f"{settings.database_path}: cannot read the sent issues: {err}") from err
     counts = [0, 0]
+    make_dirs(out, PUBLIC_DIR)
+    os.chmod(out, PUBLIC_DIR)  # the site is served by a web server that may run as another user
     for position, issue in enumerate(issues):
         older = issues[position + 1] if position + 1 < len(issues) else None
         newer = issues[position - 1] if position > 0 else None

@@ -9,15 +9,45 @@ from pathlib import Path
 from newsletter.errors import NewsletterError
 
 
-def write_atomic(root: Path, relative: str | Path, data: bytes) -> Path:
-    """Write DATA to ROOT/RELATIVE via a temp file, fsync and os.replace; refuse paths outside ROOT."""
+# Whatever the umask: files that may hold a subscriber's address or personal unsubscribe link are
+# the owner's alone; the public archive is readable by a web server running as another user.
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
+PUBLIC_FILE, PUBLIC_DIR = 0o644, 0o755
+
+
+def make_dirs(folder: Path, mode: int) -> None:
+    """Create FOLDER and its missing parents with MODE exactly (the umask would narrow it)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode)
+        except FileExistsError:
+            continue
+        os.chmod(path, mode)
+
+
+def private_dir(folder: Path) -> None:
+    """Create FOLDER (0700) if it is missing."""
+    make_dirs(folder, PRIVATE_DIR)
+
+
+def write_atomic(root: Path, relative: str | Path, data: bytes, *, public: bool = False) -> Path:
+    """Write DATA to ROOT/RELATIVE via a temp file, fsync and os.replace; refuse paths outside ROOT.
+
+    The file is 0600 in folders made 0700, or with PUBLIC 0644 in folders made 0755.
+    """
     root = root.resolve()
     target = (root / relative).resolve()
     if not target.is_relative_to(root):
         raise NewsletterError(f"{target}: refusing to write outside {root}")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(target.parent, PUBLIC_DIR if public else PRIVATE_DIR)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        if public:
+            os.fchmod(fd, PUBLIC_FILE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

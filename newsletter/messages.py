@@ -27,7 +27,8 @@ from email.utils import format_datetime
 
 from newsletter import addresses
 from newsletter.dkim import DKIM_SIGNED_HEADERS, DkimSigner, dkim_signer, sign
-from newsletter.errors import BuildError, HeaderError
+from newsletter.errors import BuildError, HeaderError, SettingsError
+from newsletter.headers import FORBIDDEN_CHARS, check_header_value
 from newsletter.models import (
     GREETING_PLACEHOLDER,
     NAME_PLACEHOLDER,
@@ -38,7 +39,7 @@ from newsletter.models import (
 )
 from newsletter.rules import MAX_LINE_OCTETS as _MAX_LINE
 from newsletter.rules import Rule, https_only
-from newsletter.settings import Settings
+from newsletter.settings import CONFIG_NAME, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +52,7 @@ _QP_LINE_LENGTH = 76
 # A line of these characters, not ending in a space, comes out of quoted-printable unchanged.
 _QP_LITERAL = re.compile(r"(?:[\x20-\x3c\x3e-\x7e]*[\x21-\x3c\x3e-\x7e])?")
 
-# C0 and C1 controls, DEL, the Unicode line and paragraph separators, lone surrogates.
-_FORBIDDEN_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-_ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
+_FORBIDDEN_CHARS = FORBIDDEN_CHARS
 
 _TOKEN_RE = re.compile(r"(0|[1-9][0-9]{0,17})\.([0-9a-f]{32})")
 _MAX_TOKEN_LENGTH = 18 + 1 + 32
@@ -137,27 +136,6 @@ def message_id(day: date, subscriber_id: int, domain: str) -> str:
 
 
 # --- input checks --------------------------------------------------------------------------------
-
-def _clip(value: str) -> str:
-    return repr(value if len(value) <= 60 else value[:57] + "...")
-
-
-def check_header_value(field: str, value: str) -> str:
-    """Return VALUE if it is safe in a header; raise HeaderError naming FIELD if it is not."""
-    if not isinstance(value, str):
-        raise HeaderError(f"{field}: expected text, not {type(value).__name__}")
-    if found := _FORBIDDEN_CHARS.search(value):
-        raise HeaderError(
-            f"{field}: contains the control character U+{ord(found[0]):04X} ({_clip(value)}); "
-            "a header value must be one line of plain text"
-        )
-    if _ENCODED_WORD.search(value):
-        raise HeaderError(
-            f"{field}: looks like an RFC 2047 encoded word ({_clip(value)}); "
-            "write the text itself, not an encoding of it"
-        )
-    return value
-
 
 def ascii_address(email: str) -> str:
     """Return the ASCII form of EMAIL (IDNA domain); HeaderError if it needs SMTPUTF8 or is invalid."""
@@ -275,6 +253,11 @@ def _mailbox(name: str, address: str) -> str:
 def _check_settings(rendered: RenderedIssue, settings: Settings) -> None:
     day = rendered.issue.day
     check_header_value(f"issue {day} subject", rendered.issue.subject)
+    if not settings.sender.from_address.strip():
+        raise SettingsError(
+            f"{settings.root / CONFIG_NAME}: sender.from is not set; write the address mail comes from, "
+            "such as from = \"Name <list@example.org>\" under [sender]"
+        )
     check_header_value("sender.from", settings.sender.from_address)
     check_header_value("sender.reply_to", settings.sender.reply_to)
     check_header_value("sender.list_id", settings.sender.list_id)

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from importlib import resources
 from pathlib import Path
 
 from newsletter.errors import ProjectError
-from newsletter.settings import CONFIG_NAME
+from newsletter.files import PRIVATE_DIR, PUBLIC_DIR
+from newsletter.settings import CONFIG_NAME, SECRET_KEY_FILE, create_secret_key
 
 PROJECT_FOLDERS = ("articles", "templates", "subscribers", "outbox")
+# what init writes for [sender] postal_address; `newsletter check` refuses to send it
+POSTAL_PLACEHOLDER = "Your organisation, street, city"
 
 CONFIG_TEMPLATE = """\
 # Settings of this newsletter. Every key is shown with its default; change what you need.
 # Secrets never go here: the SMTP password comes from NEWSLETTER_SMTP_PASSWORD, and the key that
-# signs unsubscribe links from NEWSLETTER_SECRET_KEY or subscribers/secret.key (made on first use, 0600).
+# signs unsubscribe links from NEWSLETTER_SECRET_KEY or subscribers/secret.key (made by init, 0600):
+# back that file up. Once an issue is sent, every link in it depends on the key, so a missing key
+# is an error, never silently replaced.
 
 [newsletter]
 name = "{name}"                       # masthead, From name, <title>
@@ -29,7 +35,7 @@ from = "{name} <bulletin@newsletter.example.org>"
 reply_to = ""                         # empty: replies go to From
 list_id = "bulletin.newsletter.example.org"   # List-Id header
 unsubscribe_mailto = "unsubscribe@newsletter.example.org"   # mailto: in List-Unsubscribe
-postal_address = "Your organisation, street, city"          # footer (bulk-sender rules ask for it)
+postal_address = "{postal_placeholder}"          # required: `newsletter check` refuses to send without a real one
 
 [issue]
 sections = ["News", "Analysis"]       # the order sections appear in
@@ -112,6 +118,9 @@ def init_project(folder: Path, name: str, short_name: str, today_iso: str, month
     folder.mkdir(parents=True, exist_ok=True)
     for sub in PROJECT_FOLDERS:
         (folder / sub).mkdir(exist_ok=True)
+    # the list and the key are the owner's alone; outbox/ holds the public site/ next to private days
+    os.chmod(folder / "subscribers", PRIVATE_DIR)
+    os.chmod(folder / "outbox", PUBLIC_DIR)
     shutil.copytree(packaged_templates(), folder / "templates", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
     day_dir = folder / "articles" / today_iso
@@ -122,6 +131,8 @@ def init_project(folder: Path, name: str, short_name: str, today_iso: str, month
     (folder / "subscribers" / ".gitignore").write_text("*.db\n*.db-*\nsecret.key\n*.lock\n", encoding="utf-8")
     (folder / "outbox" / ".gitignore").write_text("*\n!.gitignore\n", encoding="utf-8")
     (folder / CONFIG_NAME).write_text(
-        CONFIG_TEMPLATE.format(name=name, short_name=short_name), encoding="utf-8"
+        CONFIG_TEMPLATE.format(name=name, short_name=short_name, postal_placeholder=POSTAL_PLACEHOLDER),
+        encoding="utf-8",
     )
+    create_secret_key(folder / SECRET_KEY_FILE)
     return folder

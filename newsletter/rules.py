@@ -102,6 +102,8 @@ class Rule(StrEnum):
     LIST_ID = "list-id", 18
     AUTO_REPLY = "auto-reply-headers", 18
     DKIM = "dkim", 20
+    # the bulk-sender rules (CAN-SPAM; Gmail and Yahoo)
+    POSTAL_ADDRESS = "postal-address"
 
 
 __all__ = [

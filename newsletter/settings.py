@@ -3,29 +3,34 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import secrets
+import sqlite3
+import tempfile
 import tomllib
 import typing
 from dataclasses import dataclass, field
+from email import policy as email_policy
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from newsletter.errors import ProjectError, SettingsError
+from newsletter.errors import NewsletterError, ProjectError, SettingsError
 from newsletter.rules import https_only
 
 CONFIG_NAME = "newsletter.toml"
 SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
 SMTP_PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
 SECRET_KEY_FILE = "subscribers/secret.key"
+SECRET_KEY_MIN_BYTES = 32  # the HMAC-SHA256 key length; shorter keys are guessable
 
 
 @dataclass(frozen=True)
 class NewsletterSettings:
-    name: str = "The Sample Security Bulletin"
-    tagline: str = "Daily news on nuclear, biological and chemical weapons, terrorism and related issues"
-    short_name: str = "SSB"
+    name: str = "Newsletter"
+    tagline: str = ""
+    short_name: str = ""  # empty: the name
     base_url: str = "https://newsletter.example.org"
     language: str = "en"
     timezone: str = "UTC"
@@ -33,19 +38,17 @@ class NewsletterSettings:
 
 @dataclass(frozen=True)
 class SenderSettings:
-    from_address: str = "The Sample Security Bulletin <bulletin@newsletter.example.org>"
+    from_address: str = ""  # required to send: a message without it is refused
     reply_to: str = ""
-    list_id: str = "ssb.newsletter.example.org"
-    unsubscribe_mailto: str = "unsubscribe@newsletter.example.org"
-    postal_address: str = "Sample Security Bulletin, 1 Example Street, Example City"
+    list_id: str = ""  # empty: the From address's domain
+    unsubscribe_mailto: str = ""  # empty: List-Unsubscribe carries only the https link
+    postal_address: str = ""  # `newsletter check` refuses to send bulk mail without one
 
 
 @dataclass(frozen=True)
 class IssueSettings:
-    sections: tuple[str, ...] = (
-        "Nuclear", "Biological", "Chemical", "Missile Defense", "Terrorism", "Policy",
-    )
-    default_section: str = "Policy"
+    sections: tuple[str, ...] = ("News",)
+    default_section: str = ""  # empty: the first of sections
     min_articles: int = 1
     empty_policy: str = "skip"
     subject: str = "{name}, {long_date}"
@@ -124,6 +127,17 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     web: WebSettings = field(default_factory=WebSettings)
+
+    def __post_init__(self) -> None:
+        # the defaults that follow other settings, filled once here so every reader sees the value
+        derived = (
+            ("newsletter", "short_name", self.newsletter.name),
+            ("sender", "list_id", self.sender_domain),
+            ("issue", "default_section", self.issue.sections[0] if self.issue.sections else ""),
+        )
+        for section, key, value in derived:
+            if not getattr(getattr(self, section), key):
+                object.__setattr__(self, section, dataclasses.replace(getattr(self, section), **{key: value}))
 
     @property
     def tz(self) -> ZoneInfo:
@@ -258,8 +272,12 @@ def _check_values(path: Path, settings: Settings) -> None:
         )
     if not https_only(settings.newsletter.base_url):
         raise SettingsError(f"{path}: newsletter.base_url must start with https://, not {settings.newsletter.base_url!r}")
-    if "@" not in settings.sender.from_address:
-        raise SettingsError(f"{path}: sender.from must be an address such as 'Name <list@example.org>'")
+    _check_sender(path, settings.sender)
+    if not math.isfinite(settings.schedule.catch_up_hours) or settings.schedule.catch_up_hours < 0:
+        raise SettingsError(
+            f"{path}: schedule.catch_up_hours must be a finite number of hours, at least 0, "
+            f"not {settings.schedule.catch_up_hours!r}"
+        )
     if not settings.issue.sections:
         raise SettingsError(f"{path}: issue.sections must name at least one section")
     if settings.issue.default_section not in settings.issue.sections:
@@ -293,26 +311,124 @@ def _check_web(path: Path, web: WebSettings) -> None:
         raise SettingsError(f"{path}: web.request_timeout must be between 0 and 3600 seconds")
 
 
+# "Name <list@example.org>" or a bare address
+_MAILBOX = re.compile(r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<angle>[^<>]*)>|(?P<bare>[^<>\s]+))\s*")
+# RFC 2919: a list-id is a dot-atom with at least one dot, e.g. "daily.example.org"
+_LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
+
+
+def _check_sender(path: Path, sender: SenderSettings) -> None:
+    """Refuse sender values that would make a broken or forged header, naming the file and the key."""
+    from newsletter.headers import check_header_value
+
+    values = {"from": sender.from_address, "reply_to": sender.reply_to,
+              "unsubscribe_mailto": sender.unsubscribe_mailto, "list_id": sender.list_id}
+    try:
+        for key, value in values.items():
+            check_header_value(f"sender.{key}", value)
+    except NewsletterError as err:
+        raise SettingsError(f"{path}: {err}") from err
+    if sender.from_address:  # unset, nothing can be sent: messages.py says so when it builds one
+        _check_mailbox(path, "sender.from", sender.from_address, named=True)
+    if sender.reply_to:
+        _check_mailbox(path, "sender.reply_to", sender.reply_to, named=True)
+    if sender.unsubscribe_mailto:
+        _check_mailbox(path, "sender.unsubscribe_mailto", sender.unsubscribe_mailto, named=False)
+    if sender.list_id and (len(sender.list_id) > 255 or not _LIST_ID.fullmatch(sender.list_id)):
+        raise SettingsError(
+            f"{path}: sender.list_id {sender.list_id!r} is not a list id such as 'daily.example.org' "
+            "(letters, digits and dots, with at least one dot; RFC 2919)"
+        )
+
+
+def _check_mailbox(path: Path, key: str, value: str, *, named: bool) -> None:
+    from newsletter import addresses
+
+    match = _MAILBOX.fullmatch(value)
+    address = match and (match["angle"] if match["angle"] is not None else match["bare"])
+    if not address or (not named and match["angle"] is not None):
+        shape = "'Name <list@example.org>' or 'list@example.org'" if named else "'list@example.org'"
+        raise SettingsError(f"{path}: {key} {value!r} is not an address such as {shape}")
+    try:
+        _, ascii_form = addresses.normalize(address.strip())
+    except addresses.EmailNotValidError as err:
+        raise SettingsError(f"{path}: {key} {value!r}: not a valid address: {err}") from err
+    if ascii_form is None:
+        raise SettingsError(f"{path}: {key} {value!r}: the part before @ must be ASCII (no SMTPUTF8 here)")
+    # the email package must read it back as this one mailbox (a bare comma would make two)
+    parsed = email_policy.SMTP.header_factory("From", value)
+    if parsed.defects or [a.addr_spec for a in parsed.addresses] != [address.strip()]:
+        raise SettingsError(
+            f"{path}: {key} {value!r} does not read as one address; put a name holding , ; : or @ "
+            'in double quotes: \'"Name, Inc." <list@example.org>\''
+        )
+
+
 def secret_key(settings: Settings, environ: typing.Mapping[str, str] = os.environ) -> bytes:
-    """Return the token key: from the environment, else the project's 0600 key file (made on first use)."""
+    """Return the token key: from the environment, else the project's 0600 key file.
+
+    The file is made only while the project has never sent an issue: after that, every link
+    already in someone's inbox is signed with it, and a new key would silently break them all.
+    """
     if value := environ.get(SECRET_KEY_ENV):
+        if len(value.encode("utf-8")) < SECRET_KEY_MIN_BYTES:
+            raise SettingsError(f"{SECRET_KEY_ENV}: the key must be at least {SECRET_KEY_MIN_BYTES} bytes")
         return value.encode("utf-8")
     path = settings.root / SECRET_KEY_FILE
     try:
-        return path.read_bytes().strip()
+        key = path.read_bytes().strip()
     except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(32).encode("ascii")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as f:
-        f.write(key + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
+        if issues_were_sent(settings.database_path):
+            raise SettingsError(
+                f"{path}: missing, but issues were already sent with unsubscribe links signed by it; "
+                f"restore the file from a backup (or set {SECRET_KEY_ENV}). A new key would break every link sent"
+            ) from None
+        return create_secret_key(path)
+    except OSError as err:
+        raise SettingsError(f"{path}: cannot read the key that signs unsubscribe links: {err.strerror}") from err
+    if len(key) < SECRET_KEY_MIN_BYTES:
+        raise SettingsError(
+            f"{path}: the key that signs unsubscribe links is {'empty' if not key else f'{len(key)} bytes'}; "
+            f"it must be at least {SECRET_KEY_MIN_BYTES} bytes. Restore it from a backup; if no issue was "
+            "ever sent, delete it and a new one is made"
+        )
     return key
+
+
+def create_secret_key(path: Path) -> bytes:
+    """Write a new random key to PATH (0600, in a 0700 folder), or return the one another process made."""
+    from newsletter.files import fsync_dir, private_dir
+
+    private_dir(path.parent)
+    key = secrets.token_hex(32).encode("ascii")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret.key.", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(key + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # never replaces: whoever links first wins, and nobody sees half a key
+    except FileExistsError:
+        return path.read_bytes().strip()
+    finally:
+        os.unlink(tmp)
+    fsync_dir(path.parent)
+    return key
+
+
+def issues_were_sent(database: Path) -> bool:
+    """Tell whether the ledger holds any issue; a database that cannot be read counts as yes."""
+    if not database.exists():
+        return False
+    try:
+        conn = sqlite3.connect(database.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return "issues" in tables and conn.execute("SELECT 1 FROM issues LIMIT 1").fetchone() is not None
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return True
 
 
 def smtp_password(environ: typing.Mapping[str, str] = os.environ) -> str:

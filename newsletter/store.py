@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 from newsletter.errors import NewsletterError
+from newsletter.files import PRIVATE_FILE, private_dir
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -126,8 +128,8 @@ def now_iso() -> str:
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating on first use) the database at PATH, migrated to the latest schema."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        _make_private(path)
         conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -139,7 +141,26 @@ def connect(path: Path) -> sqlite3.Connection:
         raise NewsletterError(f"{path}: {err}") from err
     except sqlite3.DatabaseError as err:
         raise NewsletterError(f"{path}: cannot open the subscriber database: {err}") from err
+    except OSError as err:
+        raise NewsletterError(f"{path}: cannot open the subscriber database: {err.strerror or err}") from err
     return conn
+
+
+def _make_private(path: Path) -> None:
+    """Create the database file 0600 (SQLite gives its -wal and -shm files the same mode) in a 0700 folder."""
+    private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
+    except FileExistsError:
+        pass
+    else:
+        os.fchmod(fd, PRIVATE_FILE)  # whatever the umask
+        os.close(fd)
+    for name in (str(path), f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            mode = os.stat(name).st_mode
+            if mode & 0o077:  # made by an older version, or under a loose umask
+                os.chmod(name, mode & 0o700)
 
 
 def migrate(conn: sqlite3.Connection) -> int:

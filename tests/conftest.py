@@ -11,8 +11,10 @@ from typer.testing import CliRunner
 
 from newsletter import store
 from newsletter.cli import app
+from newsletter.project import POSTAL_PLACEHOLDER
 
 REPO = Path(__file__).resolve().parent.parent
+POSTAL_ADDRESS = "Example Bulletin, 2 Test Road, 1010 Example City"
 
 
 @pytest.fixture
@@ -22,10 +24,12 @@ def runner() -> CliRunner:
 
 @pytest.fixture
 def project(tmp_path: Path, runner: CliRunner) -> Path:
-    """A new project made by `newsletter init`, as a user would make it."""
+    """A new project made by `newsletter init`, with its postal address filled in as `check` asks."""
     folder = tmp_path / "project"
     result = runner.invoke(app, ["init", str(folder)])
     assert result.exit_code == 0, result.output
+    config = folder / "newsletter.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace(POSTAL_PLACEHOLDER, POSTAL_ADDRESS), encoding="utf-8")
     return folder
 
 

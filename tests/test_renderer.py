@@ -38,7 +38,7 @@ from newsletter.renderer import (
     size_warnings,
     wrap,
 )
-from newsletter.settings import Settings, load_settings
+from newsletter.settings import IssueSettings, NewsletterSettings, SenderSettings, Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -136,16 +136,31 @@ def big_issue(articles: int = 8, words: int = 400) -> Issue:
                                       link="https://example.org/profiles/veska"))
 
 
+def handmade_settings(root: Path) -> Settings:
+    """The values the handmade golden files were made with (they were the defaults until issue 11)."""
+    return Settings(
+        root=root,
+        newsletter=NewsletterSettings(
+            name="The Sample Security Bulletin", short_name="SSB",
+            tagline="Daily news on nuclear, biological and chemical weapons, terrorism and related issues"),
+        sender=SenderSettings(
+            from_address="The Sample Security Bulletin <bulletin@newsletter.example.org>",
+            list_id="ssb.newsletter.example.org", unsubscribe_mailto="unsubscribe@newsletter.example.org",
+            postal_address="Sample Security Bulletin, 1 Example Street, Example City"),
+        issue=IssueSettings(sections=("Nuclear", "Biological", "Chemical", "Missile Defense", "Terrorism", "Policy")),
+    )
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Default settings of a project with no templates of its own: the packaged ones are used."""
-    return Settings(root=tmp_path)
+    """Settings of a project with no templates of its own: the packaged ones are used."""
+    return handmade_settings(tmp_path)
 
 
 @pytest.fixture(scope="module")
 def rendered():
     """The hand-made issue, rendered once for the many rule checks."""
-    return render_issue(handmade_issue(), Settings(root=REPO / "tests"))
+    return render_issue(handmade_issue(), handmade_settings(REPO / "tests"))
 
 
 def parse(page: str):
@@ -204,7 +219,7 @@ def test_html_has_doctype_and_declares_the_language_on_html_and_first_wrapper(re
 
 
 def test_rtl_language_sets_direction(tmp_path):
-    result = render_issue(make_issue(), Settings(root=tmp_path).replace("newsletter", language="ar"))
+    result = render_issue(make_issue(), handmade_settings(tmp_path).replace("newsletter", language="ar"))
     doc = parse(result.html)
     assert doc.get("lang") == "ar" and doc.get("dir") == "rtl"
 
@@ -527,7 +542,7 @@ def test_project_template_overrides_the_packaged_one(tmp_path):
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "issue.txt.j2").write_text(
         "{{ issue.subject }} from the project\n{{ greeting }}\n{{ unsubscribe_url }}\n", encoding="utf-8")
-    result = render_issue(make_issue(), Settings(root=tmp_path))
+    result = render_issue(make_issue(), handmade_settings(tmp_path))
     assert result.text.startswith(f"{make_issue().subject} from the project\n")
     assert "<h1" in result.html  # the HTML template still comes from the package
 
@@ -536,7 +551,7 @@ def test_undefined_variable_names_the_template_file_and_line(tmp_path):
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "issue.txt.j2").write_text("line one\n{{ issue.nmber }}\n", encoding="utf-8")
     with pytest.raises(BuildError) as caught:
-        render_issue(make_issue(), Settings(root=tmp_path))
+        render_issue(make_issue(), handmade_settings(tmp_path))
     message = str(caught.value)
     assert message.startswith(f"{tmp_path / 'templates' / 'issue.txt.j2'}:2: ")
     assert "nmber" in message
@@ -546,7 +561,7 @@ def test_template_syntax_error_names_the_template_file_and_line(tmp_path):
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "issue.html.j2").write_text("<p>\n\n{% if issue %}\n</p>\n", encoding="utf-8")
     with pytest.raises(BuildError, match=r"issue\.html\.j2:\d+: .*endif"):
-        render_issue(make_issue(), Settings(root=tmp_path))
+        render_issue(make_issue(), handmade_settings(tmp_path))
 
 
 # --- the text part -------------------------------------------------------------------------------

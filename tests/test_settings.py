@@ -102,5 +102,6 @@ def test_secret_key_file_is_created_once_with_0600(tmp_path: Path) -> None:
 
 def test_secret_key_from_the_environment_wins(tmp_path: Path) -> None:
     settings = load_settings(write_config(tmp_path, ""))
-    assert secret_key(settings, environ={"NEWSLETTER_SECRET_KEY": "from-env"}) == b"from-env"
+    key = "from-env-" + "k" * 32
+    assert secret_key(settings, environ={"NEWSLETTER_SECRET_KEY": key}) == key.encode()
     assert not (tmp_path / "subscribers" / "secret.key").exists()

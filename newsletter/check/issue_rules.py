@@ -105,6 +105,17 @@ def dkim_settings(ctx: Context) -> Iterator[Finding]:
         yield error(Rule.DKIM, f"[dkim] key_file {dkim.key_file!r} does not exist", CONFIG_NAME)
 
 
+def postal_address(ctx: Context) -> Iterator[Finding]:
+    """Bulk mail carries the sender's postal address (CAN-SPAM; Gmail and Yahoo sender rules)."""
+    from newsletter.project import POSTAL_PLACEHOLDER
+
+    address = ctx.settings.sender.postal_address.strip()
+    if not address or address == POSTAL_PLACEHOLDER:
+        state = "empty" if not address else f"still the placeholder {POSTAL_PLACEHOLDER!r}"
+        yield error(Rule.POSTAL_ADDRESS, f"[sender] postal_address is {state}: bulk mail must carry the sender's "
+                    "postal address (CAN-SPAM; Gmail and Yahoo sender rules)", CONFIG_NAME)
+
+
 def citation_problem(text: str) -> str:
     """Return what is wrong with a citation such as 'Interfax, June 2', or "" if it is well formed."""
     match = _CITATION_SHAPE.match(" ".join(text.split()))
@@ -121,4 +132,4 @@ def citation_problem(text: str) -> str:
     return ""
 
 
-RULES = (html_leftovers, text_leftovers, sections, references, pipeline_warnings, dkim_settings)
+RULES = (html_leftovers, text_leftovers, sections, references, pipeline_warnings, dkim_settings, postal_address)

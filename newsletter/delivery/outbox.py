@@ -10,6 +10,7 @@ have their file in `new/`.
 from __future__ import annotations
 
 import ctypes
+import contextlib
 import errno
 import hashlib
 import logging
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from newsletter.delivery import ledger
 from newsletter.errors import DeliveryError, NewsletterError
-from newsletter.files import fsync_dir, write_atomic
+from newsletter.files import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_DIR, fsync_dir, make_dirs, write_atomic
 from newsletter.models import Subscriber
 
 logger = logging.getLogger(__name__)
@@ -103,8 +104,10 @@ class OutboxTransport:
     def open(self) -> None:
         """Create the Maildir (tmp/, new/, cur/) and make the folders durable."""
         try:
+            # outbox/ also holds the public site/; each day's folder holds personal links
+            make_dirs(self.folder.parent, PUBLIC_DIR)
             for folder in (self.tmp, self.new, self.cur):
-                folder.mkdir(parents=True, exist_ok=True)
+                make_dirs(folder, PRIVATE_DIR)
             for folder in (self.maildir, self.folder, self.folder.parent):
                 fsync_dir(folder)
         except OSError as err:
@@ -172,6 +175,7 @@ class OutboxTransport:
         failed: list[tuple[int, str]] = []
         nbytes = 0
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        name = ""
         try:
             for item in batch:
                 try:
@@ -180,7 +184,7 @@ class OutboxTransport:
                     failed.append((item.subscriber.id, str(err)))
                     continue
                 name = file_name(item.subscriber.id, item.message_id)
-                fd = os.open(os.path.join(tmp, name), flags, 0o644)
+                fd = os.open(os.path.join(tmp, name), flags, PRIVATE_FILE)
                 try:
                     view = memoryview(data)
                     while view:
@@ -194,7 +198,12 @@ class OutboxTransport:
                 nbytes += len(data)
                 names.append((item.subscriber.id, name))
         except OSError as err:
-            raise DeliveryError(f"{self.tmp}: cannot write a message: {err}") from err
+            # a full disk: remove this batch's files from tmp/; its rows stay claimed, and the next
+            # send finds no file for them in new/ and writes them again
+            for leftover in {n for _, n in names} | ({name} if name else set()):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(tmp, leftover))
+            raise DeliveryError(f"{self.tmp}: cannot write a message: {err.strerror or err}") from err
         return Staged(tuple(names), Delivered(tuple(sid for sid, _ in names), tuple(failed), nbytes))
 
     def commit(self, staged: Staged) -> None:

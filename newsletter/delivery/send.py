@@ -116,6 +116,7 @@ def send_issue(
         raise SettingsError(f"--in-doubt must be 'retry' or 'skip', not {in_doubt!r}")
     # every setting is checked before the lock, the snapshot or any claim
     signer = messages.dkim_signer(settings)
+    key = secret_key(settings)  # before the freeze: a missing key is made only while nothing was sent
     smtp_config = None
     if kind == "smtp":
         from newsletter.delivery import smtp
@@ -194,7 +195,7 @@ def send_issue(
             messages.public_html(frozen_rendered, settings), messages.public_text(frozen_rendered, settings)
         )
         template = messages.MessageTemplate.build(
-            frozen_rendered, settings, secret_key(settings), frozen.date_header.astimezone(settings.tz),
+            frozen_rendered, settings, key, frozen.date_header.astimezone(settings.tz),
             signer=signer,
         )
         counts = ledger.counts(conn, day)
