@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import textwrap
+from email import policy as email_policy
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from newsletter.errors import ProjectError, SettingsError
 from newsletter.settings import find_project, load_settings, secret_key
@@ -105,3 +107,179 @@ def test_secret_key_from_the_environment_wins(tmp_path: Path) -> None:
     key = "from-env-" + "k" * 32
     assert secret_key(settings, environ={"NEWSLETTER_SECRET_KEY": key}) == key.encode()
     assert not (tmp_path / "subscribers" / "secret.key").exists()
+
+
+# --- issue 11: neutral defaults, sender values checked when the settings load ---------------------
+
+SAMPLE_CONTENT = ("Sample Security Bulletin", "nuclear, biological", "Missile Defense", "Policy",
+                  "1 Example Street", "SSB", "ssb.")
+
+
+def test_missing_keys_get_neutral_defaults_not_the_sample_newsletter(tmp_path: Path) -> None:
+    settings = load_settings(write_config(tmp_path, """
+        [sender]
+        from = "Jo's Letter <jo@letter.example.net>"
+    """))
+    shown = repr(settings)
+    assert [text for text in SAMPLE_CONTENT if text in shown] == []
+    assert settings.issue.sections == ("News",) and settings.issue.default_section == "News"
+    assert settings.sender.postal_address == "" and settings.newsletter.tagline == ""
+    assert settings.sender.list_id == "letter.example.net"  # the From domain
+    assert settings.newsletter.short_name == settings.newsletter.name
+
+
+def test_own_sections_without_default_section_work_for_every_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    write_config(tmp_path, """
+        [sender]
+        from = "Jo <jo@letter.example.net>"
+
+        [issue]
+        sections = ["World", "Sport"]
+    """)
+    assert load_settings(tmp_path).issue.default_section == "World"
+    (tmp_path / "people.csv").write_text("email,name\nada@example.org,Ada\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["--project", str(tmp_path), "subscribers", "import", str(tmp_path / "people.csv")])
+    assert result.exit_code == 0, result.output
+    day = tmp_path / "articles" / "2026-11-26"
+    day.mkdir(parents=True)
+    (day / "note.txt").write_text("A plain note\n\nIt names no section.\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["--project", str(tmp_path), "build", "--date", "2026-11-26"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('from = "@"', "sender.from '@'"),
+        ('from = "The List"', "sender.from 'The List' is not an address"),
+        ('from = "Jo <jo@example.org>\\r\\nBcc: all@example.org"', "sender.from: contains the control character U+000D"),
+        ('from = "Jo <jo@example.org\\nBcc: all@example.org>"', "sender.from: contains the control character U+000A"),
+        ('from = "=?utf-8?q?Jo?= <jo@example.org>"', "sender.from: looks like an RFC 2047 encoded word"),
+        ('from = "Smith, Jo <jo@example.org>"', "does not read as one address"),
+        ('from = "Jo <jo@example.org>, Eve <eve@example.net>"', "is not an address"),
+        ('from = "Jö <jö@example.org>"', "the part before @ must be ASCII"),
+        ('reply_to = "editors"', "sender.reply_to 'editors'"),
+        ('reply_to = "ed@example.org\\u2028Bcc: x@example.org"', "sender.reply_to: contains the control character U+2028"),
+        ('unsubscribe_mailto = "Jo <jo@example.org>"', "sender.unsubscribe_mailto 'Jo <jo@example.org>' is not an address"),
+        ('unsubscribe_mailto = "out@example.org?subject=x"', "sender.unsubscribe_mailto"),
+        ('list_id = "bulletin"', "sender.list_id 'bulletin' is not a list id"),
+        ('list_id = "a b.example.org"', "sender.list_id 'a b.example.org' is not a list id"),
+        ('list_id = "=?utf-8?q?x?=.example.org"', "sender.list_id: looks like an RFC 2047 encoded word"),
+    ],
+)
+def test_bad_sender_value_is_refused_at_load_naming_file_and_key(tmp_path: Path, toml: str, expected: str) -> None:
+    write_config(tmp_path, "[sender]\n" + toml + "\n")
+    with pytest.raises(SettingsError) as err:
+        load_settings(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'newsletter.toml'}: sender.")
+    assert expected in str(err.value)
+
+
+def test_check_refuses_from_at_sign_naming_the_setting(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    write_config(tmp_path, '[sender]\nfrom = "@"\n')
+    result = CliRunner().invoke(app, ["--project", str(tmp_path), "check", "--date", "2026-11-26"])
+    assert result.exit_code == 1
+    assert f"Error: {tmp_path / 'newsletter.toml'}: sender.from '@'" in result.output
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1.0"])
+def test_catch_up_hours_must_be_a_finite_number(tmp_path: Path, value: str) -> None:
+    write_config(tmp_path, f"[schedule]\ncatch_up_hours = {value}\n")
+    with pytest.raises(SettingsError, match=r"newsletter.toml: schedule.catch_up_hours must be a finite number"):
+        load_settings(tmp_path)
+
+
+def toml_string(value: str) -> str:
+    """VALUE as a TOML basic string, every control character escaped."""
+    escaped = (f"\\u{ord(c):04X}" if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in '"\\' else c for c in value)
+    return '"' + "".join(escaped) + '"'
+
+
+@given(name=st.text(max_size=30), local=st.text(max_size=12))
+@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_from_that_loads_makes_a_one_line_header_with_that_address(tmp_path: Path, name: str, local: str) -> None:
+    value = f"{name} <{local}@example.org>"
+    (tmp_path / "newsletter.toml").write_text(f"[sender]\nfrom = {toml_string(value)}\n", encoding="utf-8")
+    try:
+        settings = load_settings(tmp_path)
+    except SettingsError as err:
+        assert str(err).startswith(f"{tmp_path / 'newsletter.toml'}: sender.from")
+        return
+    header = email_policy.SMTP.header_factory("From", settings.sender.from_address)
+    assert not any(ch in settings.sender.from_address for ch in "\r\n\x00")
+    assert "=?" not in settings.sender.from_address
+    assert [a.addr_spec for a in header.addresses] == [f"{local}@example.org"]
+
+
+# --- issue 11: the key that signs every unsubscribe link is never silently replaced ------------------
+
+def test_init_makes_the_secret_key_owner_only(project: Path) -> None:
+    key = project / "subscribers" / "secret.key"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    assert len(key.read_bytes().strip()) >= 32
+
+
+@pytest.fixture
+def sent_project(project: Path, runner) -> Path:
+    """An init project that has sent today's issue to one subscriber."""
+    from newsletter.cli import app
+
+    for args in (["subscribers", "add", "ada@example.org", "--name", "Ada"], ["send"]):
+        result = runner.invoke(app, ["--project", str(project), *args])
+        assert result.exit_code == 0, result.output
+    return project
+
+
+def _break_key(key: Path, how: str) -> None:
+    if how == "missing":
+        key.unlink()
+    elif how == "empty":
+        key.write_bytes(b"")
+    elif how == "short":
+        key.write_bytes(b"0123456789abcdef\n")  # 16 bytes
+    elif how == "unreadable":
+        key.unlink()
+        key.mkdir()  # root reads any file whatever its mode; nobody reads a folder as a file
+
+
+@pytest.mark.parametrize("how", ["missing", "empty", "short", "unreadable"])
+@pytest.mark.parametrize("command", [["send"], ["preview", "--subscriber", "ada@example.org", "--text"],
+                                     ["send", "--test-to", "proof@example.org"], ["serve", "--port", "1"]])
+def test_a_broken_key_after_a_send_is_an_error_naming_the_file(
+    sent_project: Path, runner, how: str, command: list[str]
+) -> None:
+    from newsletter.cli import app
+
+    key = sent_project / "subscribers" / "secret.key"
+    _break_key(key, how)
+    def state() -> tuple[bool, bytes | None]:
+        return key.exists(), key.read_bytes() if key.is_file() else None
+
+    before = state()
+    result = runner.invoke(app, ["--project", str(sent_project), *command])
+    assert result.exit_code == 1, result.output
+    assert f"Error: {key}: " in result.output
+    assert state() == before  # nothing made in its place
+
+
+def test_a_project_that_never_sent_gets_a_new_key_on_first_use(project: Path, runner) -> None:
+    from newsletter.cli import app
+
+    (project / "subscribers" / "secret.key").unlink()
+    result = runner.invoke(app, ["--project", str(project), "send"])
+    assert result.exit_code == 0, result.output
+    assert len((project / "subscribers" / "secret.key").read_bytes().strip()) == 64
+
+
+def test_a_short_key_from_the_environment_is_refused(tmp_path: Path) -> None:
+    settings = load_settings(write_config(tmp_path, ""))
+    with pytest.raises(SettingsError, match="NEWSLETTER_SECRET_KEY: the key must be at least 32 bytes"):
+        secret_key(settings, environ={"NEWSLETTER_SECRET_KEY": "short"})
