@@ -32,6 +32,7 @@ from newsletter.tokens import ADDED
 logger = logging.getLogger(__name__)
 
 ARTICLE_SUFFIXES = (".md", ".txt")
+MAX_ARTICLE_BYTES = 2 * 1024 * 1024  # refused unread: far above any real article, far below a hang
 NOTE_FILE = "_note.md"
 FEATURE_FILE = "_feature.md"
 NOTE_TITLE = "Note to our readers"
@@ -340,9 +341,15 @@ class _FileReader:
 
     def _text(self) -> str | None:
         try:
-            data = self.path.read_bytes()
+            with self.path.open("rb") as f:
+                # at most one byte past the limit: a huge file is never read whole, let alone parsed
+                data = f.read(MAX_ARTICLE_BYTES + 1)
         except OSError as err:
             self.problem(f"cannot be read: {err.strerror or err}")
+            return None
+        if len(data) > MAX_ARTICLE_BYTES:
+            self.problem(f"is over {MAX_ARTICLE_BYTES:,} bytes, the most an article file may hold; "
+                         "an email is clipped at about 100 KB anyway (is this the right file?)")
             return None
         if b"\x00" in data:
             offset = data.index(b"\x00")

@@ -16,6 +16,7 @@ from newsletter.builder import MONTHS, citations
 from newsletter.check import CheckReport, Finding, check_issue, check_rendered, citation_problem, format_report
 from newsletter.cli import app
 from newsletter.pipeline import prepare_issue
+from newsletter.project import POSTAL_PLACEHOLDER
 from newsletter.rules import Rule
 from newsletter.settings import load_settings
 
@@ -328,3 +329,17 @@ def test_a_bad_date_is_an_error_line(runner, sample_project):
     result = runner.invoke(app, ["--project", str(sample_project), "check", "--date", "2026-11-31"])
     assert result.exit_code == 1
     assert "Error: --date '2026-11-31': expected a date as YYYY-MM-DD" in result.output
+
+
+@pytest.mark.parametrize("postal", ["", "   ", POSTAL_PLACEHOLDER])
+def test_an_empty_or_placeholder_postal_address_is_an_error(runner, tmp_path, postal):
+    folder = small_project(tmp_path)
+    config = folder / "newsletter.toml"
+    text = re.sub(r'postal_address = ".*"', f"postal_address = {json.dumps(postal)}", config.read_text(encoding="utf-8"))
+    config.write_text(text, encoding="utf-8")
+    result = runner.invoke(app, ["--project", str(folder), "check", "--date", DAY.isoformat()])
+    assert result.exit_code == 1, result.output
+    assert "ERROR   newsletter.toml: [sender] postal_address is " in result.output
+    assert "bulk mail must carry the sender's postal address" in result.output
+    result = runner.invoke(app, ["--project", str(folder), "send", "--date", DAY.isoformat()])
+    assert result.exit_code == 1 and "nothing was sent" in result.output

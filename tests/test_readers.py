@@ -456,3 +456,15 @@ def test_errors_carry_one_finding_per_problem_in_the_order_of_their_text(project
     err = caught.value
     assert [str(f) for f in err.findings] == str(err).splitlines()
     assert len(err.findings) == 2 and all(f.severity == "error" for f in err.findings)
+
+
+def test_an_article_over_the_size_limit_is_refused_unparsed_naming_the_file(project):
+    from newsletter.readers import MAX_ARTICLE_BYTES
+
+    body = "---\ntitle: [unclosed\n---\n" + "A huge paste. " * (MAX_ARTICLE_BYTES // 14 + 1)
+    write(project, "huge.md", body)
+    write(project, "fine.md", GOOD)
+    message = error_of(project)
+    # one problem, about the size: the broken front matter was never parsed
+    assert message == (f"articles/{DAY}/huge.md: is over {MAX_ARTICLE_BYTES:,} bytes, the most an article "
+                       "file may hold; an email is clipped at about 100 KB anyway (is this the right file?)")
