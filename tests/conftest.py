@@ -28,6 +28,11 @@ def project(tmp_path: Path, runner: CliRunner) -> Path:
     folder = tmp_path / "project"
     result = runner.invoke(app, ["init", str(folder)])
     assert result.exit_code == 0, result.output
+    return fill_postal_address(folder)
+
+
+def fill_postal_address(folder: Path) -> Path:
+    """Replace the postal address placeholder `newsletter init` writes, as `newsletter check` asks."""
     config = folder / "newsletter.toml"
     config.write_text(config.read_text(encoding="utf-8").replace(POSTAL_PLACEHOLDER, POSTAL_ADDRESS), encoding="utf-8")
     return folder

@@ -28,6 +28,8 @@ from newsletter import store
 from newsletter.cli import TEST_PAUSE_AFTER, app
 from newsletter.delivery.outbox import file_name
 
+from conftest import fill_postal_address
+
 pytestmark = pytest.mark.slow  # 20 and 10 real sends killed mid-way, then run to the end
 
 ACTIVE = 3000
@@ -53,7 +55,7 @@ def project(tmp_path: Path) -> Path:
     folder = tmp_path / "p"
     result = CliRunner().invoke(app, ["init", str(folder)])
     assert result.exit_code == 0, result.output
-    config = folder / "newsletter.toml"
+    config = fill_postal_address(folder) / "newsletter.toml"
     config.write_text(config.read_text().replace("batch_size = 500", f"batch_size = {BATCH_SIZE}"))
     for day in (KILL_DAY, TERM_DAY):
         (folder / "articles" / day).mkdir(parents=True)

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from newsletter import store
 from newsletter.cli import TEST_PAUSE_AFTER, app
 
+from conftest import fill_postal_address
 from factories import LoopbackController
 
 pytestmark = pytest.mark.slow  # 20 and 10 real sends killed mid-way, then run to the end
@@ -65,7 +66,7 @@ def server():
 def project(tmp_path: Path, server) -> Path:
     folder = tmp_path / "p"
     assert CliRunner().invoke(app, ["init", str(folder)]).exit_code == 0
-    config = folder / "newsletter.toml"
+    config = fill_postal_address(folder) / "newsletter.toml"
     text = config.read_text().replace('transport = "outbox"', 'transport = "smtp"').replace("concurrency = 4",
                                                                                           "concurrency = 3")
     text = text.replace('host = "localhost"', 'host = "127.0.0.1"').replace("port = 587", f"port = {server.port}")
