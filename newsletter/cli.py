@@ -858,6 +858,19 @@ def schedule_command(
 
 
 def main() -> None:
-    """Run the command line."""
-    app(prog_name="newsletter")
+    """Run the command line; a disk or database fault no library call turned into an error is one line too."""
+    import sqlite3
+
+    try:
+        app(prog_name="newsletter")
+    except OSError as err:  # a full disk, a read-only file system: name the file, not a traceback
+        where = f"{err.filename}: " if err.filename else ""
+        typer.echo(f"Error: {where}{err.strerror or err}", err=True)
+        sys.exit(1)
+    except sqlite3.Error as err:
+        from newsletter.store import describe
+
+        path = settings().database_path
+        typer.echo(f"Error: {path}: the subscriber database failed: {describe(path, err)}", err=True)
+        sys.exit(1)
 

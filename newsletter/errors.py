@@ -68,3 +68,7 @@ class DeliveryError(NewsletterError):
 
 class LockedError(NewsletterError):
     """Another sender holds the project's send lock."""
+
+
+class StoreError(NewsletterError):
+    """The subscriber database cannot be opened or written (full disk, read-only, damaged)."""

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from newsletter.errors import NewsletterError
+from newsletter.errors import NewsletterError, StoreError
 from newsletter.files import PRIVATE_FILE, private_dir
 
 BUSY_TIMEOUT_MS = 30_000
+FULL_BELOW_BYTES = 64 * 1024  # a write failed and less than this is free: say the disk is full
 
 # Each entry moves the schema from version N to N+1; never edit one that has shipped, add another.
 MIGRATIONS: tuple[str, ...] = (
@@ -137,12 +138,12 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn)
+    except StoreError:
+        raise
     except NewsletterError as err:
         raise NewsletterError(f"{path}: {err}") from err
-    except sqlite3.DatabaseError as err:
-        raise NewsletterError(f"{path}: cannot open the subscriber database: {err}") from err
-    except OSError as err:
-        raise NewsletterError(f"{path}: cannot open the subscriber database: {err.strerror or err}") from err
+    except (sqlite3.DatabaseError, OSError) as err:
+        raise StoreError(f"{path}: cannot open the subscriber database: {describe(path, err)}") from err
     return conn
 
 
@@ -185,15 +186,65 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 @contextlib.contextmanager
 def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Run the block in one BEGIN IMMEDIATE transaction: commit on success, roll back on any error."""
-    conn.execute("BEGIN IMMEDIATE")
+    """Run the block in one BEGIN IMMEDIATE transaction: commit on success, roll back on any error.
+
+    A database that cannot be written (full disk, read-only, corrupted) raises StoreError naming
+    the file and the cause; the transaction is rolled back, so nothing of the block is recorded.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as err:
+        raise _store_error(conn, err) from err
     try:
         yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
+    except BaseException as err:
+        _rollback(conn)
+        if type(err) in _STORAGE_ERRORS:
+            raise _store_error(conn, err) from err
         raise
-    else:
+    try:
         conn.execute("COMMIT")
+    except sqlite3.Error as err:
+        _rollback(conn)
+        raise _store_error(conn, err) from err
+
+
+# what a full disk, a read-only file and a corrupted file raise (IntegrityError and the like are
+# about the data, and stay as they are for the caller)
+_STORAGE_ERRORS = (sqlite3.OperationalError, sqlite3.DatabaseError)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:  # SQLite may have rolled back on its own after an I/O error
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _store_error(conn: sqlite3.Connection, err: sqlite3.Error) -> StoreError:
+    try:
+        path = Path(conn.execute("PRAGMA database_list").fetchone()[2])
+    except (sqlite3.Error, TypeError):
+        path = Path("the subscriber database")
+    return StoreError(f"{path}: cannot write the subscriber database: {describe(path, err)}; nothing of this "
+                      "change was recorded")
+
+
+def describe(path: Path, err: Exception) -> str:
+    """Return ERR's text and, when the file system tells, the likely cause."""
+    text = getattr(err, "strerror", None) or str(err)
+    try:
+        stats = os.statvfs(path.parent)
+    except OSError:
+        stats = None
+    if stats is not None and stats.f_flag & os.ST_RDONLY:
+        return f"{text} (the file system is read-only)"
+    if any(words in text for words in ("I/O error", "disk is full", "File too large", "No space left")):
+        if stats is not None and stats.f_bavail * stats.f_frsize < FULL_BELOW_BYTES:
+            return f"{text} (the disk is full)"
+        return f"{text} (is the disk full, or a file-size limit set?)"
+    if "malformed" in text or "not a database" in text:
+        return f"{text} (the file is damaged: restore it from a backup)"
+    return text
 
 
 def backup(conn: sqlite3.Connection, target: Path) -> None:

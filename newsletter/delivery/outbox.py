@@ -206,6 +206,12 @@ class OutboxTransport:
             raise DeliveryError(f"{self.tmp}: cannot write a message: {err.strerror or err}") from err
         return Staged(tuple(names), Delivered(tuple(sid for sid, _ in names), tuple(failed), nbytes))
 
+    def discard(self, staged: Staged) -> None:
+        """Remove STAGED's files from tmp/ (written, never committed)."""
+        for _, name in staged.names:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.tmp, name))
+
     def commit(self, staged: Staged) -> None:
         """Make STAGED's files durable, link them into new/ and make new/ durable.
 

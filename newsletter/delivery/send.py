@@ -300,6 +300,7 @@ def _send_batches(
     if progress:
         progress(0, todo)
     in_flight: tuple[Staged, Future] | None = None
+    staged: Staged | None = None
     with ThreadPoolExecutor(1, thread_name_prefix="outbox-commit") as committer:
         try:
             while True:
@@ -312,10 +313,15 @@ def _send_batches(
                 totals["skipped"] += claim.skipped
                 staged = transport.stage(claim.rows, personalize)
                 if in_flight is not None:
-                    in_flight[1].result()
-                    record(in_flight[0])
-                in_flight = staged, committer.submit(transport.commit, staged)
+                    previous, in_flight = in_flight, None  # a failure here is not recorded twice
+                    previous[1].result()
+                    record(previous[0])
+                in_flight, staged = (staged, committer.submit(transport.commit, staged)), None
         finally:
+            # a batch written to tmp/ but never committed (the database failed meanwhile) is
+            # removed: its rows stay claimed, and the next send finds no file and writes them again
+            if staged is not None:
+                transport.discard(staged)
             # the batch in flight is finished and recorded before leaving, even on an error
             # elsewhere, so a stop or a failure never leaves a durable file unrecorded needlessly
             if in_flight is not None:
