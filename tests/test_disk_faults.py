@@ -117,7 +117,8 @@ def test_a_damaged_database_is_one_line_naming_it(project: Path) -> None:
     assert run(project, "subscribers", "add", "ada@example.org").returncode == 0
     database.write_bytes(os.urandom(database.stat().st_size))
     for args in (["subscribers", "count"], ["send"], ["subscribers", "add", "bob@example.org"]):
-        assert_one_error_line(run(project, *args), database, "file is not a database")
+        line = assert_one_error_line(run(project, *args), database, "file is not a database")
+        assert line.endswith("(the file is damaged: restore it from a backup)")
 
 
 def test_a_database_damaged_after_its_header_is_one_line_naming_it(template_project: Path, tmp_path: Path) -> None:
