@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from newsletter import store
-from newsletter.errors import NewsletterError
+from newsletter.errors import NewsletterError, StoreError
 
 
 def tables(conn: sqlite3.Connection) -> set[str]:
@@ -110,7 +110,7 @@ def test_write_takes_the_write_lock_at_begin(tmp_path):
     other.execute("PRAGMA busy_timeout = 0")
     with store.write(holder):
         # BEGIN IMMEDIATE: a second writer is refused at BEGIN, not half-way through its changes
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
+        with pytest.raises(StoreError, match=f"^{path}: cannot write the subscriber database: database is locked"):
             with store.write(other):
                 pass
         # readers are not blocked (WAL)
