@@ -870,7 +870,8 @@ def main() -> None:
     except sqlite3.Error as err:
         from newsletter.store import describe
 
-        path = settings().database_path
+        loaded = _state._settings
+        path = loaded.database_path if loaded else Path("the subscriber database")
         typer.echo(f"Error: {path}: the subscriber database failed: {describe(path, err)}", err=True)
         sys.exit(1)
 
