@@ -161,7 +161,8 @@ def _make_private(path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             mode = os.stat(name).st_mode
             if mode & 0o077:  # made by an older version, or under a loose umask
-                os.chmod(name, mode & 0o700)
+                with contextlib.suppress(OSError):  # a read-only file system: tightened next time
+                    os.chmod(name, mode & 0o700)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
