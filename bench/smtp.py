@@ -58,7 +58,7 @@ def start_sink(tool: str, port: int) -> subprocess.Popen:
             return process
         except OSError:
             if process.poll() is not None:
-                raise SystemExit(f"smtp-sink did not start: {process.stderr.read().decode()}")
+                raise SystemExit(f"smtp-sink did not start: {process.stderr.read().decode()}") from None
             time.sleep(0.05)
     process.kill()
     raise SystemExit("smtp-sink did not start listening within 5 s")

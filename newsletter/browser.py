@@ -42,11 +42,12 @@ class Browser:
     """One headless Chromium with one tab, used as a context manager."""
 
     def __init__(self, executable: str | None = None, *, timeout: float = 30.0, offline: bool = True) -> None:
-        self.executable = executable or find_chromium()
-        if self.executable is None:
+        found = executable or find_chromium()
+        if found is None:
             raise BrowserError(
                 "chromium not found on PATH: install it (Debian: apt-get install chromium) to take screenshots"
             )
+        self.executable: str = found
         self.timeout = timeout
         self.offline = offline  # every host name fails to resolve: remote images never load
         self._proc: subprocess.Popen | None = None

@@ -184,7 +184,7 @@ def _is_article_file(path: Path) -> bool:
 
 def article_days(articles_dir: Path) -> list[date]:
     """Return the sorted days whose YYYY-MM-DD folder holds at least one article file."""
-    days = []
+    days: list[date] = []
     if not articles_dir.is_dir():
         return days
     for folder in articles_dir.iterdir():

@@ -191,7 +191,7 @@ def load_settings(root: Path) -> Settings:
         raise ProjectError(f"{path}: not found; create a project with `newsletter init DIR`") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise SettingsError(f"{path}: {err}") from err
-    sections: dict[str, object] = {}
+    sections: dict[str, typing.Any] = {}
     for name, value in raw.items():
         if name not in _SECTIONS:
             raise SettingsError(
@@ -241,7 +241,7 @@ def _coerce(path: Path, key: str, value: object, hint: object) -> object:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
+        value = float(value) if ok else value  # type: ignore[arg-type]  # ok: an int or a float
     elif hint is str:
         ok = isinstance(value, str)
     else:  # pragma: no cover - a new field type needs a rule here
@@ -346,7 +346,7 @@ def _check_mailbox(path: Path, key: str, value: str, *, named: bool) -> None:
 
     match = _MAILBOX.fullmatch(value)
     address = match and (match["angle"] if match["angle"] is not None else match["bare"])
-    if not address or (not named and match["angle"] is not None):
+    if match is None or not address or (not named and match["angle"] is not None):
         shape = "'Name <list@example.org>' or 'list@example.org'" if named else "'list@example.org'"
         raise SettingsError(f"{path}: {key} {value!r} is not an address such as {shape}")
     try:

@@ -201,7 +201,7 @@ def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     except BaseException as err:
         _rollback(conn)
         if type(err) in _STORAGE_ERRORS:
-            raise _store_error(conn, err) from err
+            raise _store_error(conn, err) from err  # type: ignore[arg-type]  # an exact type of sqlite3.Error
         raise
     try:
         conn.execute("COMMIT")

@@ -104,7 +104,7 @@ def test_send_writes_one_parseable_message_per_active_subscriber(settings, conn,
     messages = parsed_outbox(settings)
     assert sorted(messages) == sorted(active)
     assert not set(gone) & set(messages)
-    for address, message in messages.items():
+    for message in messages.values():
         assert message["Subject"] == "MDB November 26: Talks resume"
         assert message["Message-ID"]
         assert "The interceptor talks resumed." in body_text(message)

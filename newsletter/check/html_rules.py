@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 from collections.abc import Iterator
 
 from newsletter.check.context import Context, declarations, in_article_body, text_of
@@ -77,7 +78,7 @@ def styles(ctx: Context) -> Iterator[Finding]:
                           "inlined", blame(not_inlined[0]))
 
 
-def _declared(sheet) -> list[tuple[str, object]]:
+def _declared(sheet) -> list[tuple[str, Any]]:
     """Return (selector, property) of every declaration of SHEET, inside @media too."""
     found = []
     for rule in sheet.cssRules:
@@ -194,6 +195,7 @@ def preheader(ctx: Context) -> Iterator[Finding]:
         return
     if holder is not first:
         yield warning(Rule.PREHEADER, "the preheader is not the first element in <body>", where)
+    assert holder is not None  # mypy loses the narrowing across the yield above
     style = dict(declarations(holder.get("style") or ""))
     hidden = style.get("display", "").startswith("none") or (
         style.get("max-height", "").startswith("0") and style.get("overflow", "").startswith("hidden"))

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import sqlite3
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -279,7 +279,7 @@ class WebApp:
     # ------------------------------------------------------------------ errors
 
     @staticmethod
-    def not_allowed(allow: str) -> Callable[[Request], Response]:
+    def not_allowed(allow: str) -> Callable[[Request], Awaitable[Response]]:
         """Return an endpoint answering 405 with ALLOW (so the archive's files do not answer 404)."""
         async def endpoint(request: Request) -> Response:
             raise HTTPException(405, headers={"Allow": allow})
@@ -322,7 +322,7 @@ async def read_form(request: Request, limit: int = FORM_LIMIT) -> dict[str, str]
             raise HTTPException(400, "The form could not be read.") from err
         return dict(pairs)
     if content_type == "multipart/form-data":
-        async def replay() -> AsyncIterator[bytes]:
+        async def replay() -> AsyncGenerator[bytes, None]:
             yield bytes(body)
             yield b""
 
