@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from newsletter import store
+from newsletter import events, store
 from newsletter.errors import ImportFileError, SubscriberError
+from newsletter.events import Event, Kind
 from newsletter.subscribers import (
     ACTIVE, BOUNCED, EXPORT_COLUMNS, PENDING, UNSUBSCRIBED, clean_name, normalize_email, unescape_cell, writing,
 )
@@ -353,14 +354,21 @@ def _existing(conn: sqlite3.Connection, keys: list[str]) -> dict[str, sqlite3.Ro
     return found
 
 
+def _change_kind(before: str, after: str) -> Kind:
+    if after == ACTIVE:
+        return Kind.CONFIRMED if before == PENDING else Kind.RESUBSCRIBED
+    return Kind.BOUNCED if after == BOUNCED else Kind.UNSUBSCRIBED
+
+
 def _plan(
     conn: sqlite3.Connection, wanted: dict[str, _Wanted], resubscribe: bool, report: ImportReport
-) -> tuple[list[tuple], list[tuple]]:
-    """Compare the file with the list; count the outcome in REPORT and return (inserts, updates)."""
+) -> tuple[list[tuple], list[tuple], list[Event]]:
+    """Compare the file with the list; count the outcome in REPORT; return (inserts, updates, their events)."""
     now = store.now_iso()
     existing = _existing(conn, list(wanted))
     inserts: list[tuple] = []
     updates: list[tuple] = []
+    changes: list[Event] = []
     for key, row in wanted.items():
         current = existing.get(key)
         if current is None:
@@ -385,6 +393,8 @@ def _plan(
         name = row.name or current["name"]
         if status != current["status"] or name != current["name"]:
             updates.append((name, status, now, current["id"]))
+        if status != current["status"]:
+            changes.append(Event(current["id"], _change_kind(current["status"], status), events.IMPORT, now))
         if kept:
             report.kept_unsubscribed += 1
         elif status != current["status"] or name != current["name"]:
@@ -392,7 +402,7 @@ def _plan(
         else:
             report.unchanged += 1
     report.merged.sort(key=lambda m: m.line)
-    return inserts, updates
+    return inserts, updates, changes
 
 
 def _invalid_error(path: Path, problems: list[RowProblem]) -> ImportFileError:
@@ -432,12 +442,16 @@ def import_file(
         _plan(conn, wanted, resubscribe, report)
         return report
     with writing(conn, str(path)):
-        inserts, updates = _plan(conn, wanted, resubscribe, report)
+        inserts, updates, changes = _plan(conn, wanted, resubscribe, report)
+        last_id = conn.execute("SELECT coalesce(max(id), 0) FROM subscribers").fetchone()[0]
         conn.executemany(
             "INSERT INTO subscribers (email, email_key, name, status, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             inserts,
         )
         conn.executemany("UPDATE subscribers SET name = ?, status = ?, updated_at = ? WHERE id = ?", updates)
+        now = store.now_iso()
+        added = conn.execute("SELECT id FROM subscribers WHERE id > ?", (last_id,))
+        events.record_many(conn, [*changes, *(Event(row[0], Kind.IMPORTED, events.IMPORT, now) for row in added)])
     logger.info("imported %s: %d added, %d updated", path, report.added, report.updated)
     return report

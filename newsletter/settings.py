@@ -96,6 +96,12 @@ class WebSettings:
     request_timeout: float = 10.0  # seconds a client has to send a request's headers, and again its body
 
 
+@dataclass(frozen=True)
+class BouncesSettings:
+    soft_limit: int = 3  # temporary bounces on this many different days (within window_days) mark an address bounced
+    window_days: int = 14
+
+
 # The toml name of each section, and the toml names that differ from the field names.
 _SECTIONS: dict[str, type] = {
     "newsletter": NewsletterSettings,
@@ -106,6 +112,7 @@ _SECTIONS: dict[str, type] = {
     "smtp": SmtpSettings,
     "dkim": DkimSettings,
     "web": WebSettings,
+    "bounces": BouncesSettings,
 }
 _TOML_NAMES = {("sender", "from_address"): "from"}  # field name -> toml key
 
@@ -127,6 +134,7 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    bounces: BouncesSettings = field(default_factory=BouncesSettings)
 
     def __post_init__(self) -> None:
         # the defaults that follow other settings, filled once here so every reader sees the value
@@ -293,6 +301,8 @@ def _check_values(path: Path, settings: Settings) -> None:
         if getattr(settings.delivery, key) < 0:
             raise SettingsError(f"{path}: delivery.{key} must not be negative (0 means no limit)")
     _check_web(path, settings.web)
+    if settings.bounces.soft_limit < 1 or settings.bounces.window_days < 1:
+        raise SettingsError(f"{path}: bounces.soft_limit and bounces.window_days must be at least 1")
 
 
 def _check_web(path: Path, web: WebSettings) -> None:

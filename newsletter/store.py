@@ -119,6 +119,25 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outgoing_mail_due ON outgoing_mail (next_attempt_at, id)
     """,
+    # 7: what happened to each subscriber and why (events.py): sign-ups, confirmations, imports,
+    # unsubscribes and the bounces and complaints that come back after a send. `dedupe_key` (the
+    # report's Message-ID and VERP tag, or a webhook's event id) makes a report processed twice
+    # change nothing; `status` is a DSN status code such as 5.1.1, `detail` its diagnostic text.
+    """
+    CREATE TABLE subscriber_events (
+        id             INTEGER PRIMARY KEY,
+        subscriber_id  INTEGER,
+        at             TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        source         TEXT NOT NULL DEFAULT '',
+        status         TEXT NOT NULL DEFAULT '',
+        detail         TEXT NOT NULL DEFAULT '',
+        issue_day      TEXT,
+        dedupe_key     TEXT UNIQUE
+    );
+    CREATE INDEX subscriber_events_subscriber ON subscriber_events (subscriber_id, kind, at);
+    CREATE INDEX subscriber_events_issue ON subscriber_events (issue_day, kind)
+    """,
 )
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TextIO
 
 
-from newsletter import addresses, store
+from newsletter import addresses, events, store
+from newsletter.events import Event, Kind
 from newsletter.errors import SubscriberError
 from newsletter.models import Subscriber
 
@@ -160,48 +161,86 @@ def add(conn: sqlite3.Connection, email: str, name: str = "", resubscribe: bool 
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (normalized, key, name, ACTIVE, now, now),
             )
-            return AddResult(_row(conn, key), "added")  # type: ignore[arg-type]
+            added = _row(conn, key)
+            events.record(conn, Event(added.id, Kind.SUBSCRIBED, events.CLI, now))  # type: ignore[union-attr]
+            return AddResult(added, "added")  # type: ignore[arg-type]
         if existing.status == ACTIVE:
             return AddResult(existing, "unchanged")
         if existing.status == PENDING:
             # the editors add it by hand: that is the confirmation the web sign-up waits for
+            now = store.now_iso()
             conn.execute(
                 "UPDATE subscribers SET status = ?, name = ?, updated_at = ? WHERE id = ?",
-                (ACTIVE, name or existing.name, store.now_iso(), existing.id),
+                (ACTIVE, name or existing.name, now, existing.id),
             )
+            events.record(conn, Event(existing.id, Kind.CONFIRMED, events.CLI, now))
             return AddResult(_row(conn, key), "added")  # type: ignore[arg-type]
         if not resubscribe:
             raise SubscriberError(
                 f"{existing.email} is {existing.status}; if they asked to join again, "
                 "add it with --resubscribe"
             )
+        now = store.now_iso()
         conn.execute(
             "UPDATE subscribers SET status = ?, name = ?, updated_at = ? WHERE id = ?",
-            (ACTIVE, name or existing.name, store.now_iso(), existing.id),
+            (ACTIVE, name or existing.name, now, existing.id),
         )
+        events.record(conn, Event(existing.id, Kind.RESUBSCRIBED, events.CLI, now))
         return AddResult(_row(conn, key), "resubscribed")  # type: ignore[arg-type]
 
 
-def _change_status(conn: sqlite3.Connection, email: str, status: str, only_from: tuple[str, ...]) -> StatusChange:
+def _transition(
+    conn: sqlite3.Connection, subscriber: Subscriber, status: str, allowed: bool, event: tuple[Kind, str] | None,
+    at: str = "",
+) -> StatusChange:
+    """Inside a write transaction: set SUBSCRIBER's STATUS if ALLOWED, recording EVENT (kind, source) if so."""
+    if not allowed:
+        return StatusChange(subscriber, subscriber.status)
+    at = at or store.now_iso()
+    conn.execute("UPDATE subscribers SET status = ?, updated_at = ? WHERE id = ?", (status, at, subscriber.id))
+    if event is not None:
+        events.record(conn, Event(subscriber.id, event[0], event[1], at))
+    return StatusChange(_row(conn, subscriber.email_key), subscriber.status)  # type: ignore[arg-type]
+
+
+def _change_status(
+    conn: sqlite3.Connection, email: str, status: str, only_from: tuple[str, ...], event: tuple[Kind, str],
+) -> StatusChange:
     with writing(conn, _show(email.strip())):
         subscriber = _require(conn, email)
-        if subscriber.status in only_from:
-            conn.execute(
-                "UPDATE subscribers SET status = ?, updated_at = ? WHERE id = ?",
-                (status, store.now_iso(), subscriber.id),
-            )
-            return StatusChange(_row(conn, subscriber.email_key), subscriber.status)  # type: ignore[arg-type]
-        return StatusChange(subscriber, subscriber.status)
+        return _transition(conn, subscriber, status, subscriber.status in only_from, event)
 
 
-def unsubscribe(conn: sqlite3.Connection, email: str) -> StatusChange:
+def unsubscribe(conn: sqlite3.Connection, email: str, source: str = events.CLI) -> StatusChange:
     """Unsubscribe EMAIL (an active or pending subscriber); a bounced or unsubscribed one stays as it is."""
-    return _change_status(conn, email, UNSUBSCRIBED, only_from=(ACTIVE, PENDING))
+    return _change_status(conn, email, UNSUBSCRIBED, (ACTIVE, PENDING), (Kind.UNSUBSCRIBED, source))
 
 
 def resubscribe(conn: sqlite3.Connection, email: str) -> StatusChange:
     """Make an unsubscribed or bounced EMAIL active again (they asked to rejoin)."""
-    return _change_status(conn, email, ACTIVE, only_from=(UNSUBSCRIBED, BOUNCED))
+    return _change_status(conn, email, ACTIVE, (UNSUBSCRIBED, BOUNCED), (Kind.RESUBSCRIBED, events.CLI))
+
+
+def find_in(conn: sqlite3.Connection, email: str = "", subscriber_id: int | None = None) -> Subscriber | None:
+    """Return the subscriber with SUBSCRIBER_ID, else with EMAIL (any letter case), or None; never raises."""
+    if subscriber_id is not None:
+        return get_id(conn, subscriber_id)
+    try:
+        _, key = normalize_email(email)
+    except SubscriberError:
+        return None
+    return _row(conn, key)
+
+
+def leave_in(conn: sqlite3.Connection, subscriber: Subscriber, status: str, at: str) -> StatusChange:
+    """Inside a write transaction: move an active or pending SUBSCRIBER to BOUNCED or UNSUBSCRIBED.
+
+    The caller (feedback.py) records the event that says why; a subscriber already gone stays as
+    they are (a bounce does not turn an unsubscribe into a bounce, nor the other way round).
+    """
+    if status not in (BOUNCED, UNSUBSCRIBED):
+        raise ValueError(f"{status!r}: a subscriber leaves as bounced or unsubscribed")
+    return _transition(conn, subscriber, status, subscriber.status in (ACTIVE, PENDING), None, at)
 
 
 def set_status(conn: sqlite3.Connection, subscriber_id: int, status: str) -> bool:
@@ -222,25 +261,18 @@ def set_status(conn: sqlite3.Connection, subscriber_id: int, status: str) -> boo
 
 def _change_status_by_id(
     conn: sqlite3.Connection, subscriber_id: int, status: str, only_from: tuple[str, ...],
-    also: Callable[[Subscriber], bool] = lambda subscriber: False,
+    event: tuple[Kind, str], also: Callable[[Subscriber], bool] = lambda subscriber: False,
 ) -> StatusChange | None:
     with writing(conn, f"subscriber {subscriber_id}"):
-        row = conn.execute(f"SELECT {_COLUMNS} FROM subscribers WHERE id = ?", (subscriber_id,)).fetchone()
-        if row is None:
+        subscriber = get_id(conn, subscriber_id)
+        if subscriber is None:
             return None
-        subscriber = Subscriber(**dict(row))
-        if subscriber.status in only_from or also(subscriber):
-            conn.execute(
-                "UPDATE subscribers SET status = ?, updated_at = ? WHERE id = ?",
-                (status, store.now_iso(), subscriber_id),
-            )
-            return StatusChange(_row(conn, subscriber.email_key), subscriber.status)  # type: ignore[arg-type]
-        return StatusChange(subscriber, subscriber.status)
+        return _transition(conn, subscriber, status, subscriber.status in only_from or also(subscriber), event)
 
 
-def unsubscribe_id(conn: sqlite3.Connection, subscriber_id: int) -> StatusChange | None:
+def unsubscribe_id(conn: sqlite3.Connection, subscriber_id: int, source: str = events.LINK) -> StatusChange | None:
     """Unsubscribe the subscriber with SUBSCRIBER_ID (an unsubscribe link); None if they were erased."""
-    return _change_status_by_id(conn, subscriber_id, UNSUBSCRIBED, only_from=(ACTIVE, PENDING))
+    return _change_status_by_id(conn, subscriber_id, UNSUBSCRIBED, (ACTIVE, PENDING), (Kind.UNSUBSCRIBED, source))
 
 
 def confirm_id(conn: sqlite3.Connection, subscriber_id: int, *, unsubscribed_at: str = "") -> StatusChange | None:
@@ -252,7 +284,7 @@ def confirm_id(conn: sqlite3.Connection, subscriber_id: int, *, unsubscribed_at:
     def rejoins(subscriber: Subscriber) -> bool:
         return bool(unsubscribed_at) and (subscriber.status, subscriber.updated_at) == (UNSUBSCRIBED, unsubscribed_at)
 
-    return _change_status_by_id(conn, subscriber_id, ACTIVE, only_from=(PENDING,), also=rejoins)
+    return _change_status_by_id(conn, subscriber_id, ACTIVE, (PENDING,), (Kind.CONFIRMED, events.WEB), also=rejoins)
 
 
 def sign_up(conn: sqlite3.Connection, email: str) -> AddResult:
@@ -272,7 +304,9 @@ def sign_up(conn: sqlite3.Connection, email: str) -> AddResult:
             " VALUES (?, ?, '', ?, ?, ?)",
             (normalized, key, PENDING, now, now),
         )
-        return AddResult(_row(conn, key), "pending")  # type: ignore[arg-type]
+        added = _row(conn, key)
+        events.record(conn, Event(added.id, Kind.SUBSCRIBED, events.WEB, now))  # type: ignore[union-attr]
+        return AddResult(added, "pending")  # type: ignore[arg-type]
 
 
 def remove(conn: sqlite3.Connection, email: str) -> Subscriber:
@@ -280,6 +314,7 @@ def remove(conn: sqlite3.Connection, email: str) -> Subscriber:
     with writing(conn, _show(email.strip())):
         subscriber = _require(conn, email)
         conn.execute("DELETE FROM deliveries WHERE subscriber_id = ?", (subscriber.id,))
+        events.erase(conn, subscriber.id)
         conn.execute("DELETE FROM subscribers WHERE id = ?", (subscriber.id,))
     logger.info("erased subscriber %s", subscriber.id)
     return subscriber

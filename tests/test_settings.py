@@ -56,6 +56,7 @@ def test_unknown_section_is_named(tmp_path: Path) -> None:
         ("[newsletter]\ntimezone = 'Mars/Olympus'", "newsletter.timezone 'Mars/Olympus' is not a known time zone"),
         ("[newsletter]\nbase_url = 'http://x.example'", "newsletter.base_url must start with https://"),
         ("[issue]\ndefault_section = 'Sports'", "issue.default_section 'Sports' is not in issue.sections"),
+        ("[bounces]\nsoft_limit = 0", "bounces.soft_limit and bounces.window_days must be at least 1"),
     ],
 )
 def test_wrong_value_names_key_and_expectation(tmp_path: Path, toml: str, expected: str) -> None:
