@@ -21,7 +21,7 @@ HARD, SOFT = FeedbackKind.HARD_BOUNCE, FeedbackKind.SOFT_BOUNCE
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(root=tmp_path)
+    return Settings(root=tmp_path).replace("sender", list_id="ssb.newsletter.example.org")
 
 
 def kinds(conn, email: str) -> list[tuple[str, str]]:
