@@ -16,3 +16,12 @@ def test_the_code_passes_the_linter(command):
     result = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, f"{' '.join(command)} reports:\n{result.stdout}{result.stderr}"
+
+
+def test_every_subpackage_is_in_the_wheel():
+    """setuptools takes an explicit package list: a new subpackage left out would be missing when installed."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "newsletter").rglob("__init__.py")}
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
