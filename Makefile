@@ -28,8 +28,11 @@ demo: $(BIN)/newsletter
 test: $(BIN)/newsletter
 	$(BIN)/python -m pytest -q
 
+# the three benchmarks at small sizes (a quick look, about a minute); README gives the full-size runs
 bench: $(BIN)/newsletter
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/outbox.py --subscribers 2000 --runs 1 --reference-sample 50
+	$(BIN)/python bench/smtp.py --subscribers 1000 --runs 1 --reference-sample 50
+	$(BIN)/python bench/import_bench.py 10000
 
 clean:
 	rm -rf $(VENV) outbox/20* subscribers/*.db subscribers/*.db-* 

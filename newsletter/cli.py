@@ -714,15 +714,14 @@ def _report_send(report, when: date) -> None:
     if report.expired:
         typer.echo(f"Expired {report.expired:,} unsent message(s) of earlier issues (a later issue has started)")
     plural = "" if report.written == 1 else "s"
-    where = _shown(report.outbox) + "/" if report.outbox else f"{report.server} by SMTP"
+    where = _shown(report.destination) + "/" if isinstance(report.destination, Path) else report.destination
     typer.echo(f"Sent {report.written:,} message{plural} in {report.seconds:.2f} s "
                f"({report.rate:,.0f} messages/s) to {where}")
     if report.skipped:
         typer.echo(f"Skipped {report.skipped:,} subscriber(s) who left after the send started")
     if report.failed:
-        what = "were refused by the server" if report.transport == "smtp" else "could not be made"
         bounced = f" ({report.bounced:,} bounced: those subscribers are now marked bounced)" if report.bounced else ""
-        typer.echo(f"Warning: {report.failed:,} message(s) {what}{bounced}; see `newsletter status --date {when}`",
+        typer.echo(f"Warning: {report.failed:,} message(s) {report.failed_means}{bounced}; see `newsletter status --date {when}`",
                    err=True)
     if report.in_doubt:
         typer.echo(f"Warning: {report.in_doubt:,} message(s) in doubt (the connection dropped after the final \".\"); "
@@ -735,8 +734,8 @@ def _report_send(report, when: date) -> None:
         typer.echo(f"{report.waiting_retries:,} message(s) deferred by the server (4xx), next retry at "
                    f"{report.next_retry_at or 'once due'}: run `newsletter send --date {when}` again then "
                    "(or with --retry-now)")
-    if report.transport == "outbox":
-        typer.echo("To deliver by SMTP instead, set [delivery] transport = \"smtp\" in newsletter.toml")
+    if report.hint:
+        typer.echo(report.hint)
 
 
 @app.command("status")

@@ -1,17 +1,30 @@
 """Delivery: the ledger and its transports.
 
-`send_issue` sends one day's issue to every subscriber exactly once, by the outbox transport (a
-Maildir of .eml files) or by SMTP; `send_proofs` sends [TEST] copies to a few addresses without
-touching the ledger; `issue_status` reports where a day's issue stands. The ledger (`ledger.py`)
-holds the state machine of RELIABILITY.md, `outbox.py` the crash-safe file writer, `smtp.py` the
-connection pool with its throttle, retries and circuit breaker, `lock.py` the one-sender lock.
+`send_issue` sends one day's issue to every subscriber exactly once, handing the ledger's claims to a
+`Transport` (transport.py): the outbox (a Maildir of .eml files, outbox.py) or SMTP (a pool of
+connections with its throttle, retries and circuit breaker, smtp.py; one connection is
+connection.py, the wire bytes wire.py, reading a refusal replies.py). `send_proofs` sends [TEST]
+copies to a few addresses without touching the ledger; `issue_status` reports where a day's issue
+stands. The ledger (`ledger.py`) holds the state machine of RELIABILITY.md, `lock.py` the
+one-sender lock. `sending.send_day` is the way in: it checks the issue, then sends it.
 """
 
-from newsletter.delivery.ledger import IssueStatus
-from newsletter.delivery.lock import send_lock
-from newsletter.delivery.send import (
-    IssueChangedError, ProofReport, SendReport, issue_status, send_issue, send_proofs,
-)
+import importlib
 
-__all__ = ["IssueChangedError", "IssueStatus", "ProofReport", "SendReport", "issue_status", "send_issue",
-           "send_lock", "send_proofs"]
+# names are loaded on first use, so that the CLI can name a transport without loading the senders
+_HOMES = {
+    "InDoubt": "ledger", "IssueState": "ledger", "IssueStatus": "ledger", "State": "ledger",
+    "send_lock": "lock",
+    "IssueChangedError": "send", "ProofReport": "send", "SendReport": "send", "issue_status": "send",
+    "send_issue": "send", "send_proofs": "send",
+    "Transport": "transport", "TransportName": "transport",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
+
+__all__ = sorted(_HOMES)

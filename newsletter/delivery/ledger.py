@@ -12,23 +12,36 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from enum import StrEnum
 
 from newsletter import store
 from newsletter.models import Subscriber
 
-# The delivery states (RELIABILITY.md): pending → claimed → data_sent → sent | retry | failed |
-# in_doubt | skipped. The outbox transport only needs pending, claimed, sent and skipped.
-PENDING, CLAIMED, DATA_SENT, SENT = "pending", "claimed", "data_sent", "sent"
-RETRY, FAILED, IN_DOUBT, SKIPPED = "retry", "failed", "in_doubt", "skipped"
-STATES: tuple[str, ...] = (PENDING, CLAIMED, DATA_SENT, SENT, RETRY, FAILED, IN_DOUBT, SKIPPED)
+class State(StrEnum):
+    """A delivery row's state (RELIABILITY.md): pending → claimed → data_sent → sent | retry | failed |
+    in_doubt | skipped. The outbox transport only needs pending, claimed, sent and skipped."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    DATA_SENT = "data_sent"
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    IN_DOUBT = "in_doubt"
+    SKIPPED = "skipped"
+
+
+PENDING, CLAIMED, DATA_SENT, SENT = State.PENDING, State.CLAIMED, State.DATA_SENT, State.SENT
+RETRY, FAILED, IN_DOUBT, SKIPPED = State.RETRY, State.FAILED, State.IN_DOUBT, State.SKIPPED
+STATES: tuple[State, ...] = tuple(State)
 # Rows in these states still owe the subscriber a message: while any remain the issue is not done.
-UNFINISHED: tuple[str, ...] = (PENDING, CLAIMED, DATA_SENT, RETRY)
+UNFINISHED: tuple[State, ...] = (PENDING, CLAIMED, DATA_SENT, RETRY)
 
 # Which state may follow which; `set_state` refuses anything else.
 # (pending, retry and in_doubt rows may fail as `expired` when the next day's issue starts; an
 # in_doubt row goes back to retry once under the default in-doubt policy; a failed row goes back to
 # retry only when the operator asks, `send --retry-failed`, and never a bounced or expired one)
-TRANSITIONS: dict[str, frozenset[str]] = {
+TRANSITIONS: dict[State, frozenset[State]] = {
     PENDING: frozenset({CLAIMED, SKIPPED, FAILED}),
     CLAIMED: frozenset({DATA_SENT, SENT, RETRY, FAILED, PENDING, SKIPPED}),
     DATA_SENT: frozenset({SENT, RETRY, FAILED, IN_DOUBT}),
@@ -39,8 +52,34 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     SKIPPED: frozenset(),
 }
 
-ISSUE_SENDING, ISSUE_PAUSED, ISSUE_DONE = "sending", "paused", "done"
-NOT_STARTED = "not started"
+
+class IssueState(StrEnum):
+    """A day's issue: not started (no row yet), sending, paused (by the breaker) or done."""
+
+    NOT_STARTED = "not started"
+    SENDING = "sending"
+    PAUSED = "paused"
+    DONE = "done"
+
+
+ISSUE_SENDING, ISSUE_PAUSED, ISSUE_DONE = IssueState.SENDING, IssueState.PAUSED, IssueState.DONE
+NOT_STARTED = IssueState.NOT_STARTED
+
+
+class Reason(StrEnum):
+    """Why a row failed."""
+
+    BOUNCED = "bounced"  # the mailbox does not exist: the subscriber is marked bounced
+    REJECTED = "rejected"  # the server refused this message
+    EXPIRED = "expired"  # a later day's issue started first
+    UNBUILDABLE = "unbuildable"  # the message could not be made (a bad name)
+
+
+class InDoubt(StrEnum):
+    """What a send does with rows whose message may or may not have arrived."""
+
+    RETRY = "retry"  # once more, same Message-ID: nobody missed, perhaps a second copy
+    SKIP = "skip"  # leave them in doubt: nobody twice, perhaps one missed
 
 
 @dataclass(frozen=True)
@@ -49,7 +88,7 @@ class FrozenIssue:
 
     day: date
     number: int
-    status: str
+    status: IssueState
     subject: str
     html: str
     text: str
@@ -85,7 +124,7 @@ class Problem:
     """A row a person should look at: failed, in doubt, or delivered after an attempt in doubt."""
 
     email: str
-    state: str
+    state: State
     reason: str  # failed: bounced, rejected, expired, unbuildable; else ""
     reply: str  # the server's last reply, or what went wrong
     attempts: int
@@ -102,10 +141,10 @@ class IssueStatus:
     """A day's issue as the ledger sees it: its state and the number of rows in each state."""
 
     day: date
-    state: str
+    state: IssueState
     subject: str = ""
     number: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[State, int] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()
     next_retry_at: str | None = None
 
@@ -145,7 +184,7 @@ def frozen_issue(conn: sqlite3.Connection, day: date) -> FrozenIssue | None:
     ).fetchone()
     if row is None:
         return None
-    return FrozenIssue(day, row["number"], row["status"], row["subject"], row["html"], row["text"],
+    return FrozenIssue(day, row["number"], IssueState(row["status"]), row["subject"], row["html"], row["text"],
                        row["sha256"], row["created_at"], row["structure"])
 
 
@@ -273,10 +312,10 @@ def set_state(
     conn: sqlite3.Connection,
     day: date,
     subscriber_ids: Iterable[int],
-    state: str,
+    state: State,
     *,
     now: str,
-    expected: str | None = None,
+    expected: State | None = None,
     reply: str | None = None,
     next_attempt_at: str | None = None,
 ) -> int:
@@ -310,7 +349,7 @@ def set_state(
         return conn.total_changes - before
 
 
-def rows_in_state(conn: sqlite3.Connection, day: date, state: str, batch: int = 1000):
+def rows_in_state(conn: sqlite3.Connection, day: date, state: State, batch: int = 1000):
     """Yield (subscriber_id, message_id) of DAY's rows in STATE, reading BATCH rows at a time."""
     last = -1
     while True:
@@ -326,7 +365,7 @@ def rows_in_state(conn: sqlite3.Connection, day: date, state: str, batch: int = 
         last = rows[-1]["subscriber_id"]
 
 
-def counts(conn: sqlite3.Connection, day: date) -> dict[str, int]:
+def counts(conn: sqlite3.Connection, day: date) -> dict[State, int]:
     """Return the number of DAY's rows in each state (zero for states no row is in)."""
     found = dict(conn.execute(
         "SELECT state, count(*) FROM deliveries WHERE issue_day = ? GROUP BY state", (day.isoformat(),)
@@ -362,8 +401,8 @@ def issue_status(conn: sqlite3.Connection, day: date) -> IssueStatus:
 
 # --- SMTP outcomes, recovery and policies ---------------------------------------------------------
 
-REASON_BOUNCED, REASON_REJECTED, REASON_EXPIRED = "bounced", "rejected", "expired"
-IN_DOUBT_POLICIES = ("retry", "skip")
+REASON_BOUNCED, REASON_REJECTED, REASON_EXPIRED = Reason.BOUNCED, Reason.REJECTED, Reason.EXPIRED
+IN_DOUBT_POLICIES: tuple[InDoubt, ...] = tuple(InDoubt)
 
 
 @dataclass(frozen=True)
@@ -371,9 +410,9 @@ class Outcome:
     """The result of one SMTP attempt, as the ledger records it."""
 
     subscriber_id: int
-    state: str  # SENT, RETRY, FAILED or IN_DOUBT
+    state: State  # SENT, RETRY, FAILED or IN_DOUBT
     reply: str = ""
-    reason: str = ""  # FAILED: bounced or rejected
+    reason: str = ""  # FAILED: a Reason
     retry_at: str | None = None  # RETRY (and IN_DOUBT under the retry policy): when it is due
     bounce: bool = False  # also mark the subscriber bounced: later issues skip them
 
@@ -385,7 +424,7 @@ def record(
     data_sent: Iterable[int] = (),
     outcomes: Iterable[Outcome] = (),
     now: str,
-    in_doubt: str = "retry",
+    in_doubt: InDoubt = InDoubt.RETRY,
 ) -> None:
     """Record, in one transaction, rows about to get their body (`data_sent`) and attempts' results.
 
@@ -458,15 +497,15 @@ def recover_interrupted(conn: sqlite3.Connection, day: date, *, now: str) -> tup
     return retried, doubted
 
 
-def apply_in_doubt_policy(conn: sqlite3.Connection, day: date, policy: str, *, now: str) -> int:
+def apply_in_doubt_policy(conn: sqlite3.Connection, day: date, policy: InDoubt | str, *, now: str) -> int:
     """Under `retry`, send rows in doubt for the first time again (same Message-ID); return how many.
 
     Under `skip` they stay `in_doubt` (at most once) and are reported; a later send with
     `--in-doubt retry` may still retry them.
     """
     if policy not in IN_DOUBT_POLICIES:
-        raise ValueError(f"in-doubt policy must be one of {IN_DOUBT_POLICIES}, not {policy!r}")
-    if policy == "skip":
+        raise ValueError(f"in-doubt policy must be 'retry' or 'skip', not {policy!r}")
+    if policy == InDoubt.SKIP:
         return 0
     with store.write(conn):
         return conn.execute(
@@ -537,7 +576,7 @@ def expire_superseded(conn: sqlite3.Connection, *, now: str) -> dict[date, int]:
     return expired
 
 
-def set_issue_state(conn: sqlite3.Connection, day: date, state: str, *, now: str) -> None:
+def set_issue_state(conn: sqlite3.Connection, day: date, state: IssueState, *, now: str) -> None:
     """Mark DAY's issue `sending` or `paused` (a done issue stays done)."""
     if state not in (ISSUE_SENDING, ISSUE_PAUSED):
         raise ValueError(f"an issue cannot be set to {state!r}")
@@ -559,7 +598,7 @@ def problems(conn: sqlite3.Connection, day: date) -> tuple[Problem, ...]:
         "SELECT email, state, reason, last_reply, attempts, doubted, updated_at FROM deliveries"
         " WHERE issue_day = ? AND (state IN ('failed', 'in_doubt') OR doubted > 0) ORDER BY email",
         (day.isoformat(),)).fetchall()
-    return tuple(Problem(*row) for row in rows)
+    return tuple(Problem(row[0], State(row[1]), *row[2:]) for row in rows)
 
 
 def sent_since(conn: sqlite3.Connection, since: str, *, from_day: date, limit: int) -> list[str]:

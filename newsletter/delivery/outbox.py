@@ -15,31 +15,32 @@ import errno
 import hashlib
 import logging
 import os
+import re
+import secrets
+import socket
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from newsletter.delivery import ledger
+from newsletter.delivery.transport import Claims, Copy, Options, ProofReport, Recovery, Totals, TransportName
 from newsletter.errors import DeliveryError, NewsletterError
 from newsletter.files import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_DIR, fsync_dir, make_dirs, write_atomic
 from newsletter.models import Subscriber
+from newsletter.settings import Settings
+
+if TYPE_CHECKING:
+    from newsletter.messages import MessageTemplate
 
 logger = logging.getLogger(__name__)
 
 _FSYNC_THREADS = 8
 _FADVISE = hasattr(os, "posix_fadvise") and hasattr(os, "POSIX_FADV_DONTNEED")  # concurrent fsyncs let the file system commit them as a group
-
-
-@dataclass(frozen=True)
-class Recovery:
-    """What recovery found: rows whose file was already in new/, rows to write again, stray files."""
-
-    sent: int = 0
-    released: int = 0
-    removed: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def _load_syncfs() -> Callable[[int], None] | None:
     return syncfs
 
 
-class OutboxTransport:
+class DayMaildir:
     """Write each message of DAY's issue as a file into OUTBOX/DAY/mail/new/ (a Maildir)."""
 
     def __init__(self, outbox_dir: Path, day: date, *, sync: str = "auto") -> None:
@@ -141,25 +142,7 @@ class OutboxTransport:
                         self.maildir, len(sent), len(released), removed)
         return Recovery(len(sent), len(released), removed)
 
-    def write_public(self, html: str, text: str) -> None:
-        """Write the non-personal issue.html and issue.txt next to the Maildir, atomically."""
-        try:
-            write_atomic(self.folder, "issue.html", html.encode("utf-8"))
-            write_atomic(self.folder, "issue.txt", text.encode("utf-8"))
-        except OSError as err:
-            raise DeliveryError(f"{self.folder}: cannot write the issue files: {err}") from err
-
     # ------------------------------------------------------------------ one batch
-
-    def deliver(
-        self,
-        batch: Sequence[ledger.Claimed],
-        personalize: Callable[[Subscriber], bytes],
-    ) -> Delivered:
-        """Write BATCH's messages and move them durably into new/ (`stage`, then `commit`)."""
-        staged = self.stage(batch, personalize)
-        self.commit(staged)
-        return staged.delivered
 
     def stage(
         self,
@@ -274,3 +257,131 @@ def _fsync_path(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# --- the transport ---------------------------------------------------------------------------------
+
+CONFIRMATIONS_FOLDER = "_confirmations"
+
+
+class OutboxTransport:
+    """The outbox transport: each message a file in OUTBOX_DIR (a Maildir per issue, one for the rest)."""
+
+    name = TransportName.OUTBOX
+    failed_means = "could not be made"
+    hint = 'To deliver by SMTP instead, set [delivery] transport = "smtp" in newsletter.toml'
+
+    def __init__(self, outbox_dir: Path, *, sync: str = "auto", batch_size: int = 500) -> None:
+        self.outbox_dir = outbox_dir
+        self.sync = sync
+        self.batch_size = batch_size
+        self._maildirs: dict[date, DayMaildir] = {}
+
+    def maildir(self, day: date) -> DayMaildir:
+        """Return DAY's Maildir, created (and its folders made durable) on first use."""
+        if day not in self._maildirs:
+            maildir = DayMaildir(self.outbox_dir, day, sync=self.sync)
+            maildir.open()
+            self._maildirs[day] = maildir
+        return self._maildirs[day]
+
+    def destination(self, day: date) -> Path:
+        return DayMaildir(self.outbox_dir, day, sync="fsync").new
+
+    def recover(self, conn: sqlite3.Connection, day: date, *, now: str) -> Recovery:
+        return self.maildir(day).recover(conn, now=now)
+
+    def deliver(self, claims: Claims, template: MessageTemplate) -> Totals:
+        """Claim, stage, commit and record batches until none is left or the stop is set.
+
+        Batch k+1 is personalized and written into tmp/ while a second thread makes batch k durable,
+        so the CPU and the disk work at the same time. Batch k's rows are recorded `sent` (in this
+        thread, which owns the connection) only after its commit has returned.
+        """
+        maildir = self.maildir(claims.day)
+        totals = Totals()
+        started = time.perf_counter()
+        claims.done(0)
+        in_flight: tuple[Staged, Future] | None = None
+        staged: Staged | None = None
+
+        def settle(flight: tuple[Staged, Future]) -> None:
+            flight[1].result()
+            _record(claims, flight[0].delivered, totals)
+            claims.done(totals.written + totals.skipped + totals.failed)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="outbox-commit") as committer:
+            try:
+                while not claims.stop.is_set():
+                    claim = claims.take(self.batch_size)
+                    if not claim.rows and not claim.skipped:
+                        break
+                    totals.skipped += claim.skipped
+                    staged = maildir.stage(claim.rows, template.personalize)
+                    if in_flight is not None:
+                        previous, in_flight = in_flight, None  # a failure here is not recorded twice
+                        settle(previous)
+                    in_flight, staged = (staged, committer.submit(maildir.commit, staged)), None
+                totals.stopped = claims.stop.is_set()
+            finally:
+                # a batch written to tmp/ but never committed (the database failed meanwhile) is
+                # removed: its rows stay claimed, and the next send finds no file and writes them again
+                if staged is not None:
+                    maildir.discard(staged)
+                # the batch in flight is finished and recorded before leaving, even on an error
+                # elsewhere, so a stop or a failure never leaves a durable file unrecorded needlessly
+                if in_flight is not None:
+                    settle(in_flight)
+        totals.seconds = time.perf_counter() - started
+        return totals
+
+    def deliver_copies(self, copies: Sequence[Copy], *, day: date, moment: datetime) -> ProofReport:
+        """Write each copy into outbox/DAY/proofs/ as an .eml file."""
+        folder = self.outbox_dir / day.isoformat() / "proofs"
+        files = []
+        for n, copy in enumerate(copies):
+            safe = re.sub(r"[^A-Za-z0-9@._+-]", "_", copy.recipient)
+            files.append(write_atomic(folder, f"{moment:%Y%m%dT%H%M%S}-{n}-{safe}.eml", copy.raw))
+        return ProofReport(self.name, tuple(copy.recipient for copy in copies), files=tuple(files))
+
+    def deliver_one(self, raw: bytes, recipient: str) -> Path:
+        """Write RAW into outbox/_confirmations/mail/new/ (tmp/, made durable, renamed into new/)."""
+        maildir = self.outbox_dir / CONFIRMATIONS_FOLDER / "mail"
+        try:
+            for folder in ("tmp", "new", "cur"):
+                (maildir / folder).mkdir(parents=True, exist_ok=True)
+            name = _unique_name()
+            staged = write_atomic(maildir, f"tmp/{name}", raw)  # fsynced, inside the Maildir
+            target = maildir / "new" / name
+            os.rename(staged, target)
+            fsync_dir(target.parent)
+        except OSError as err:
+            raise DeliveryError(f"{maildir}: cannot write the message: {err}") from err
+        logger.info("wrote a message to %s into %s", recipient, target)
+        return target
+
+    def close(self) -> None:
+        self._maildirs.clear()
+
+
+def from_settings(settings: Settings, options: Options) -> OutboxTransport:
+    """Return the outbox transport of SETTINGS."""
+    return OutboxTransport(settings.outbox_dir, sync=options.sync, batch_size=settings.delivery.batch_size)
+
+
+def _record(claims: Claims, delivered: Delivered, totals: Totals) -> None:
+    """Record a committed batch: its files are durable in new/, so its rows are sent."""
+    ledger.set_state(claims.conn, claims.day, delivered.written, ledger.SENT, now=claims.now(),
+                     expected=ledger.CLAIMED)
+    for subscriber_id, reason in delivered.failed:
+        ledger.set_state(claims.conn, claims.day, [subscriber_id], ledger.FAILED, now=claims.now(),
+                         expected=ledger.CLAIMED, reply=reason)
+    totals.written += len(delivered.written)
+    totals.failed += len(delivered.failed)
+    totals.nbytes += delivered.nbytes
+
+
+def _unique_name() -> str:
+    # the Maildir convention: time, something unique on this host, the host name
+    host = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
+    return f"{time.time_ns()}.P{os.getpid()}R{secrets.token_hex(6)}.{host}.eml"

@@ -1,0 +1,395 @@
+"""One SMTP connection: the [smtp] settings checked, a session opened, one message sent per call.
+
+`SmtpConnection.send` sends one message to one recipient and says what came of it (an `Attempt`);
+trouble that is not about one recipient (a login, TLS, a sender the server refuses) is raised as
+`ConnectionTrouble`, which the pool turns into its circuit breaker. How a refusal is read (whom
+it blames) is `replies.py`'s job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from enum import StrEnum
+
+from newsletter.delivery.replies import Blame, classify
+from newsletter.delivery.wire import stuff
+from newsletter.errors import DeliveryError, NewsletterError, SettingsError
+from newsletter.settings import Settings, smtp_password
+
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """Where and how to connect, checked once before anything is claimed."""
+
+    host: str
+    port: int
+    security: str  # starttls | ssl | none
+    username: str
+    password: str = field(repr=False)
+    timeout: float
+    sender: str  # the envelope sender (MAIL FROM): the From address
+    context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def smtp_config(settings: Settings, environ: Mapping[str, str] = os.environ) -> SmtpConfig:
+    """Return the [smtp] settings checked and ready; SettingsError names the setting at fault."""
+    from newsletter.messages import ascii_address
+
+    smtp = settings.smtp
+    where = f"{settings.root / 'newsletter.toml'}: [smtp]"
+    host = smtp.host.strip()
+    if not host or any(c.isspace() for c in host) or "/" in host:
+        raise SettingsError(f"{where} host {smtp.host!r} is not a host name or address")
+    if not 0 < smtp.port < 65536:
+        raise SettingsError(f"{where} port {smtp.port} is not between 1 and 65535")
+    if smtp.security not in ("starttls", "ssl", "none"):
+        raise SettingsError(f"{where} security must be 'starttls', 'ssl' or 'none', not {smtp.security!r}")
+    if not smtp.timeout > 0:
+        raise SettingsError(f"{where} timeout must be a positive number of seconds, not {smtp.timeout}")
+    password = smtp_password(environ)
+    if smtp.username and not password:
+        raise SettingsError(f"{where} username {smtp.username!r} is set but NEWSLETTER_SMTP_PASSWORD is empty; "
+                            "the password is read only from the environment")
+    if smtp.username and smtp.security == "none" and host not in ("localhost", "127.0.0.1", "::1"):
+        raise SettingsError(f"{where} security = 'none' would send the password for {smtp.username!r} "
+                            f"in clear text to {host}; use 'starttls' or 'ssl'")
+    context = None
+    if smtp.security != "none":
+        cafile = None
+        if smtp.ca_file:
+            path = settings.root / smtp.ca_file
+            if not path.is_file():
+                raise SettingsError(f"{where} ca_file {str(path)!r} does not exist")
+            cafile = str(path)
+        try:
+            context = ssl.create_default_context(cafile=cafile)
+        except ssl.SSLError as err:
+            raise SettingsError(f"{where} ca_file {cafile!r} is not a PEM certificate file: {err}") from err
+        if not smtp.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    try:
+        sender = ascii_address(parseaddr(settings.sender.from_address)[1])
+    except NewsletterError as err:
+        raise SettingsError(f"{settings.root / 'newsletter.toml'}: [sender] from: {err}") from err
+    return SmtpConfig(host, smtp.port, smtp.security, smtp.username, password, smtp.timeout, sender, context)
+
+
+# --- one connection -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reply:
+    """An SMTP reply: its code and text (multi-line replies joined with spaces)."""
+
+    code: int
+    text: str
+
+    @classmethod
+    def of(cls, code: int, message: bytes | str) -> Reply:
+        text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+        return cls(code, " ".join(text.split()))
+
+    @property
+    def enhanced(self) -> tuple[int, int, int] | None:
+        """The enhanced status code (RFC 3463) at the start of the text, as (class, subject, detail)."""
+        match = _ENHANCED.match(self.text)
+        return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".strip()
+
+
+class ConnectionTrouble(Exception):
+    """Not about one recipient: FATAL ones trip the breaker at once, others after a few in a row."""
+
+    def __init__(self, message: str, *, fatal: bool) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+class AttemptKind(StrEnum):
+    """What one attempt came to."""
+
+    SENT = "sent"  # 250 after the final "."
+    DEFERRED = "deferred"  # 4xx: try again later
+    REJECTED = "rejected"  # 5xx about this recipient or this message
+    DROPPED = "dropped"  # the connection dropped before the end of the body: safe to retry
+    IN_DOUBT = "in_doubt"  # dropped or timed out after the final ".": the server may have it
+    UNBUILDABLE = "unbuildable"  # the message could not be made: nothing was sent
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one attempt came to, with the reply that said so."""
+
+    kind: AttemptKind
+    reply: str
+    at_rcpt: bool = False
+    enhanced: tuple[int, int, int] | None = None
+    code: int = 0
+    blame: Blame | None = None  # rejected: whom the reply blames (replies.py)
+
+
+def _attempt(kind: AttemptKind, reply: Reply, *, at_rcpt: bool = False) -> Attempt:
+    return Attempt(kind, str(reply), at_rcpt, reply.enhanced, reply.code)
+
+
+class SmtpConnection:
+    """One SMTP session, opened on first use and reused for message after message."""
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self._smtp: smtplib.SMTP | None = None
+        self._pipelining = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._smtp is not None
+
+    def open(self) -> None:
+        """Connect, greet, start TLS, log in; raise ConnectionTrouble naming the host and the cause."""
+        config = self.config
+        where = config.where
+        smtp: smtplib.SMTP | None = None
+        try:
+            if config.security == "ssl":
+                smtp = smtplib.SMTP_SSL(timeout=config.timeout, context=config.context)
+            else:
+                smtp = smtplib.SMTP(timeout=config.timeout)
+            # the name TLS checks the certificate against (SMTP(host) would connect in __init__)
+            smtp._host = config.host
+            code, message = smtp.connect(config.host, config.port)
+            _no_delay(smtp.sock)
+            if code != 220:
+                raise ConnectionTrouble(f"{where}: the server refused the session: {Reply.of(code, message)}",
+                                        fatal=code >= 500)
+            smtp.ehlo_or_helo_if_needed()
+            if config.security == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise ConnectionTrouble(f"{where}: TLS error: the server does not offer STARTTLS "
+                                            "(set [smtp] security = 'ssl' for port 465, or 'none' for a local relay)",
+                                            fatal=True)
+                code, message = smtp.starttls(context=config.context)
+                smtp.ehlo()
+            if config.username:
+                smtp.login(config.username, config.password)
+            self._pipelining = smtp.has_extn("pipelining")
+        except ConnectionTrouble:
+            _close(smtp)
+            raise
+        except smtplib.SMTPAuthenticationError as err:
+            _close(smtp)
+            raise ConnectionTrouble(f"{where}: authentication failed for {config.username!r}: "
+                                    f"{Reply.of(err.smtp_code, err.smtp_error)}", fatal=True) from err
+        except smtplib.SMTPNotSupportedError as err:
+            _close(smtp)
+            raise ConnectionTrouble(f"{where}: the server offers no login (AUTH) for {config.username!r}; "
+                                    "is [smtp] security right?", fatal=True) from err
+        except ssl.SSLError as err:
+            _close(smtp)
+            raise ConnectionTrouble(f"{where}: TLS error: {err.reason or err}", fatal=True) from err
+        except ConnectionRefusedError as err:
+            _close(smtp)
+            raise ConnectionTrouble(f"{where}: connection refused (is the server running, and the port right?)",
+                                    fatal=True) from err
+        except socket.gaierror as err:
+            _close(smtp)
+            raise ConnectionTrouble(f"{where}: cannot resolve the host name: {err.strerror or err}",
+                                    fatal=True) from err
+        except smtplib.SMTPResponseException as err:
+            _close(smtp)
+            raise ConnectionTrouble(f"{where}: the server refused the session: "
+                                    f"{Reply.of(err.smtp_code, err.smtp_error)}", fatal=err.smtp_code >= 500) from err
+        except (smtplib.SMTPException, OSError) as err:
+            _close(smtp)
+            raise ConnectionTrouble(f"{where}: cannot open a session: {_cause(err)}", fatal=False) from err
+        except Exception as err:  # e.g. ValueError from the TLS settings: not worth a retry
+            _close(smtp)
+            raise ConnectionTrouble(f"{where}: cannot open a session: {err}", fatal=True) from err
+        self._smtp = smtp
+
+    def close(self) -> None:
+        """Say QUIT (politely, briefly) and close."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            _close(smtp)
+
+    def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        _close(smtp)
+
+    def send(self, recipient: str, data: bytes,
+             before_data: Callable[[], Callable[[], None]] | None = None) -> Attempt:
+        """Send one message to RECIPIENT; DATA is the output of `stuff`.
+
+        BEFORE_DATA runs once the server accepted the recipient: it asks for the ledger's
+        `data_sent` and returns a function that waits until that is durable. The body is written
+        meanwhile, all but the final ".": the server has the end of the message only after that
+        wait (RELIABILITY.md: a row that is not yet data_sent never had the end of its message),
+        so the commit's latency hides behind the transfer. Raises ConnectionTrouble only for a
+        sender the server refuses (not about one recipient); everything else is an Attempt.
+        """
+        smtp = self._smtp
+        assert smtp is not None, "open() first"
+        where = self.config.where
+        sent_end = False
+        try:
+            pipelined = self._pipelining
+            if pipelined:
+                # RFC 2920: MAIL, RCPT and DATA in one write (DATA last), then the three replies: one
+                # round trip instead of three. The body still waits for the ledger (before_data).
+                smtp.send(f"MAIL FROM:<{self.config.sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
+                mail, rcpt = Reply.of(*smtp.getreply()), Reply.of(*smtp.getreply())
+            else:
+                mail = Reply.of(*smtp.mail(self.config.sender))
+                rcpt = Reply.of(*smtp.rcpt(recipient)) if mail.code == 250 else None
+            if mail.code != 250 or rcpt is None or rcpt.code not in (250, 251):
+                refusal = mail if mail.code != 250 else rcpt
+                # pipelined, DATA was sent too: its reply (503/554, no valid recipient) is read and
+                # dropped; a server that said 354 anyway wants a body: that session is closed
+                late = Reply.of(*smtp.getreply()) if pipelined else None
+                self._after_refusal(late if late is not None and late.code == 354 else refusal)
+                if refusal is mail and mail.code >= 500:
+                    raise ConnectionTrouble(f"{where}: the server refuses the sender <{self.config.sender}>: {mail}",
+                                            fatal=True)
+                if refusal is mail:
+                    return _attempt(AttemptKind.DEFERRED, mail)
+                return self._refused(rcpt, recipient, "at RCPT", at_rcpt=True)
+            recorded = before_data() if before_data is not None else None
+            if not pipelined:
+                smtp.putcmd("data")
+            ready = Reply.of(*smtp.getreply())
+            if ready.code != 354:
+                self._after_refusal(ready)
+                return self._refused(ready, recipient, "at DATA")
+            body = memoryview(data)
+            smtp.sock.sendall(body[:-3])  # all but the final ".\r\n"
+            if recorded is not None:
+                recorded()
+            if _gave_up(smtp.sock):
+                # closed (or answered) before our final ".": the server cannot have the message
+                raise smtplib.SMTPServerDisconnected("the server closed the connection before the end of the message")
+            smtp.sock.sendall(body[-3:])
+            sent_end = True
+            final = Reply.of(*smtp.getreply())
+            if final.code == 421:
+                self._drop()
+            if final.code == 250:
+                return _attempt(AttemptKind.SENT, final)
+            return self._refused(final, recipient, "at the end of the message")
+        except ConnectionTrouble:
+            raise
+        except (smtplib.SMTPException, OSError) as err:
+            self._drop()
+            cause = f"{where}: {_cause(err)}"
+            if sent_end:
+                return Attempt(AttemptKind.IN_DOUBT, f"{cause} after the end of the message")
+            return Attempt(AttemptKind.DROPPED, cause)
+        except BaseException:
+            self._drop()  # never QUIT in the middle of a body: the server must discard it
+            raise
+
+    def _refused(self, reply: Reply, recipient: str, stage: str, *, at_rcpt: bool = False) -> Attempt:
+        """Return the Attempt for a refusal; raise ConnectionTrouble when it blames our side (replies.py)."""
+        if reply.code < 500:
+            return _attempt(AttemptKind.DEFERRED, reply, at_rcpt=at_rcpt)
+        blame = classify(reply.code, reply.text)
+        if blame is Blame.OURS:
+            raise ConnectionTrouble(f"{self.config.where}: {reply} (refused <{recipient}> {stage}; the reply blames "
+                                    "the sender, the relay or our settings, not the recipient)", fatal=True)
+        return Attempt(AttemptKind.REJECTED, str(reply), at_rcpt, reply.enhanced, reply.code, blame)
+
+    def _after_refusal(self, reply: Reply) -> None:
+        """Leave the session ready for the next message: RSET, or reconnect after a 421."""
+        if reply.code == 421 or reply.code == 354 or self._smtp is None:
+            self._drop()
+            return
+        try:
+            code, _ = self._smtp.rset()
+            if code != 250:
+                self._drop()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+
+def _no_delay(sock: socket.socket | None) -> None:
+    """Turn off Nagle's algorithm: commands and the final "." are small writes that must not wait
+    for the acknowledgement of the body (with delayed ACKs, that costs milliseconds per message)."""
+    try:
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+
+
+def _gave_up(sock: socket.socket) -> bool:
+    """Whether the server closed the connection, or said something, while it should wait for our "."."""
+    try:
+        poller = select.poll()  # not select.select: a process with many files has descriptors past 1024
+        poller.register(sock, select.POLLIN)
+        if not poller.poll(0) and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            return False
+        if isinstance(sock, ssl.SSLSocket):
+            return True  # a TLS record before our "." (a close_notify, an early reply): nothing to wait for
+        sock.recv(1, socket.MSG_PEEK)  # b"" at the end of the stream, or an early reply
+        return True
+    except (OSError, ValueError):
+        return True
+
+
+def _close(smtp: smtplib.SMTP | None) -> None:
+    if smtp is not None:
+        try:
+            smtp.close()
+        except OSError:
+            pass
+
+
+def _cause(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    if isinstance(err, (socket.timeout, TimeoutError)) or "timed out" in text:
+        return "no reply in time (timeout)"
+    if "Connection unexpectedly closed" in text or isinstance(err, smtplib.SMTPServerDisconnected):
+        return f"the connection dropped ({text})"
+    return text
+
+
+def send_one(settings: Settings, raw: bytes, recipient: str) -> None:
+    """Send RAW to RECIPIENT over one connection; DeliveryError names the host and the cause."""
+    send_message(smtp_config(settings), raw, recipient)
+
+
+def send_message(config: SmtpConfig, raw: bytes, recipient: str) -> None:
+    """Send RAW to RECIPIENT over one connection to CONFIG's server (see send_one)."""
+    from newsletter.messages import ascii_address
+
+    connection = SmtpConnection(config)
+    try:
+        connection.open()
+        attempt = connection.send(ascii_address(recipient), stuff(raw))
+    except ConnectionTrouble as err:
+        raise DeliveryError(str(err)) from err
+    finally:
+        connection.close()
+    if attempt.kind is not AttemptKind.SENT:
+        raise DeliveryError(f"{config.where}: not delivered to {recipient}: {attempt.reply}")
