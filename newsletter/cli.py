@@ -16,6 +16,8 @@ from typing import NoReturn, Optional
 
 import typer
 
+from newsletter.delivery.ledger import InDoubt
+from newsletter.delivery.transport import TransportName
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings, find_project, load_settings
 
@@ -511,27 +513,17 @@ class StatusFormat(str, enum.Enum):
     json = "json"
 
 
-class TransportChoice(str, enum.Enum):
-    outbox = "outbox"
-    smtp = "smtp"
-
-
-class InDoubtPolicy(str, enum.Enum):
-    retry = "retry"
-    skip = "skip"
-
-
 @app.command("send")
 def send_command(
     day: Optional[str] = typer.Option(None, "--date", "-d", help="The issue's day, YYYY-MM-DD (default: today)."),
     rebuild: bool = typer.Option(
         False, "--rebuild", help="The issue changed during its send: send the new version to those not yet written."
     ),
-    transport: Optional[TransportChoice] = typer.Option(
+    transport: Optional[TransportName] = typer.Option(
         None, "--transport", "-t", help="outbox (.eml files) or smtp (default: [delivery] transport)."
     ),
-    in_doubt: InDoubtPolicy = typer.Option(
-        InDoubtPolicy.retry, "--in-doubt",
+    in_doubt: InDoubt = typer.Option(
+        InDoubt.RETRY, "--in-doubt",
         help="Messages whose connection dropped after the final \".\": retry once with the same Message-ID "
              "(nobody missed, perhaps a second copy) or skip (nobody twice, perhaps one missed).",
     ),
@@ -546,62 +538,58 @@ def send_command(
     force: bool = typer.Option(False, "--force", help="Send even though `newsletter check` finds errors."),
 ) -> None:
     """Send the day's issue to every active subscriber, once each (by default as .eml files in outbox/)."""
-    import logging
-    import signal
     import threading
 
-    from newsletter import delivery
-    from newsletter.check import check_rendered, format_report
+    from newsletter.sending import CheckFailedError, send_day, stop_on_signals
 
     when = parse_day(day)
-    prepared = _prepare(when)
-    if prepared.skipped_reason:
-        typer.echo(prepared.skipped_reason)
-    if prepared.rendered is None:
-        return
     config = settings()
-    kind = transport.value if transport else config.delivery.transport
-    checked = check_rendered(prepared, config)
-    if checked.errors:
-        if not force:
-            typer.echo(format_report(checked), err=True)
-            fail(f"{when}: the check found {len(checked.errors)} error(s); nothing was sent "
-                 "(fix them, or send anyway with --force)")
-        logging.getLogger("newsletter.cli").warning("%s: sending despite %d check error(s) (--force)",
-                                                    when, len(checked.errors))
-        typer.echo(f"Warning: {when}: sending despite {len(checked.errors)} check error(s) because of --force",
-                   err=True)
-    if test_to:
-        _send_proofs(config, prepared.rendered, test_to, kind)
-        return
-    # SIGTERM (and Ctrl-C) end the send once the messages in flight are recorded
-    stop = threading.Event()
+
+    def checked(prepared, report) -> None:
+        _print_prepared(prepared)
+        if report.errors:
+            typer.echo(f"Warning: {when}: sending despite {len(report.errors)} check error(s) because of --force",
+                       err=True)
+
+    stop = threading.Event()  # SIGTERM (and Ctrl-C) end the send once the messages in flight are recorded
     pause_after = _test_pause_after()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with _send_progress(when) as shown:
+        with stop_on_signals(stop), _send_progress(when) as shown:
             progress = _pause_for_tests(shown, stop, pause_after) if pause_after is not None else shown
-            report = delivery.send_issue(store(), config, prepared.rendered, rebuild=rebuild,
-                                         progress=progress, stop=stop, transport=kind,
-                                         in_doubt=in_doubt.value, retry_now=retry_now, retry_failed=retry_failed)
+            result = send_day(config, when, transport=transport.value if transport else None, force=force,
+                              stop=stop, progress=progress, rebuild=rebuild, in_doubt=in_doubt.value,
+                              retry_now=retry_now, retry_failed=retry_failed, test_to=test_to or (),
+                              on_checked=checked)
+    except CheckFailedError as err:
+        from newsletter.check import format_report
+
+        _print_prepared(err.prepared)
+        typer.echo(format_report(err.report), err=True)
+        fail(err)
     except NewsletterError as err:
         fail(err)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    if result.check is None:  # nothing to send today (the empty policy)
+        _print_prepared(result.prepared)
+        return
+    if result.proofs is not None:
+        _report_proofs(result.proofs)
+        return
+    report = result.sent
     if retry_failed and not report.retried_failed:
         typer.echo(f"{when}: no failed message to send again (bounced and expired ones stay as they are)")
     _report_send(report, when)
 
 
-def _send_proofs(config: Settings, rendered, addresses: list[str], kind: str) -> None:
-    """Send [TEST] copies of RENDERED to ADDRESSES and say where they went."""
-    from newsletter import delivery
+def _print_prepared(prepared) -> None:
+    """Print what preparing the issue said: its warnings, and the empty policy's reason."""
+    for warning in prepared.warnings:
+        typer.echo(f"Warning: {warning}", err=True)
+    if prepared.skipped_reason:
+        typer.echo(prepared.skipped_reason)
 
-    try:
-        proof = delivery.send_proofs(config, rendered, addresses, transport=kind)
-    except NewsletterError as err:
-        fail(err)
+
+def _report_proofs(proof) -> None:
+    """Say where the [TEST] copies went."""
     if proof.files:
         for path in proof.files:
             typer.echo(f"Wrote a [TEST] copy to {_shown(path)}")
@@ -631,16 +619,20 @@ def _send_progress(when: date):
 
     @contextlib.contextmanager
     def bar():
+        # started at the first update, so what is printed before the send (warnings) is not under it
         columns = (TextColumn("Sending"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                    TextColumn("{task.fields[rate]}"),
                    TimeRemainingColumn())
-        with Progress(*columns, transient=True) as shown:
-            task = shown.add_task("send", total=None, rate="")
+        with contextlib.ExitStack() as stack:
+            shown: list[Progress] = []
 
             def update(done: int, total: int) -> None:
-                speed = shown.tasks[0].speed
-                shown.update(task, completed=done, total=total,
-                             rate=f"{speed:,.0f} messages/s" if speed else "")
+                if not shown:
+                    shown.append(stack.enter_context(Progress(*columns, transient=True)))
+                    shown[0].add_task("send", total=None, rate="")
+                speed = shown[0].tasks[0].speed
+                shown[0].update(shown[0].tasks[0].id, completed=done, total=total,
+                                rate=f"{speed:,.0f} messages/s" if speed else "")
 
             yield update
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from newsletter.delivery.lock import held_lock
 from newsletter.errors import LockedError, NewsletterError
+from newsletter.sending import stop_on_signals  # noqa: F401 - the scheduler's name for it too
 from newsletter.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ ON_TIME = timedelta(minutes=10)
 RETRY_AFTER = timedelta(minutes=15)
 # How long a scheduled run waits for another send (a manual `newsletter send`) to end.
 LOCK_WAIT_SECONDS = 3600.0
-_LOCK_POLL_SECONDS = 0.5
 
 # What a run did. The first four are fine (`--once` exits 0); the others are failures.
 SENT, ALREADY_SENT, STOPPED, SKIPPED = "sent", "already sent", "stopped", "skipped"
@@ -222,13 +221,21 @@ def run_due_issue(
     and detail: this never raises a NewsletterError, so a scheduler that calls it keeps running.
     """
     from newsletter import delivery, store
-    from newsletter.check import check_rendered
-    from newsletter.pipeline import prepare_issue
+    from newsletter.sending import CheckFailedError, NotSentError, send_day
 
     started = time.perf_counter()
+    issue: dict[str, int] = {}  # the articles and the number, once the issue is prepared
 
     def result(outcome: str, **fields: object) -> RunResult:
-        return RunResult(day, outcome, seconds=time.perf_counter() - started, **fields)
+        return RunResult(day, outcome, seconds=time.perf_counter() - started, **{**issue, **fields})
+
+    def checked(prepared, report) -> None:
+        issue.update(articles=prepared.article_count, number=prepared.rendered.issue.number)
+        if report.warnings:
+            logger.info("%s: the check found %d warning(s); see `newsletter check --date %s`",
+                        day, len(report.warnings), day)
+        if prepared.skipped_reason:
+            logger.info("%s", prepared.skipped_reason)
 
     try:
         conn = store.connect(settings.database_path)
@@ -240,43 +247,24 @@ def run_due_issue(
             return result(ALREADY_SENT, number=state.number,
                           detail=f"{state.counts.get('sent', 0):,} written earlier; nothing to do")
         try:
-            prepared = prepare_issue(settings, day)
-        except NewsletterError as err:
+            done = send_day(settings, day, conn=conn, stop=stop, progress=progress, lock_wait=lock_wait,
+                            on_checked=checked)
+        except CheckFailedError as err:
+            return _check_failed(result, err)
+        except NotSentError as err:
             return result(NOT_SENT, detail=_cause(err))
-        if prepared.rendered is None:
-            return result(SKIPPED, articles=prepared.article_count, detail=prepared.skipped_reason)
-        number = prepared.rendered.issue.number
-        articles = prepared.article_count
-        try:
-            report = check_rendered(prepared, settings)
-        except NewsletterError as err:
-            return result(NOT_SENT, articles=articles, number=number, detail=_cause(err))
-        if report.errors:
-            for finding in report.errors:
-                logger.error("%s: %s", finding.where or f"issue of {day}", finding.message)
-            first = report.errors[0]
-            return result(
-                NOT_SENT, articles=articles, number=number,
-                detail=(f"the check found {len(report.errors)} error(s), first {first.where or day}: "
-                        f"{first.message}; see `newsletter check --date {day}`"),
-            )
-        if report.warnings:
-            logger.info("%s: the check found %d warning(s); see `newsletter check --date %s`",
-                        day, len(report.warnings), day)
-        if prepared.skipped_reason:
-            logger.info("%s", prepared.skipped_reason)
-        try:
-            sent = _send_when_free(conn, settings, prepared.rendered, stop, progress, lock_wait)
         except LockedError as err:
             if stop is not None and stop.is_set():
-                return result(STOPPED, articles=articles, number=number,
-                              detail="stopped while waiting for the other send to end")
-            return result(FAILED, articles=articles, number=number, detail=_cause(err))
+                return result(STOPPED, detail="stopped while waiting for the other send to end")
+            return result(FAILED, detail=_cause(err))
         except NewsletterError as err:
-            return result(FAILED, articles=articles, number=number, detail=_cause(err))
+            return result(FAILED, detail=_cause(err))
     finally:
         conn.close()
-    fields = dict(articles=articles, number=number, messages=sent.written, failures=sent.failed)
+    sent = done.sent
+    if sent is None:
+        return result(SKIPPED, articles=done.prepared.article_count, detail=done.prepared.skipped_reason)
+    fields = dict(messages=sent.written, failures=sent.failed)
     if sent.nothing_to_do:
         return result(ALREADY_SENT, **fields, detail=f"{sent.sent:,} written earlier; nothing to do")
     if sent.stopped:
@@ -289,23 +277,18 @@ def run_due_issue(
     return result(SENT, **fields, detail=f"{sent.sent:,} of {sent.total:,} written")
 
 
-def _send_when_free(conn, settings, rendered, stop, progress, lock_wait: float):
-    """Call send_issue, waiting up to LOCK_WAIT seconds while another send holds the lock."""
-    from newsletter import delivery
-
-    deadline = time.monotonic() + lock_wait
-    pause = stop if stop is not None else threading.Event()
-    waiting = False
-    while True:
-        try:
-            return delivery.send_issue(conn, settings, rendered, stop=stop, progress=progress)
-        except LockedError as err:
-            if pause.is_set() or time.monotonic() >= deadline:
-                raise
-            if not waiting:
-                logger.info("%s; waiting for it to end", err)
-                waiting = True
-            pause.wait(_LOCK_POLL_SECONDS)
+def _check_failed(result: Callable[..., RunResult], err) -> RunResult:
+    """Log each check error and return the run's result: not sent."""
+    report, day = err.report, err.prepared.day
+    for finding in report.errors:
+        logger.error("%s: %s", finding.where or f"issue of {day}", finding.message)
+    first = report.errors[0]
+    rendered = err.prepared.rendered
+    return result(
+        NOT_SENT, articles=err.prepared.article_count, number=rendered.issue.number if rendered else 0,
+        detail=(f"the check found {len(report.errors)} error(s), first {first.where or day}: "
+                f"{first.message}; see `newsletter check --date {day}`"),
+    )
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -387,22 +370,6 @@ def schedule_lock(settings: Settings) -> contextlib.AbstractContextManager[Path]
         "another `newsletter schedule` is running for this project (pid {pid}); it sends the issues, "
         "so this one stops",
     )
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
-    """Set STOP on SIGTERM or SIGINT for the block (the run in flight then ends at a clean point)."""
-    def handler(signum: int, _frame: object) -> None:
-        if not stop.is_set():
-            logger.info("%s: finishing the message in flight, then stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def run_once(settings: Settings, now: datetime, *, stop: threading.Event | None = None) -> RunResult | None:

@@ -371,11 +371,9 @@ def from_settings(settings: Settings, options: Options) -> OutboxTransport:
 
 def _record(claims: Claims, delivered: Delivered, totals: Totals) -> None:
     """Record a committed batch: its files are durable in new/, so its rows are sent."""
-    ledger.set_state(claims.conn, claims.day, delivered.written, ledger.SENT, now=claims.now(),
-                     expected=ledger.CLAIMED)
+    claims.record_sent(delivered.written)
     for subscriber_id, reason in delivered.failed:
-        ledger.set_state(claims.conn, claims.day, [subscriber_id], ledger.FAILED, now=claims.now(),
-                         expected=ledger.CLAIMED, reply=reason)
+        claims.record_failed(subscriber_id, reason)
     totals.written += len(delivered.written)
     totals.failed += len(delivered.failed)
     totals.nbytes += delivered.nbytes

@@ -126,7 +126,7 @@ def send_issue(
     stop: threading.Event | None = None,
     now: datetime | None = None,
     sync: str = "auto",
-    transport: str | None = None,
+    transport: str | Transport | None = None,
     in_doubt: str = InDoubt.RETRY,
     retry_now: bool = False,
     policy: object | None = None,
@@ -140,7 +140,7 @@ def send_issue(
     subscribers; later sends carry on with the frozen version. A changed issue is refused
     (IssueChangedError) unless REBUILD, and then only the rows not yet written get the new version.
     STOP, when set, ends the run after the messages in flight are recorded. TRANSPORT (default:
-    [delivery] transport) is "outbox" (a Maildir) or "smtp"; IN_DOUBT ("retry" or "skip") settles
+    [delivery] transport) is "outbox" (a Maildir), "smtp", or a Transport object; IN_DOUBT ("retry" or "skip") settles
     rows whose message may or may not have arrived; RETRY_NOW makes every retry row due at once;
     RETRY_FAILED sends the day again to its failed rows (not bounced or expired ones, nor
     subscribers no longer active). Starting a day's issue expires the retries of older ones. The
@@ -149,7 +149,8 @@ def send_issue(
     """
     from newsletter import messages
 
-    transport_name(settings, transport)
+    if transport is None or isinstance(transport, str):
+        transport_name(settings, transport)
     try:
         policy_in_doubt = InDoubt(in_doubt)
     except ValueError:
@@ -157,7 +158,8 @@ def send_issue(
     # every setting is checked before the lock, the snapshot or any claim
     signer = messages.dkim_signer(settings)
     key = secret_key(settings)  # before the freeze: a missing key is made only while nothing was sent
-    carrier = open_transport(settings, transport, Options(sync=sync, in_doubt=policy_in_doubt, policy=policy))
+    carrier = (open_transport(settings, transport, Options(sync=sync, in_doubt=policy_in_doubt, policy=policy))
+               if transport is None or isinstance(transport, str) else transport)
     day = rendered.issue.day
     stamp: Callable[[], str] = (lambda: now.isoformat(timespec="seconds")) if now else store.now_iso
     try:

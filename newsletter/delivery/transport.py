@@ -133,6 +133,15 @@ class Claims:
         """Claim up to LIMIT due rows (retries first, due by NOW); rows of subscribers who left are skipped."""
         return ledger.claim_batch(self.conn, self.day, limit, sha256=self.sha256, now=now or self.now())
 
+    def record_sent(self, subscriber_ids: Sequence[int]) -> None:
+        """Record claimed rows as sent: call only once their messages are safely delivered."""
+        ledger.set_state(self.conn, self.day, subscriber_ids, ledger.SENT, now=self.now(), expected=ledger.CLAIMED)
+
+    def record_failed(self, subscriber_id: int, reply: str) -> None:
+        """Record a claimed row as failed, with what went wrong."""
+        ledger.set_state(self.conn, self.day, [subscriber_id], ledger.FAILED, now=self.now(),
+                         expected=ledger.CLAIMED, reply=reply)
+
     def done(self, count: int) -> None:
         """Report COUNT rows settled so far in this run."""
         if self.progress:
