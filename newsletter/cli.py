@@ -16,7 +16,7 @@ from typing import NoReturn, Optional
 
 import typer
 
-from newsletter.delivery.ledger import InDoubt
+from newsletter.delivery.ledger import InDoubt, IssueState, State
 from newsletter.delivery.transport import TransportName
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings, find_project, load_settings
@@ -749,7 +749,7 @@ def status_command(
 
         typer.echo(json.dumps(state.to_dict(), indent=2))
         return
-    if state.state == "not started":
+    if state.state is IssueState.NOT_STARTED:
         typer.echo(f"{when}: not started (run `newsletter send --date {when}`)")
         return
     typer.echo(f"{when}: {state.state}, issue No. {state.number}: {state.subject}")
@@ -757,13 +757,13 @@ def status_command(
         if count:
             typer.echo(f"  {name:<10} {count:>8,}")
     typer.echo(f"  {'total':<10} {state.total:>8,}")
-    if state.counts.get("retry") and state.next_retry_at is not None:
+    if state.counts.get(State.RETRY) and state.next_retry_at is not None:
         typer.echo(f"Next retry at {state.next_retry_at or 'once due'} (`newsletter send --retry-now` retries at once)")
     if state.problems:
         typer.echo("Recipients to look at:")
         for problem in state.problems[:_STATUS_PROBLEMS_SHOWN]:
             what = problem.state + (f" ({problem.reason})" if problem.reason else "")
-            if problem.state not in ("failed", "in_doubt") and problem.doubted:
+            if problem.state not in (State.FAILED, State.IN_DOUBT) and problem.doubted:
                 what = f"{problem.state}, after an attempt in doubt: may have two copies"
             typer.echo(f"  {problem.email}  {what}: {problem.reply or '-'}")
         if len(state.problems) > _STATUS_PROBLEMS_SHOWN:

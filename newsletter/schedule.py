@@ -27,8 +27,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as time_of_day
+from enum import StrEnum
 from pathlib import Path
 
+from newsletter.delivery.ledger import IssueState
 from newsletter.delivery.lock import held_lock
 from newsletter.errors import LockedError, NewsletterError
 from newsletter.sending import stop_on_signals  # noqa: F401 - the scheduler's name for it too
@@ -45,9 +47,20 @@ RETRY_AFTER = timedelta(minutes=15)
 # How long a scheduled run waits for another send (a manual `newsletter send`) to end.
 LOCK_WAIT_SECONDS = 3600.0
 
-# What a run did. The first four are fine (`--once` exits 0); the others are failures.
-SENT, ALREADY_SENT, STOPPED, SKIPPED = "sent", "already sent", "stopped", "skipped"
-NOT_SENT, INCOMPLETE, FAILED = "not sent", "incomplete", "failed"
+class Outcome(StrEnum):
+    """What a run did. The first four are fine (`--once` exits 0); the others are failures."""
+
+    SENT = "sent"
+    ALREADY_SENT = "already sent"
+    STOPPED = "stopped"
+    SKIPPED = "skipped"
+    NOT_SENT = "not sent"
+    INCOMPLETE = "incomplete"
+    FAILED = "failed"
+
+
+SENT, ALREADY_SENT, STOPPED, SKIPPED = Outcome.SENT, Outcome.ALREADY_SENT, Outcome.STOPPED, Outcome.SKIPPED
+NOT_SENT, INCOMPLETE, FAILED = Outcome.NOT_SENT, Outcome.INCOMPLETE, Outcome.FAILED
 _FINE = (SENT, ALREADY_SENT, STOPPED, SKIPPED)
 
 
@@ -75,7 +88,7 @@ class RunResult:
     """What one run of a day's issue did: the summary line of the scheduler's log."""
 
     day: date
-    outcome: str  # sent | already sent | stopped | skipped | not sent | incomplete | failed
+    outcome: Outcome
     articles: int = 0
     messages: int = 0  # messages written by this run
     failures: int = 0  # messages that could not be made in this run
@@ -226,7 +239,7 @@ def run_due_issue(
     started = time.perf_counter()
     issue: dict[str, int] = {}  # the articles and the number, once the issue is prepared
 
-    def result(outcome: str, **fields: object) -> RunResult:
+    def result(outcome: Outcome, **fields: object) -> RunResult:
         return RunResult(day, outcome, seconds=time.perf_counter() - started, **{**issue, **fields})
 
     def checked(prepared, report) -> None:
@@ -243,7 +256,7 @@ def run_due_issue(
         return result(FAILED, detail=_cause(err))
     try:
         state = delivery.issue_status(conn, day)
-        if state.state == "done":
+        if state.state is IssueState.DONE:
             return result(ALREADY_SENT, number=state.number,
                           detail=f"{state.counts.get('sent', 0):,} written earlier; nothing to do")
         try:
@@ -269,7 +282,7 @@ def run_due_issue(
         return result(ALREADY_SENT, **fields, detail=f"{sent.sent:,} written earlier; nothing to do")
     if sent.stopped:
         return result(STOPPED, **fields, detail=f"{sent.sent:,} of {sent.total:,} written; the next start resumes")
-    if sent.status != "done":
+    if sent.status is not IssueState.DONE:
         waiting = f", {sent.waiting_retries:,} waiting to be retried" if sent.waiting_retries else ""
         return result(INCOMPLETE, **fields, retry_at=_parse_time(sent.next_retry_at),
                       detail=f"{sent.sent:,} of {sent.total:,} written{waiting}, the issue is {sent.status}; "
@@ -346,8 +359,8 @@ def _log_nothing_due(settings: Settings, now: datetime) -> None:
         logger.error("%s", _cause(err))
         return
     has_articles = (settings.articles_dir / slot.day.isoformat()).is_dir()
-    if state == "done" or (state == "not started" and not has_articles):
-        logger.info("nothing due: %s (issue %s)", when, "sent" if state == "done" else "without articles")
+    if state is IssueState.DONE or (state is IssueState.NOT_STARTED and not has_articles):
+        logger.info("nothing due: %s (issue %s)", when, "sent" if state is IssueState.DONE else "without articles")
         return
     logger.warning(
         "missed: %s, beyond %s; its issue is %s and is not sent late on its own; "

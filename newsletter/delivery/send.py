@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from newsletter import store, structure
 from newsletter.delivery import ledger
@@ -34,6 +35,9 @@ from newsletter.errors import DeliveryError, LockedError, NewsletterError, Setti
 from newsletter.files import PUBLIC_DIR, make_dirs
 from newsletter.models import RenderedIssue, Subscriber
 from newsletter.settings import Settings, secret_key
+
+if TYPE_CHECKING:
+    from newsletter.delivery.smtp import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +133,7 @@ def send_issue(
     transport: str | Transport | None = None,
     in_doubt: str = InDoubt.RETRY,
     retry_now: bool = False,
-    policy: object | None = None,
+    policy: "RetryPolicy | None" = None,
     retry_failed: bool = False,
     lock_wait: float = 0.0,
 ) -> SendReport:

@@ -146,35 +146,27 @@ def recent_sends(conn, day: date, hourly_cap: int) -> list[float]:
 
 # --- the pool -------------------------------------------------------------------------------------
 
-# What the workers tell the recording thread, one event at a time.
+# What the workers tell the recording thread, one event at a time:
 
 @dataclass(frozen=True)
-class DataSent:
-    """The server accepted ROW's recipient: record `data_sent`, then set RECORDED."""
-
+class DataSent:  # the server accepted the recipient: record data_sent, then set RECORDED
     subscriber_id: int
     recorded: threading.Event
 
 
 @dataclass(frozen=True)
-class Unstarted:
-    """The row was never attempted (a stop during a throttle wait): it goes back to pending."""
-
+class Unstarted:  # never attempted (a stop during a throttle wait): back to pending
     row: ledger.Claimed
 
 
 @dataclass(frozen=True)
-class Trouble:
-    """The row's connection could not be used (not about this recipient): it is retried."""
-
+class Trouble:  # the connection could not be used (not about this recipient): retried
     row: ledger.Claimed
     trouble: ConnectionTrouble
 
 
 @dataclass(frozen=True)
-class Done:
-    """One attempt ended: its result, and the bytes sent."""
-
+class Done:  # one attempt ended: its result, and the bytes sent
     row: ledger.Claimed
     attempt: Attempt
     nbytes: int = 0
@@ -284,7 +276,7 @@ class SmtpTransport:
 
 def from_settings(settings: Settings, options: Options) -> SmtpTransport:
     """Return the SMTP transport of SETTINGS; SettingsError names a bad [smtp] setting."""
-    policy = options.policy if isinstance(options.policy, RetryPolicy) else RetryPolicy()
+    policy = options.policy or RetryPolicy()
     return SmtpTransport(smtp_config(settings), concurrency=settings.delivery.concurrency, policy=policy,
                          in_doubt=options.in_doubt, delivery=settings.delivery)
 

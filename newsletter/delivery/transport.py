@@ -28,6 +28,7 @@ from newsletter.errors import SettingsError
 from newsletter.settings import Settings
 
 if TYPE_CHECKING:
+    from newsletter.delivery.smtp import RetryPolicy
     from newsletter.messages import MessageTemplate
 
 Progress = Callable[[int, int], None]
@@ -63,7 +64,7 @@ class Options:
 
     sync: str = "auto"  # outbox: how a batch is made durable (syncfs, fsync, auto)
     in_doubt: InDoubt = InDoubt.RETRY  # SMTP: a drop after the final "."
-    policy: object | None = None  # SMTP: a smtp.RetryPolicy (backoffs, the breaker); None: the default
+    policy: RetryPolicy | None = None  # SMTP: backoffs and the breaker; None: the default
 
 
 def open_transport(settings: Settings, name: str | None = None, options: Options = Options()) -> Transport:
