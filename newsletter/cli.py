@@ -575,6 +575,7 @@ def send_command(
         _report_proofs(result.proofs)
         return
     report = result.sent
+    assert report is not None, "send_day sends when it neither skips nor sends proofs"
     if retry_failed and not report.retried_failed:
         typer.echo(f"{when}: no failed message to send again (bounced and expired ones stay as they are)")
     _report_send(report, when)
@@ -737,11 +738,11 @@ def status_command(
 ) -> None:
     """Show where the day's issue stands (not started, sending, paused, done), its deliveries per state,
     and the recipients that failed or are in doubt, with the server's reply."""
-    from newsletter import delivery
+    from newsletter.delivery.ledger import issue_status
 
     when = parse_day(day)
     try:
-        state = delivery.issue_status(store(), when)
+        state = issue_status(store(), when)
     except NewsletterError as err:
         fail(err)
     if format is StatusFormat.json:
@@ -844,7 +845,7 @@ def schedule_command(
         fail(err)
     if once and result is None:
         raise typer.Exit(NOTHING_DUE)
-    if once and not result.ok:
+    if once and result is not None and not result.ok:
         raise typer.Exit(1)
 
 

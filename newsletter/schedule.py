@@ -29,8 +29,9 @@ from datetime import date, datetime, timedelta, timezone
 from datetime import time as time_of_day
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from newsletter.delivery.ledger import IssueState
+from newsletter.delivery.ledger import IssueState, State, issue_status
 from newsletter.delivery.lock import held_lock
 from newsletter.errors import LockedError, NewsletterError
 from newsletter.sending import stop_on_signals  # noqa: F401 - the scheduler's name for it too
@@ -233,13 +234,13 @@ def run_due_issue(
     the lock for longer than LOCK_WAIT seconds, a transport failure) become the result's outcome
     and detail: this never raises a NewsletterError, so a scheduler that calls it keeps running.
     """
-    from newsletter import delivery, store
+    from newsletter import store
     from newsletter.sending import CheckFailedError, NotSentError, send_day
 
     started = time.perf_counter()
     issue: dict[str, int] = {}  # the articles and the number, once the issue is prepared
 
-    def result(outcome: Outcome, **fields: object) -> RunResult:
+    def result(outcome: Outcome, **fields: Any) -> RunResult:
         return RunResult(day, outcome, seconds=time.perf_counter() - started, **{**issue, **fields})
 
     def checked(prepared, report) -> None:
@@ -255,10 +256,10 @@ def run_due_issue(
     except NewsletterError as err:
         return result(FAILED, detail=_cause(err))
     try:
-        state = delivery.issue_status(conn, day)
+        state = issue_status(conn, day)
         if state.state is IssueState.DONE:
             return result(ALREADY_SENT, number=state.number,
-                          detail=f"{state.counts.get('sent', 0):,} written earlier; nothing to do")
+                          detail=f"{state.counts.get(State.SENT, 0):,} written earlier; nothing to do")
         try:
             done = send_day(settings, day, conn=conn, stop=stop, progress=progress, lock_wait=lock_wait,
                             on_checked=checked)
@@ -343,7 +344,7 @@ def log_result(result: RunResult) -> None:
 
 def _log_nothing_due(settings: Settings, now: datetime) -> None:
     """Say why nothing is due; warn when the last slot's issue was missed (never sent late by surprise)."""
-    from newsletter import delivery, store
+    from newsletter import store
 
     slot = last_slot(now, settings)
     ago = (_utc(now) - _utc(slot.at)).total_seconds() / 3600
@@ -352,7 +353,7 @@ def _log_nothing_due(settings: Settings, now: datetime) -> None:
     try:
         conn = store.connect(settings.database_path)
         try:
-            state = delivery.issue_status(conn, slot.day).state
+            state = issue_status(conn, slot.day).state
         finally:
             conn.close()
     except NewsletterError as err:

@@ -83,7 +83,8 @@ def send_day(
     send (the CLI prints the warnings there). The send is `delivery.send_issue` with the other
     options; CONN defaults to the project's database, opened here.
     """
-    from newsletter import delivery, store
+    from newsletter import store
+    from newsletter.delivery.send import send_issue, send_proofs
 
     prepared, report = _prepare_and_check(settings, day, force)
     if prepared.rendered is None:
@@ -91,15 +92,15 @@ def send_day(
     if on_checked is not None:
         on_checked(prepared, report)
     if test_to:
-        proofs = delivery.send_proofs(settings, prepared.rendered, list(test_to), transport=transport)
+        proofs = send_proofs(settings, prepared.rendered, list(test_to), transport=transport)
         return DaySend(prepared, report, proofs=proofs)
     with contextlib.ExitStack() as stack:
         if conn is None:
             conn = store.connect(settings.database_path)
             stack.callback(conn.close)
-        sent = delivery.send_issue(conn, settings, prepared.rendered, rebuild=rebuild, progress=progress,
-                                   stop=stop, transport=transport, in_doubt=in_doubt, retry_now=retry_now,
-                                   retry_failed=retry_failed, lock_wait=lock_wait)
+        sent = send_issue(conn, settings, prepared.rendered, rebuild=rebuild, progress=progress, stop=stop,
+                          transport=transport, in_doubt=in_doubt, retry_now=retry_now, retry_failed=retry_failed,
+                          lock_wait=lock_wait)
     return DaySend(prepared, report, sent=sent)
 
 

@@ -173,7 +173,7 @@ class SmtpConnection:
             else:
                 smtp = smtplib.SMTP(timeout=config.timeout)
             # the name TLS checks the certificate against (SMTP(host) would connect in __init__)
-            smtp._host = config.host
+            smtp._host = config.host  # type: ignore[attr-defined]  # smtplib's own, read by starttls
             code, message = smtp.connect(config.host, config.port)
             _no_delay(smtp.sock)
             if code != 220:
@@ -255,6 +255,7 @@ class SmtpConnection:
         sent_end = False
         try:
             pipelined = self._pipelining
+            rcpt: Reply | None
             if pipelined:
                 # RFC 2920: MAIL, RCPT and DATA in one write (DATA last), then the three replies: one
                 # round trip instead of three. The body still waits for the ledger (before_data).
@@ -264,7 +265,7 @@ class SmtpConnection:
                 mail = Reply.of(*smtp.mail(self.config.sender))
                 rcpt = Reply.of(*smtp.rcpt(recipient)) if mail.code == 250 else None
             if mail.code != 250 or rcpt is None or rcpt.code not in (250, 251):
-                refusal = mail if mail.code != 250 else rcpt
+                refusal = rcpt if mail.code == 250 and rcpt is not None else mail
                 # pipelined, DATA was sent too: its reply (503/554, no valid recipient) is read and
                 # dropped; a server that said 354 anyway wants a body: that session is closed
                 late = Reply.of(*smtp.getreply()) if pipelined else None
@@ -274,7 +275,7 @@ class SmtpConnection:
                                             fatal=True)
                 if refusal is mail:
                     return _attempt(AttemptKind.DEFERRED, mail)
-                return self._refused(rcpt, recipient, "at RCPT", at_rcpt=True)
+                return self._refused(refusal, recipient, "at RCPT", at_rcpt=True)
             recorded = before_data() if before_data is not None else None
             if not pipelined:
                 smtp.putcmd("data")
@@ -282,14 +283,15 @@ class SmtpConnection:
             if ready.code != 354:
                 self._after_refusal(ready)
                 return self._refused(ready, recipient, "at DATA")
-            body = memoryview(data)
-            smtp.sock.sendall(body[:-3])  # all but the final ".\r\n"
+            body, sock = memoryview(data), smtp.sock
+            assert sock is not None, "an open session has a socket"
+            sock.sendall(body[:-3])  # all but the final ".\r\n"
             if recorded is not None:
                 recorded()
-            if _gave_up(smtp.sock):
+            if _gave_up(sock):
                 # closed (or answered) before our final ".": the server cannot have the message
                 raise smtplib.SMTPServerDisconnected("the server closed the connection before the end of the message")
-            smtp.sock.sendall(body[-3:])
+            sock.sendall(body[-3:])
             sent_end = True
             final = Reply.of(*smtp.getreply())
             if final.code == 421:
