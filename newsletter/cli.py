@@ -16,7 +16,7 @@ from typing import NoReturn, Optional
 
 import typer
 
-from newsletter.delivery.ledger import InDoubt, IssueState, State
+from newsletter.delivery.states import InDoubt, IssueState, State
 from newsletter.delivery.transport import TransportName
 from newsletter.errors import NewsletterError
 from newsletter.settings import Settings, find_project, load_settings

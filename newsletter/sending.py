@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from newsletter.check import CheckReport
-from newsletter.delivery.ledger import InDoubt
+from newsletter.delivery.states import InDoubt
 from newsletter.delivery.send import ProofReport, SendReport
 from newsletter.errors import NewsletterError
 from newsletter.pipeline import PreparedIssue

@@ -13,7 +13,7 @@ import importlib
 
 # names are loaded on first use, so that the CLI can name a transport without loading the senders
 _HOMES = {
-    "InDoubt": "ledger", "IssueState": "ledger", "IssueStatus": "ledger", "State": "ledger",
+    "InDoubt": "states", "IssueState": "states", "IssueStatus": "ledger", "State": "states",
     "send_lock": "lock",
     "IssueChangedError": "send", "ProofReport": "send", "SendReport": "send", "issue_status": "send",
     "send_issue": "send", "send_proofs": "send",

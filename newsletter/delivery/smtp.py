@@ -47,7 +47,7 @@ from newsletter.delivery.connection import (
     Attempt, AttemptKind, ConnectionTrouble, Reply, SmtpConfig, SmtpConnection, send_message, send_one,
     smtp_config,
 )
-from newsletter.delivery.ledger import InDoubt
+from newsletter.delivery.states import InDoubt
 from newsletter.delivery.replies import Blame, RefusalStreak
 from newsletter.delivery.transport import Claims, Copy, Options, ProofReport, Recovery, Totals, TransportName
 from newsletter.delivery.wire import WireMessages, stuff

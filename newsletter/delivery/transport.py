@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from newsletter.delivery import ledger
-from newsletter.delivery.ledger import InDoubt
+from newsletter.delivery.states import InDoubt
 from newsletter.errors import SettingsError
 from newsletter.settings import Settings
 
