@@ -25,14 +25,13 @@ from newsletter import findings
 from newsletter.errors import ArticleError
 from newsletter.findings import Finding
 from newsletter.models import Article, DayContent, Feature, Note
-from newsletter.rules import HTTPS, Rule, https_only
+from newsletter.rules import HTTPS, MAX_ARTICLE_BYTES, Rule, https_only
 from newsletter.settings import Settings
 from newsletter.tokens import ADDED
 
 logger = logging.getLogger(__name__)
 
 ARTICLE_SUFFIXES = (".md", ".txt")
-MAX_ARTICLE_BYTES = 2 * 1024 * 1024  # refused unread: far above any real article, far below a hang
 NOTE_FILE = "_note.md"
 FEATURE_FILE = "_feature.md"
 NOTE_TITLE = "Note to our readers"

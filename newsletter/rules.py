@@ -16,6 +16,8 @@ SIZE_WARNING_BYTES = 90_000  # the margin kept under the clip
 PREHEADER_MIN, PREHEADER_MAX = 40, 140
 # EMAIL.md rule 11: smaller text is hard to read on phones.
 MIN_FONT_PX = 14
+# An article file larger than this is refused unread: far above any real article, far below a hang.
+MAX_ARTICLE_BYTES = 2 * 1024 * 1024
 # EMAIL.md rule 15 (RFC 5322 2.1.1): the longest line SMTP carries, CRLF not counted.
 MAX_LINE_OCTETS = 998
 
@@ -107,6 +109,6 @@ class Rule(StrEnum):
 
 
 __all__ = [
-    "GMAIL_CLIP_BYTES", "HTTPS", "LINK_PREFIXES", "MAX_LINE_OCTETS", "MIN_FONT_PX", "MONTHS", "MONTH_NUMBER",
+    "GMAIL_CLIP_BYTES", "HTTPS", "LINK_PREFIXES", "MAX_ARTICLE_BYTES", "MAX_LINE_OCTETS", "MIN_FONT_PX", "MONTHS", "MONTH_NUMBER",
     "PREHEADER_MAX", "PREHEADER_MIN", "Rule", "SIZE_WARNING_BYTES", "https_only",
 ]
