@@ -6,19 +6,18 @@ use them, so `newsletter --help` and `newsletter subscribers count` start at onc
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import sys
-from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Optional
 
 import typer
 
 from newsletter.delivery.states import InDoubt, IssueState, State
 from newsletter.delivery.transport import TransportName
 from newsletter.errors import NewsletterError
+from newsletter import cli_output as output
 from newsletter.settings import Settings, find_project, load_settings
 
 app = typer.Typer(
@@ -39,12 +38,6 @@ class _State:
 _state = _State()
 
 
-def fail(err: NewsletterError | str) -> NoReturn:
-    """Print `Error: …` to stderr and exit 1."""
-    typer.echo(f"Error: {err}", err=True)
-    raise typer.Exit(1)
-
-
 def settings() -> Settings:
     """Load the project's settings once (from --project or the current folder)."""
     if _state._settings is None:
@@ -52,7 +45,7 @@ def settings() -> Settings:
             root = find_project(_state.project or Path.cwd())
             _state._settings = load_settings(root)
         except NewsletterError as err:
-            fail(err)
+            output.fail(err)
     return _state._settings
 
 
@@ -63,7 +56,7 @@ def store():
     try:
         return store_module.connect(settings().database_path)
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
 
 
 def parse_day(value: Optional[str]) -> date:
@@ -73,7 +66,7 @@ def parse_day(value: Optional[str]) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        fail(f"--date {value!r}: expected a date as YYYY-MM-DD")
+        output.fail(f"--date {value!r}: expected a date as YYYY-MM-DD")
 
 
 @app.callback()
@@ -101,7 +94,7 @@ def init(
     try:
         created = init_project(folder, name, short_name, today.isoformat(), f"{today:%B} {today.day}")
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     typer.echo(f"Created a newsletter project in {created}")
     typer.echo(f"Next: cd {created} && newsletter preview   (then `newsletter send`)")
 
@@ -134,7 +127,7 @@ def subscribers_add(
     try:
         result = subscribers_module.add(store(), email, name=name, resubscribe=resubscribe)
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     person = result.subscriber
     if result.outcome == "added":
         typer.echo(f"Added {person.email}")
@@ -152,7 +145,7 @@ def subscribers_unsubscribe(email: str = typer.Argument(..., help="The address t
     try:
         change = subscribers_module.unsubscribe(store(), email)
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     person = change.subscriber
     if change.changed:
         typer.echo(f"Unsubscribed {person.email}")
@@ -168,7 +161,7 @@ def subscribers_resubscribe(email: str = typer.Argument(..., help="The address t
     try:
         change = subscribers_module.resubscribe(store(), email)
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     person = change.subscriber
     if change.changed:
         typer.echo(f"Resubscribed {person.email} (was {change.before})")
@@ -191,7 +184,7 @@ def subscribers_remove(
             typer.confirm(f"Erase {person.email} and their delivery records for good?", abort=True)
         subscribers_module.remove(conn, email)
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     typer.echo(f"Erased {person.email}")
 
 
@@ -203,7 +196,7 @@ def subscribers_show(email: str = typer.Argument(..., help="The address to show.
     try:
         person = subscribers_module.get(store(), email)
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     typer.echo(f"email:    {person.email}")
     typer.echo(f"name:     {person.name}")
     typer.echo(f"status:   {person.status}")
@@ -219,7 +212,7 @@ def subscribers_count() -> None:
     try:
         counts = subscribers_module.count_by_status(store())
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     for status, number in counts.items():
         typer.echo(f"{status:<13} {number:>8,}")
     typer.echo(f"{'total':<13} {sum(counts.values()):>8,}")
@@ -247,7 +240,7 @@ def subscribers_list(
             typer.echo(f"{person.email:<{width}}  {person.status:<12}  {person.created_at:<25}  {person.name}".rstrip())
             shown += 1
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     typer.echo(f"({shown:,} subscriber{'' if shown == 1 else 's'})")
 
 
@@ -269,26 +262,17 @@ def subscribers_import(
             store(), file, dry_run=dry_run, resubscribe=resubscribe, skip_invalid=skip_invalid, encoding=encoding
         )
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     typer.echo(f"Read {report.rows:,} row{'' if report.rows == 1 else 's'} from {file} ({report.source_format} format)")
     typer.echo(f"  added: {report.added:,}")
     typer.echo(f"  updated: {report.updated:,}")
     typer.echo(f"  unchanged: {report.unchanged:,}")
     hint = " (pass --resubscribe only if they asked to rejoin)" if report.kept_unsubscribed else ""
     typer.echo(f"  kept unsubscribed: {report.kept_unsubscribed:,}{hint}")
-    _echo_lines(f"  merged duplicates: {len(report.merged):,}", report.merged)
-    _echo_lines(f"  invalid, skipped: {len(report.invalid):,}", report.invalid)
+    output.echo_lines(f"  merged duplicates: {len(report.merged):,}", report.merged)
+    output.echo_lines(f"  invalid, skipped: {len(report.invalid):,}", report.invalid)
     if dry_run:
         typer.echo("dry run: nothing changed")
-
-
-def _echo_lines(title: str, items: list, limit: int = 20) -> None:
-    """Print TITLE and the first LIMIT items under it."""
-    typer.echo(title)
-    for item in items[:limit]:
-        typer.echo(f"    {item}")
-    if len(items) > limit:
-        typer.echo(f"    … and {len(items) - limit:,} more")
 
 
 @subscribers_app.command("export")
@@ -307,7 +291,7 @@ def subscribers_export(
             return
         count = subscribers_module.export_to_path(conn, Path(file), format=format.value, status=status)
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     typer.echo(f"Exported {count:,} subscriber{'' if count == 1 else 's'} to {file}")
 
 
@@ -318,7 +302,7 @@ def _prepare(day: date):
     try:
         prepared = prepare_issue(settings(), day)
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     for warning in prepared.warnings:
         typer.echo(f"Warning: {warning}", err=True)
     return prepared
@@ -338,7 +322,7 @@ def build(
     try:
         html_path, text_path = write_public_copy(settings(), prepared.rendered)
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     issue = prepared.rendered.issue
     typer.echo(f"Issue No. {issue.number} of {issue.day}: {issue.subject}")
     for section in issue.sections:
@@ -347,7 +331,7 @@ def build(
 
     size = len(prepared.rendered.html.encode("utf-8"))
     typer.echo(f"HTML {size:,} bytes (Gmail clips above {GMAIL_CLIP_BYTES:,}), text {len(prepared.rendered.text.encode()):,} bytes")
-    typer.echo(f"Wrote {_shown(html_path)} and {_shown(text_path)}")
+    typer.echo(f"Wrote {output.shown(html_path)} and {output.shown(text_path)}")
 
 
 class ScreenshotWidth(str, enum.Enum):
@@ -390,11 +374,11 @@ def preview(
         try:
             person = subscribers_module.get(store(), subscriber)
         except NewsletterError as err:
-            fail(err)
+            output.fail(err)
     try:
         html_path, text_body = write_preview(settings(), prepared.rendered, person)
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     if text:
         typer.echo(text_body, nl=False)
         return
@@ -406,15 +390,15 @@ def preview(
                 html_path.read_text(encoding="utf-8"), screenshot, width=int(width.value), dark=dark
             )
         except NewsletterError as err:
-            fail(err)
-        typer.echo(f"Wrote {_shown(screenshot.resolve())} ({shot_width}×{shot_height} px, "
+            output.fail(err)
+        typer.echo(f"Wrote {output.shown(screenshot.resolve())} ({shot_width}×{shot_height} px, "
                    f"{'dark' if dark else 'light'} mode)")
         return
     if open_browser:
         import webbrowser
 
         webbrowser.open(html_path.as_uri())
-        typer.echo(f"Opened {_shown(html_path)}")
+        typer.echo(f"Opened {output.shown(html_path)}")
     else:
         typer.echo(str(html_path))
 
@@ -447,8 +431,8 @@ def archive_command(
     try:
         report = archive.build_site(store(), config, target, datetime.now().astimezone())
     except NewsletterError as err:
-        fail(err)
-    typer.echo(f"Archive of {report.issues:,} issue{'' if report.issues == 1 else 's'} in {_shown(target.resolve())}/ "
+        output.fail(err)
+    typer.echo(f"Archive of {report.issues:,} issue{'' if report.issues == 1 else 's'} in {output.shown(target.resolve())}/ "
                f"({report.written:,} file{'' if report.written == 1 else 's'} written, {report.unchanged:,} unchanged)")
     typer.echo("Copy that folder to any static host, or run `newsletter serve` to serve it with sign-up and unsubscribe")
 
@@ -467,42 +451,14 @@ def serve_command(
     try:
         report = archive.build_site(store(), config, site, datetime.now().astimezone())
     except NewsletterError as err:
-        fail(err)
-    typer.echo(f"Archive of {report.issues:,} issue{'' if report.issues == 1 else 's'} in {_shown(site.resolve())}/")
+        output.fail(err)
+    typer.echo(f"Archive of {report.issues:,} issue{'' if report.issues == 1 else 's'} in {output.shown(site.resolve())}/")
     typer.echo(f"Serving http://{host}:{port}/ (Ctrl-C stops); links in emails point at {config.newsletter.base_url}/")
     try:
-        with _logs_to_stderr():  # the mail worker's and the endpoints' lines, beside uvicorn's
+        with output.logs_to_stderr():  # the mail worker's and the endpoints' lines, beside uvicorn's
             serve(config, site, host=host, port=port)
     except NewsletterError as err:
-        fail(err)
-
-
-@contextlib.contextmanager
-def _logs_to_stderr(quieter: str = "") -> Iterator[None]:
-    """Send the library's log lines (INFO and up) to standard error while the block runs; QUIETER's WARNING and up."""
-    import logging
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S%z"))
-    loggers = [(logging.getLogger("newsletter"), logging.INFO)]
-    if quieter:
-        loggers.append((logging.getLogger(quieter), logging.WARNING))
-    for logger, level in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(level)
-    try:
-        yield
-    finally:
-        for logger, _ in loggers:
-            logger.removeHandler(handler)
-
-
-def _shown(path: Path) -> str:
-    """Show PATH relative to the current folder when it is inside it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+        output.fail(err)
 
 
 # ----------------------------------------------------------------------------- send, status
@@ -546,16 +502,16 @@ def send_command(
     config = settings()
 
     def checked(prepared, report) -> None:
-        _print_prepared(prepared)
+        output.print_prepared(prepared)
         if report.errors:
             typer.echo(f"Warning: {when}: sending despite {len(report.errors)} check error(s) because of --force",
                        err=True)
 
     stop = threading.Event()  # SIGTERM (and Ctrl-C) end the send once the messages in flight are recorded
-    pause_after = _test_pause_after()
+    pause_after = output.test_pause_after()
     try:
-        with stop_on_signals(stop), _send_progress(when) as shown:
-            progress = _pause_for_tests(shown, stop, pause_after) if pause_after is not None else shown
+        with stop_on_signals(stop), output.send_progress(when) as shown:
+            progress = output.pause_for_tests(shown, stop, pause_after) if pause_after is not None else shown
             result = send_day(config, when, transport=transport.value if transport else None, force=force,
                               stop=stop, progress=progress, rebuild=rebuild, in_doubt=in_doubt.value,
                               retry_now=retry_now, retry_failed=retry_failed, test_to=test_to or (),
@@ -563,172 +519,22 @@ def send_command(
     except CheckFailedError as err:
         from newsletter.check import format_report
 
-        _print_prepared(err.prepared)
+        output.print_prepared(err.prepared)
         typer.echo(format_report(err.report), err=True)
-        fail(err)
+        output.fail(err)
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     if result.check is None:  # nothing to send today (the empty policy)
-        _print_prepared(result.prepared)
+        output.print_prepared(result.prepared)
         return
     if result.proofs is not None:
-        _report_proofs(result.proofs)
+        output.report_proofs(result.proofs)
         return
     report = result.sent
     assert report is not None, "send_day sends when it neither skips nor sends proofs"
     if retry_failed and not report.retried_failed:
         typer.echo(f"{when}: no failed message to send again (bounced and expired ones stay as they are)")
-    _report_send(report, when)
-
-
-def _print_prepared(prepared) -> None:
-    """Print what preparing the issue said: its warnings, and the empty policy's reason."""
-    for warning in prepared.warnings:
-        typer.echo(f"Warning: {warning}", err=True)
-    if prepared.skipped_reason:
-        typer.echo(prepared.skipped_reason)
-
-
-def _report_proofs(proof) -> None:
-    """Say where the [TEST] copies went."""
-    if proof.files:
-        for path in proof.files:
-            typer.echo(f"Wrote a [TEST] copy to {_shown(path)}")
-    for address in proof.delivered if not proof.files else ():
-        typer.echo(f"Sent a [TEST] copy to {address} through {proof.server}")
-    for address, reply in proof.refused:
-        typer.echo(f"Error: {proof.server}: refused {address}: {reply}", err=True)
-    if proof.refused:
-        raise typer.Exit(1)
-
-
-def _send_progress(when: date):
-    """A context giving a progress(done, total) callback: a rich bar on a terminal, one line otherwise."""
-    import contextlib
-
-    if not sys.stdout.isatty():
-        announced: list[int] = []
-
-        def announce(done: int, total: int) -> None:
-            if not announced:
-                announced.append(total)
-                typer.echo(f"{when}: writing {total:,} message{'' if total == 1 else 's'}")
-
-        return contextlib.nullcontext(announce)
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                               TimeRemainingColumn)
-
-    @contextlib.contextmanager
-    def bar():
-        # started at the first update, so what is printed before the send (warnings) is not under it
-        columns = (TextColumn("Sending"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                   TextColumn("{task.fields[rate]}"),
-                   TimeRemainingColumn())
-        with contextlib.ExitStack() as stack:
-            shown: list[Progress] = []
-
-            def update(done: int, total: int) -> None:
-                if not shown:
-                    shown.append(stack.enter_context(Progress(*columns, transient=True)))
-                    shown[0].add_task("send", total=None, rate="")
-                speed = shown[0].tasks[0].speed
-                shown[0].update(shown[0].tasks[0].id, completed=done, total=total,
-                                rate=f"{speed:,.0f} messages/s" if speed else "")
-
-            yield update
-
-    return bar()
-
-
-# --- the one test hook: stop a send at a known point (the kill and SIGTERM tests) --------------------
-
-TEST_PAUSE_AFTER = "NEWSLETTER_TEST_PAUSE_AFTER"
-
-
-def _test_pause_after() -> int | None:
-    """Read NEWSLETTER_TEST_PAUSE_AFTER once; None when it is not set."""
-    import os
-
-    value = os.environ.get(TEST_PAUSE_AFTER)
-    if value is None:
-        return None
-    if not value.isdigit():
-        fail(f"{TEST_PAUSE_AFTER} (a test hook) must be a number of messages, not {value!r}")
-    return int(value)
-
-
-def _pause_for_tests(progress, stop, after: int):
-    """Wrap PROGRESS: once the send reports AFTER messages done, say so and wait for a stop.
-
-    A test hook, and only that: NEWSLETTER_TEST_PAUSE_AFTER=N makes `newsletter send` print
-    "test hook: paused after D of T messages" (D >= N) and block until SIGTERM or Ctrl-C sets STOP;
-    a test then kills or stops the send at exactly that point instead of after a guessed sleep.
-    The outbox reports a batch once its files are durable and its rows say sent (the next batch
-    is claimed and staged in tmp/); SMTP reports a message once the server answered it (its row is
-    recorded with the next commit). N=0 pauses after start-up and recovery, before any claim.
-    """
-    import time
-
-    paused: list[int] = []
-
-    def pausing(done: int, total: int) -> None:
-        progress(done, total)
-        if done >= after and not paused:
-            paused.append(done)
-            typer.echo(f"test hook: paused after {done:,} of {total:,} messages")
-            while not stop.is_set():
-                # polled: Event.wait could deadlock with the signal handler that sets the event
-                time.sleep(0.01)
-
-    return pausing
-
-
-def _report_send(report, when: date) -> None:
-    """Print the outcome of a send: one summary line and a hint."""
-    if report.nothing_to_do:
-        typer.echo(f"{when}: already sent to {report.sent:,}; nothing to do")
-        if report.changed:
-            typer.echo(f"Warning: {when}: the articles changed after the issue was sent; the change was not sent",
-                       err=True)
-        return
-    if report.rebuilt:
-        typer.echo(f"{when}: the issue changed since sending started: {report.earlier_version:,} already had "
-                   f"the earlier version; the new version went to the {report.written:,} written now")
-    if report.recovery.sent or report.recovery.released:
-        typer.echo(f"Resumed an interrupted send: {report.recovery.sent:,} already written, "
-                   f"{report.recovery.released:,} to write again")
-    if report.recovered_in_doubt:
-        typer.echo(f"Resumed an interrupted send: {report.recovered_in_doubt:,} message(s) were in doubt "
-                   "(the server had the recipient, perhaps the message)")
-    if report.retried_failed:
-        typer.echo(f"Sending again to {report.retried_failed:,} message(s) that failed (--retry-failed)")
-    if report.in_doubt_retried:
-        typer.echo(f"Retrying {report.in_doubt_retried:,} message(s) in doubt once, with the same Message-ID")
-    if report.expired:
-        typer.echo(f"Expired {report.expired:,} unsent message(s) of earlier issues (a later issue has started)")
-    plural = "" if report.written == 1 else "s"
-    where = _shown(report.destination) + "/" if isinstance(report.destination, Path) else report.destination
-    typer.echo(f"Sent {report.written:,} message{plural} in {report.seconds:.2f} s "
-               f"({report.rate:,.0f} messages/s) to {where}")
-    if report.skipped:
-        typer.echo(f"Skipped {report.skipped:,} subscriber(s) who left after the send started")
-    if report.failed:
-        bounced = f" ({report.bounced:,} bounced: those subscribers are now marked bounced)" if report.bounced else ""
-        typer.echo(f"Warning: {report.failed:,} message(s) {report.failed_means}{bounced}; see `newsletter status --date {when}`",
-                   err=True)
-    if report.in_doubt:
-        typer.echo(f"Warning: {report.in_doubt:,} message(s) in doubt (the connection dropped after the final \".\"); "
-                   f"see `newsletter status --date {when}`", err=True)
-    if report.stopped:
-        typer.echo(f"Stopped at a clean point: {report.sent:,} of {report.total:,} written; "
-                   f"`newsletter send --date {when}` resumes")
-        return
-    if report.waiting_retries:
-        typer.echo(f"{report.waiting_retries:,} message(s) deferred by the server (4xx), next retry at "
-                   f"{report.next_retry_at or 'once due'}: run `newsletter send --date {when}` again then "
-                   "(or with --retry-now)")
-    if report.hint:
-        typer.echo(report.hint)
+    output.report_send(report, when)
 
 
 @app.command("status")
@@ -744,7 +550,7 @@ def status_command(
     try:
         state = issue_status(store(), when)
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     if format is StatusFormat.json:
         import json
 
@@ -789,7 +595,7 @@ def check_command(
     try:
         report = check_issue(settings(), when)
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     if format is StatusFormat.json:
         import json
 
@@ -835,14 +641,14 @@ def schedule_command(
         return
     stop = threading.Event()
     try:
-        with _logs_to_stderr("apscheduler"), schedule.stop_on_signals(stop):
+        with output.logs_to_stderr("apscheduler"), schedule.stop_on_signals(stop):
             if once:
                 result = schedule.run_once(config, now, stop=stop)
             else:
                 schedule.run_scheduler(config, stop)
                 result = None
     except NewsletterError as err:
-        fail(err)
+        output.fail(err)
     if once and result is None:
         raise typer.Exit(NOTHING_DUE)
     if once and result is not None and not result.ok:

@@ -25,7 +25,8 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter import store
-from newsletter.cli import TEST_PAUSE_AFTER, app
+from newsletter.cli import app
+from newsletter.cli_output import TEST_PAUSE_AFTER
 
 from conftest import fill_postal_address
 from factories import LoopbackController
