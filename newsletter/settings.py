@@ -366,8 +366,13 @@ def _check_mailbox(path: Path, key: str, value: str, *, named: bool) -> None:
     if ascii_form is None:
         raise SettingsError(f"{path}: {key} {value!r}: the part before @ must be ASCII (no SMTPUTF8 here)")
     # the email package must read it back as this one mailbox (a bare comma would make two)
-    parsed = email_policy.SMTP.header_factory("From", value)
-    if parsed.defects or [a.addr_spec for a in parsed.addresses] != [address.strip()]:
+    try:
+        parsed = email_policy.SMTP.header_factory("From", value)
+        addresses_read = [a.addr_spec for a in parsed.addresses]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        # the email package's own parser gives up on some names (a lone "." raises AttributeError)
+        addresses_read = []
+    if not addresses_read or parsed.defects or addresses_read != [address.strip()]:
         raise SettingsError(
             f"{path}: {key} {value!r} does not read as one address; put a name holding , ; : or @ "
             'in double quotes: \'"Name, Inc." <list@example.org>\''

@@ -284,3 +284,16 @@ def test_a_short_key_from_the_environment_is_refused(tmp_path: Path) -> None:
     settings = load_settings(write_config(tmp_path, ""))
     with pytest.raises(SettingsError, match="NEWSLETTER_SECRET_KEY: the key must be at least 32 bytes"):
         secret_key(settings, environ={"NEWSLETTER_SECRET_KEY": "short"})
+
+
+@pytest.mark.parametrize("name", [".", "..", "a.", ".b"])
+def test_a_from_name_the_email_package_cannot_read_is_refused_naming_the_setting(tmp_path: Path, name: str) -> None:
+    # found by the property above: "." made the email package's parser raise AttributeError
+    (tmp_path / "newsletter.toml").write_text(f'[sender]\nfrom = "{name} <desk@example.org>"\n', encoding="utf-8")
+    try:
+        settings = load_settings(tmp_path)
+    except SettingsError as err:
+        assert str(err).startswith(f"{tmp_path / 'newsletter.toml'}: sender.from")
+        return
+    header = email_policy.SMTP.header_factory("From", settings.sender.from_address)
+    assert [a.addr_spec for a in header.addresses] == ["desk@example.org"]
