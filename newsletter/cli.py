@@ -655,6 +655,45 @@ def schedule_command(
         raise typer.Exit(1)
 
 
+# ----------------------------------------------------------------------------- inbox
+
+TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: an MTA piping a message keeps it and tries again later
+
+
+@app.command("inbox")
+def inbox_command(
+    maildir: Optional[Path] = typer.Option(None, "--maildir", help="Read this Maildir instead of the [inbox] IMAP mailbox.",
+                                           file_okay=False),
+    mbox: Optional[Path] = typer.Option(None, "--mbox", help="Read this mbox file instead of the [inbox] IMAP mailbox.",
+                                        dir_okay=False),
+    stdin: bool = typer.Option(False, "--stdin", help="Read one message on standard input (an MTA alias or pipe); "
+                                                      "exits 75 on a fault so the MTA tries again later."),
+) -> None:
+    """Read bounces, complaints and mailto unsubscribes ([inbox] over IMAP, or a Maildir, an mbox, stdin) and update the list."""
+    import sqlite3
+    from datetime import timezone
+
+    from newsletter import inbox
+    from newsletter import store as store_module
+    from newsletter.settings import secret_key
+
+    try:  # every fault, the settings' and the database's too, exits TEMPFAIL under --stdin
+        config = load_settings(find_project(_state.project or Path.cwd()))
+        conn = store_module.connect(config.database_path)
+        source = inbox.open_source(config, maildir=maildir, mbox=mbox, stdin=sys.stdin.buffer if stdin else None)
+        try:
+            summary = inbox.run(conn, config, secret_key(config), source, datetime.now(timezone.utc))
+        finally:
+            source.close()
+    except (NewsletterError, OSError, sqlite3.Error) as err:
+        where = f"{err.filename}: " if isinstance(err, OSError) and err.filename else ""
+        typer.echo(f"Error: {where}{err}", err=True)
+        raise typer.Exit(TEMPFAIL if stdin else 1) from None
+    for note in summary.notes:
+        typer.echo(note)
+    typer.echo(summary.line())
+
+
 def main() -> None:
     """Run the command line; a disk or database fault no library call turned into an error is one line too."""
     import sqlite3

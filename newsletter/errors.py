@@ -72,3 +72,7 @@ class LockedError(NewsletterError):
 
 class StoreError(NewsletterError):
     """The subscriber database cannot be opened or written (full disk, read-only, damaged)."""
+
+
+class InboxError(NewsletterError):
+    """Incoming mail cannot be read: the IMAP server, a Maildir or an mbox file is unreachable or wrong."""

@@ -69,10 +69,10 @@ def record_many(conn: sqlite3.Connection, events: Iterable[Event]) -> None:
 
 
 def history(conn: sqlite3.Connection, subscriber_id: int) -> list[Event]:
-    """Return the events of SUBSCRIBER_ID, oldest first."""
+    """Return the events of SUBSCRIBER_ID in the order they were recorded."""
     rows = conn.execute(
         "SELECT subscriber_id, at, kind, source, status, detail, issue_day, dedupe_key"
-        " FROM subscriber_events WHERE subscriber_id = ? ORDER BY at, id",
+        " FROM subscriber_events WHERE subscriber_id = ? ORDER BY id",
         (subscriber_id,),
     )
     return [Event(**{**dict(row), "kind": Kind(row["kind"])}) for row in rows]

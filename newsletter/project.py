@@ -36,6 +36,8 @@ reply_to = ""                         # empty: replies go to From
 list_id = "bulletin.newsletter.example.org"   # List-Id header
 unsubscribe_mailto = "unsubscribe@newsletter.example.org"   # mailto: in List-Unsubscribe
 postal_address = "{postal_placeholder}"          # required: `newsletter check` refuses to send without a real one
+bounce_address = ""                   # e.g. "bounces@newsletter.example.org": each message's envelope sender
+                                      # becomes bounces+TAG@… so `newsletter inbox` knows whom a bounce is about
 
 [issue]
 sections = ["News", "Analysis"]       # the order sections appear in
@@ -75,6 +77,25 @@ key_file = ""                         # PEM private key, relative to the project
 allowed_origins = []                  # other sites whose pages may post the sign-up form, e.g. ["https://example.org"]
 trusted_proxies = []                  # proxies whose X-Forwarded-For is believed, e.g. ["127.0.0.1"]
 request_timeout = 10.0                # seconds a client has to send a request's headers, and again its body
+
+[bounces]
+soft_limit = 3                        # temporary bounces on this many different days mark an address bounced
+window_days = 14                      # … within this many days
+
+[inbox]
+host = ""                             # IMAP server (TLS) where bounces, complaints and mailto unsubscribes arrive;
+                                      # set, the scheduler reads it every_minutes. Password: NEWSLETTER_INBOX_PASSWORD
+port = 993
+username = ""
+folder = "INBOX"
+processed = "move"                    # a message read is moved to processed_folder, or "flag"ged, or "delete"d
+processed_folder = "Processed"
+human_folder = "For a human"          # where messages the tool cannot act on are moved
+verify = true                         # check the server's TLS certificate (keep it on)
+ca_file = ""                          # PEM file of a private CA to trust, relative to the project
+timeout = 30.0                        # seconds
+every_minutes = 5
+max_message_bytes = 10000000          # larger messages are left for a human unread
 """
 
 SAMPLE_ARTICLE = """\

@@ -22,6 +22,7 @@ from newsletter.rules import https_only
 CONFIG_NAME = "newsletter.toml"
 SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
 SMTP_PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
+INBOX_PASSWORD_ENV = "NEWSLETTER_INBOX_PASSWORD"
 SECRET_KEY_FILE = "subscribers/secret.key"
 SECRET_KEY_MIN_BYTES = 32  # the HMAC-SHA256 key length; shorter keys are guessable
 
@@ -43,6 +44,7 @@ class SenderSettings:
     list_id: str = ""  # empty: the From address's domain
     unsubscribe_mailto: str = ""  # empty: List-Unsubscribe carries only the https link
     postal_address: str = ""  # `newsletter check` refuses to send bulk mail without one
+    bounce_address: str = ""  # set: each message's envelope sender is bounces+TAG@domain (VERP), read back by `inbox`
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,22 @@ class BouncesSettings:
     window_days: int = 14
 
 
+@dataclass(frozen=True)
+class InboxSettings:
+    host: str = ""  # set: `newsletter inbox` reads this IMAP server (TLS), and the scheduler runs it
+    port: int = 993
+    username: str = ""
+    folder: str = "INBOX"
+    processed: str = "move"  # what happens to a message read: "move" to processed_folder, "flag" it, or "delete" it
+    processed_folder: str = "Processed"
+    human_folder: str = "For a human"  # messages the tool cannot act on
+    verify: bool = True
+    ca_file: str = ""  # extra CA certificates (PEM) to trust; relative to the project
+    timeout: float = 30.0
+    every_minutes: int = 5  # how often the scheduler reads the mailbox
+    max_message_bytes: int = 10_000_000  # a larger message is not parsed: it is left for a human
+
+
 # The toml name of each section, and the toml names that differ from the field names.
 _SECTIONS: dict[str, type] = {
     "newsletter": NewsletterSettings,
@@ -113,6 +131,7 @@ _SECTIONS: dict[str, type] = {
     "dkim": DkimSettings,
     "web": WebSettings,
     "bounces": BouncesSettings,
+    "inbox": InboxSettings,
 }
 _TOML_NAMES = {("sender", "from_address"): "from"}  # field name -> toml key
 
@@ -120,6 +139,7 @@ _CHOICES = {
     ("issue", "empty_policy"): ("skip", "notice"),
     ("delivery", "transport"): ("outbox", "smtp"),
     ("smtp", "security"): ("starttls", "ssl", "none"),
+    ("inbox", "processed"): ("move", "flag", "delete"),
 }
 
 
@@ -135,6 +155,7 @@ class Settings:
     dkim: DkimSettings = field(default_factory=DkimSettings)
     web: WebSettings = field(default_factory=WebSettings)
     bounces: BouncesSettings = field(default_factory=BouncesSettings)
+    inbox: InboxSettings = field(default_factory=InboxSettings)
 
     def __post_init__(self) -> None:
         # the defaults that follow other settings, filled once here so every reader sees the value
@@ -303,6 +324,22 @@ def _check_values(path: Path, settings: Settings) -> None:
     _check_web(path, settings.web)
     if settings.bounces.soft_limit < 1 or settings.bounces.window_days < 1:
         raise SettingsError(f"{path}: bounces.soft_limit and bounces.window_days must be at least 1")
+    _check_inbox(path, settings.inbox)
+
+
+def _check_inbox(path: Path, inbox: InboxSettings) -> None:
+    if inbox.host and not inbox.username:
+        raise SettingsError(f"{path}: inbox.username is empty; the IMAP server {inbox.host} needs one "
+                            f"(its password comes from {INBOX_PASSWORD_ENV})")
+    if not 0 < inbox.port < 65536:
+        raise SettingsError(f"{path}: inbox.port must be between 1 and 65535, not {inbox.port}")
+    if inbox.every_minutes < 1 or inbox.max_message_bytes < 10_000 or not 0 < inbox.timeout < 3600:
+        raise SettingsError(f"{path}: inbox.every_minutes must be at least 1, inbox.max_message_bytes at least "
+                            "10000, inbox.timeout between 0 and 3600 seconds")
+    for key in ("folder", "processed_folder", "human_folder"):
+        value = getattr(inbox, key)
+        if not value.strip() or not value.isascii() or re.search(r'[\x00-\x1f\x7f"\\]', value):
+            raise SettingsError(f"{path}: inbox.{key} {value!r} is not a folder name (ASCII, no quotes or backslashes)")
 
 
 def _check_web(path: Path, web: WebSettings) -> None:
@@ -332,7 +369,8 @@ def _check_sender(path: Path, sender: SenderSettings) -> None:
     from newsletter.headers import check_header_value
 
     values = {"from": sender.from_address, "reply_to": sender.reply_to,
-              "unsubscribe_mailto": sender.unsubscribe_mailto, "list_id": sender.list_id}
+              "unsubscribe_mailto": sender.unsubscribe_mailto, "list_id": sender.list_id,
+              "bounce_address": sender.bounce_address}
     try:
         for key, value in values.items():
             check_header_value(f"sender.{key}", value)
@@ -344,6 +382,11 @@ def _check_sender(path: Path, sender: SenderSettings) -> None:
         _check_mailbox(path, "sender.reply_to", sender.reply_to, named=True)
     if sender.unsubscribe_mailto:
         _check_mailbox(path, "sender.unsubscribe_mailto", sender.unsubscribe_mailto, named=False)
+    if sender.bounce_address:
+        _check_mailbox(path, "sender.bounce_address", sender.bounce_address, named=False)
+        if "+" in sender.bounce_address.split("@")[0] or len(sender.bounce_address.split("@")[0]) > 24:
+            raise SettingsError(f"{path}: sender.bounce_address {sender.bounce_address!r}: the part before @ must "
+                                "be at most 24 characters and have no '+' (each message adds +TAG to it)")
     if sender.list_id and (len(sender.list_id) > 255 or not _LIST_ID.fullmatch(sender.list_id)):
         raise SettingsError(
             f"{path}: sender.list_id {sender.list_id!r} is not a list id such as 'daily.example.org' "
@@ -451,7 +494,12 @@ def smtp_password(environ: typing.Mapping[str, str] = os.environ) -> str:
     return environ.get(SMTP_PASSWORD_ENV, "")
 
 
+def inbox_password(environ: typing.Mapping[str, str] = os.environ) -> str:
+    """Return the IMAP password of [inbox], which only ever comes from the environment."""
+    return environ.get(INBOX_PASSWORD_ENV, "")
+
+
 __all__ = [
-    "Settings", "find_project", "load_settings", "secret_key", "smtp_password",
+    "Settings", "find_project", "load_settings", "secret_key", "smtp_password", "inbox_password",
     "CONFIG_NAME",
 ]
