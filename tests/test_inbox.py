@@ -209,7 +209,7 @@ def test_without_a_source_the_cli_says_what_to_set(project):
 # ----------------------------------------------------------------------------- properties
 
 
-@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(status=st.from_regex(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}", fullmatch=True),
        action=st.sampled_from(["failed", "delayed", "delivered", "relayed", "expanded", "Failed (bad)"]),
        diagnostic=st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=80),
