@@ -404,6 +404,16 @@ def format_slot(slot: Slot) -> str:
 
 # --- the scheduler -------------------------------------------------------------------------------
 
+def _read_inbox(settings: Settings) -> None:
+    """Read the [inbox] mailbox once and log its summary; a failure is logged, and the next run tries again."""
+    from newsletter import inbox
+
+    try:
+        logger.info("%s", inbox.read_mailbox(settings, datetime.now(timezone.utc)).line())
+    except Exception as err:  # the mailbox being down must not end the scheduler (nor the sends)
+        logger.error("reading the inbox failed; trying again in %d minutes: %s", settings.inbox.every_minutes, err)
+
+
 def run_scheduler(settings: Settings, stop: threading.Event, *,
                   lock_wait: float = LOCK_WAIT_SECONDS) -> None:
     """Send each day's issue at its slot until STOP is set; first catch up the slot due now, if any.
@@ -458,6 +468,9 @@ def run_scheduler(settings: Settings, stop: threading.Event, *,
         # a due slot runs at once (the catch-up) as the daily job itself, so max_instances covers it
         catch_up = {"next_run_time": started} if due is not None else {}
         scheduler.add_job(run, daily_trigger(settings), id="daily-send", name="daily send", **catch_up)
+        if settings.inbox.host:  # bounces, complaints and mailto unsubscribes, every few minutes
+            scheduler.add_job(_read_inbox, "interval", args=[settings], minutes=settings.inbox.every_minutes,
+                              id="inbox", name="read the inbox", next_run_time=started)
         upcoming = next_runs(started, 1, settings)[0]
         logger.info("newsletter schedule for %s: daily at %s %s; next run %s",
                     settings.root, settings.schedule.send_time, settings.newsletter.timezone,

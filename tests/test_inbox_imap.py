@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,7 +132,7 @@ def dovecot() -> Iterator[Dovecot]:
                     log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""
                     server.kill()
                     pytest.fail(f"Dovecot did not start: {server.stderr.read().decode() if server.stderr else ''}{log}")
-                time.sleep(0.05)  # polling a port with a deadline: Dovecot has no readiness signal
+                threading.Event().wait(0.05)  # polling a port with a deadline: Dovecot has no readiness signal
         try:
             yield Dovecot(port, home, root / "cert.pem")
         finally:
@@ -211,3 +212,22 @@ def test_a_wrong_password_or_an_untrusted_certificate_is_one_clear_error(project
     assert "CERTIFICATE_VERIFY_FAILED" in result.stderr
     result = inbox_cli(project, password="")
     assert "NEWSLETTER_INBOX_PASSWORD is empty" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_scheduler_reads_the_mailbox_when_inbox_is_set(project, dovecot, monkeypatch):
+    from test_schedule import wait_for
+    from test_schedule_e2e import Scheduler
+
+    settings = configure(project)
+    conn = add_everyone(settings)
+    imap_project(project, dovecot)
+    dovecot.deliver(personal("postfix_permanent.eml", settings, conn))
+    monkeypatch.setenv("NEWSLETTER_INBOX_PASSWORD", PASSWORD)
+    scheduler = Scheduler(project)
+    try:
+        wait_for(lambda: scheduler.logged("read 1 message: 1 bounce"), "the scheduler's inbox run")
+    finally:
+        scheduler.terminate()
+        scheduler.kill()
+    assert status(conn, "gone@example.net") == "bounced"

@@ -121,4 +121,20 @@ def open_source(settings: Settings, *, maildir: Path | None = None, mbox: Path |
     return ImapSource(settings, inbox_password(environ))
 
 
-__all__ = ["Summary", "open_source", "run"]
+def read_mailbox(settings: Settings, now: datetime, environ: Mapping[str, str] = os.environ) -> Summary:
+    """Read the [inbox] IMAP mailbox once (the scheduler's job): open, run, close; return the summary."""
+    from newsletter import store
+    from newsletter.settings import secret_key
+
+    conn = store.connect(settings.database_path)
+    try:
+        source = open_source(settings, environ=environ)
+        try:
+            return run(conn, settings, secret_key(settings, environ), source, now)
+        finally:
+            source.close()
+    finally:
+        conn.close()
+
+
+__all__ = ["Summary", "open_source", "read_mailbox", "run"]
