@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import html
 import logging
 import re
@@ -40,6 +39,7 @@ from newsletter.models import (
 from newsletter.rules import MAX_LINE_OCTETS as _MAX_LINE
 from newsletter.rules import Rule, https_only
 from newsletter.settings import CONFIG_NAME, Settings
+from newsletter.signing import unsubscribe_token, unsubscriber, verify_token
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,6 @@ _QP_LITERAL = re.compile(r"(?:[\x20-\x3c\x3e-\x7e]*[\x21-\x3c\x3e-\x7e])?")
 
 _FORBIDDEN_CHARS = FORBIDDEN_CHARS
 
-_TOKEN_RE = re.compile(r"(0|[1-9][0-9]{0,17})\.([0-9a-f]{32})")
-_MAX_TOKEN_LENGTH = 18 + 1 + 32
 _PLACEHOLDER_RE = re.compile("|".join(map(re.escape, PLACEHOLDERS)))
 
 # Sentinels of the template. Each is ASCII letters and digits, short, on a line of its own or
@@ -75,45 +73,7 @@ _LEFTOVERS = (b"NLXRECIPIENTX", b"NLXMESSAGEIDX", b"NLXSLOT", *(p.encode() for p
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9'-]+(?: [A-Za-z0-9'-]+)*")
 
 
-# --- tokens and ids ------------------------------------------------------------------------------
-
-class _Tokens:
-    """Unsubscribe tokens of one list under one key: `{id}.{first 16 bytes of an HMAC-SHA256, hex}`."""
-
-    def __init__(self, key: bytes, list_id: str) -> None:
-        if not key:
-            raise ValueError("unsubscribe tokens need a non-empty secret key")
-        # The keyed state after the list id, copied per subscriber: a third of the cost of hmac.new.
-        self._keyed = hmac.new(key, f"newsletter-unsubscribe\0{list_id}\0".encode("utf-8"), hashlib.sha256)
-
-    def mac(self, subscriber_id: int) -> str:
-        state = self._keyed.copy()
-        state.update(str(subscriber_id).encode("ascii"))
-        return state.digest()[:16].hex()  # 128 bits, lowercase: survives a case-folding mail system
-
-    def __call__(self, subscriber_id: int) -> str:
-        if isinstance(subscriber_id, bool) or not isinstance(subscriber_id, int) or not 0 <= subscriber_id < 10**18:
-            raise ValueError(f"subscriber id {subscriber_id!r} is not a non-negative integer below 10**18")
-        return f"{subscriber_id}.{self.mac(subscriber_id)}"
-
-
-def unsubscribe_token(key: bytes, subscriber_id: int, list_id: str) -> str:
-    """Return the unsubscribe token of one subscriber of one list: `{id}.{hmac}`."""
-    return _Tokens(key, list_id)(subscriber_id)
-
-
-def verify_token(key: bytes, token: str, list_id: str) -> int | None:
-    """Return the subscriber id TOKEN was made for under KEY and LIST_ID, or None if it was not."""
-    if not key or not isinstance(token, str) or len(token) > _MAX_TOKEN_LENGTH or not token.isascii():
-        return None
-    match = _TOKEN_RE.fullmatch(token.lower())
-    if match is None:
-        return None
-    subscriber_id = int(match[1])
-    if hmac.compare_digest(match[2], _Tokens(key, list_id).mac(subscriber_id)):
-        return subscriber_id
-    return None
-
+# --- ids ---------------------------------------------------------------------------------------
 
 class _MessageIds:
     """Message-IDs of one issue: `<YYYYMMDD.{id}.{hash}@domain>`, the same for the same subscriber."""
@@ -408,7 +368,7 @@ class MessageTemplate:
         self.slots = slots        # ("to"|"msgid"|"token", 0) or ("text"|"html", index into lines)
         self.lines = lines        # the source body lines that hold placeholders
         self.signer = signer
-        self._tokens = _Tokens(key, settings.sender.list_id)
+        self._tokens = unsubscriber(key, settings.sender.list_id)
         self._message_ids = _MessageIds(day, settings.sender_domain)
 
     def __repr__(self) -> str:  # not the segments (100+ KB) nor the key (secret)
@@ -478,7 +438,7 @@ class MessageTemplate:
         settings = self.settings
         name = _subscriber_name(subscriber)
         address = ascii_address(subscriber.email)
-        token = self._tokens(subscriber.id)
+        token = self._tokens.sign(subscriber.id)
         text_values, html_values = _personal_values(name, token, settings)
         token_bytes = token.encode("ascii")
         segments = self.segments

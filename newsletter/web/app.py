@@ -39,7 +39,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from newsletter import archive, messages, store, subscribers
+from newsletter import archive, signing, store, subscribers
 from newsletter.delivery.single import send_single
 from newsletter.errors import NewsletterError
 from newsletter.models import Subscriber
@@ -172,7 +172,7 @@ class WebApp:
     # ------------------------------------------------------------------ unsubscribe
 
     def _unsubscribe_id(self, token: str) -> int:
-        subscriber_id = messages.verify_token(self.key, token, self.settings.sender.list_id)
+        subscriber_id = signing.verify_token(self.key, token, self.settings.sender.list_id)
         if subscriber_id is None:
             raise HTTPException(400, "This unsubscribe link is not one of ours, or it was cut short. "
                                      "Copy the whole link from the email, or use the Unsubscribe link of "
@@ -237,10 +237,10 @@ class WebApp:
 
     async def _confirming(self, token: str) -> tuple[Subscriber, str]:
         """Return whom TOKEN confirms and, for a rejoin link, the unsubscribe moment it is bound to."""
-        claimed = signup.token_subscriber_id(token)
+        claimed = signing.token_subscriber_id(token)
         person = None if claimed is None else await self._in_thread(lambda conn: subscribers.get_id(conn, claimed))
         rejoin = person.updated_at if person is not None and person.status == subscribers.UNSUBSCRIBED else ""
-        if signup.verify_confirm_token(self.key, token, self.settings.sender.list_id, self.now(),
+        if signing.verify_confirm_token(self.key, token, self.settings.sender.list_id, self.now(),
                                        rejoin=rejoin) is None:
             raise HTTPException(400, "This confirmation link is not valid or has expired (links work for "
                                      f"{signup.CONFIRM_DAYS} days). Subscribe again from the archive's front page.")

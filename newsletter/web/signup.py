@@ -1,7 +1,7 @@
 """Sign-up with confirmation: the signed confirmation link, the request limits, the confirmation message.
 
 A sign-up request is queued (`outgoing_mail`, sent by web/outgoing.py); the worker records the address
-as `pending` and mails a link `{base_url}/confirm/TOKEN`. The token is an HMAC of (purpose, list,
+as `pending` and mails a link `{base_url}/confirm/TOKEN`. The token (signing.py) is an HMAC of (purpose, list,
 subscriber, expiry) under the project's secret key: a different purpose string from the unsubscribe
 tokens, so neither can stand in for the other, and it expires. Requests are logged in
 `signup_requests` so one address gets at most a few mails a day (the page never says so), and one
@@ -10,10 +10,7 @@ client address cannot make many requests an hour. No HTTP here (web/app.py).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import re
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
@@ -25,17 +22,14 @@ from newsletter import store, subscribers
 from newsletter.errors import HeaderError, NewsletterError, SubscriberError
 from newsletter.models import Subscriber
 from newsletter.settings import Settings
+from newsletter.signing import CONFIRM_DAYS, confirm_token, token_subscriber_id, verify_confirm_token
 
 logger = logging.getLogger(__name__)
 
-CONFIRM_DAYS = 7
 ADDRESS_LIMIT = 3            # mails per address in a rolling window …
 ADDRESS_WINDOW = timedelta(hours=24)
 IP_LIMIT = 20                # … and sign-up requests per client address
 IP_WINDOW = timedelta(hours=1)
-
-_TOKEN_RE = re.compile(r"(0|[1-9][0-9]{0,17})\.([1-9][0-9]{0,11})\.([0-9a-f]{32})")
-_MAX_TOKEN_LENGTH = 18 + 1 + 12 + 1 + 32
 
 
 class LimitReached(NewsletterError):
@@ -46,49 +40,7 @@ class LimitReached(NewsletterError):
         self.retry_after = retry_after
 
 
-# --- the confirmation token ----------------------------------------------------------------------
-
-def _mac(key: bytes, list_id: str, subscriber_id: int, expires: int, rejoin: str) -> str:
-    message = f"newsletter-confirm\0{list_id}\0{subscriber_id}\0{expires}"
-    if rejoin:  # bound to the moment they unsubscribed: a later unsubscribe voids the link
-        message += f"\0rejoin\0{rejoin}"
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()[:16].hex()
-
-
-def confirm_token(key: bytes, subscriber_id: int, list_id: str, now: datetime, days: int = CONFIRM_DAYS,
-                  *, rejoin: str = "") -> str:
-    """Return a confirmation token for SUBSCRIBER_ID that expires DAYS after NOW: `{id}.{expiry}.{hmac}`.
-
-    REJOIN is the `updated_at` of an unsubscribed subscriber asking to come back: their link
-    confirms only while they are still unsubscribed since that moment.
-    """
-    if not key:
-        raise ValueError("confirmation tokens need a non-empty secret key")
-    expires = int((now + timedelta(days=days)).timestamp())
-    return f"{subscriber_id}.{expires}.{_mac(key, list_id, subscriber_id, expires, rejoin)}"
-
-
-def token_subscriber_id(token: str) -> int | None:
-    """Return the subscriber id TOKEN claims (not yet verified), or None if it is malformed."""
-    if not isinstance(token, str) or len(token) > _MAX_TOKEN_LENGTH or not token.isascii():
-        return None
-    match = _TOKEN_RE.fullmatch(token.lower())
-    return None if match is None else int(match[1])
-
-
-def verify_confirm_token(key: bytes, token: str, list_id: str, now: datetime, *, rejoin: str = "") -> int | None:
-    """Return the subscriber id TOKEN confirms, or None if it is forged, malformed or expired."""
-    if not key or token_subscriber_id(token) is None:
-        return None
-    match = _TOKEN_RE.fullmatch(token.lower())
-    assert match is not None
-    subscriber_id, expires = int(match[1]), int(match[2])
-    if not hmac.compare_digest(match[3], _mac(key, list_id, subscriber_id, expires, rejoin)):
-        return None
-    if now.timestamp() > expires:
-        return None
-    return subscriber_id
-
+# --- the confirmation link (its token: signing.py) ---------------------------------------------
 
 def confirm_url(settings: Settings, token: str) -> str:
     """Return the address of the confirmation page for TOKEN."""
