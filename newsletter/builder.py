@@ -9,14 +9,14 @@ import re
 import string
 import unicodedata
 from datetime import date
-from pathlib import Path
 from typing import Sequence
 
-from newsletter import findings
+from newsletter import files, findings
 from newsletter.errors import BuildError
 from newsletter.findings import Finding
 from newsletter.models import Article, CrossReference, DayContent, Issue, IssueArticle, IssueSection
-from newsletter.readers import render_tokens
+from newsletter.headers import has_encoded_word
+from newsletter.readers import render_tokens, slugify
 from newsletter.rules import MONTH_NUMBER as _MONTH_NUMBER
 from newsletter.rules import MONTHS, PREHEADER_MAX, PREHEADER_MIN, Rule
 from newsletter.settings import CONFIG_NAME, Settings
@@ -49,11 +49,6 @@ def archive_url(settings: Settings, day: date) -> str:
     return f"{settings.newsletter.base_url.rstrip('/')}/archive/{day:%Y/%m/%d}/"
 
 
-def slugify(text: str) -> str:
-    """Return TEXT lowercased with each run of non-alphanumerics turned into one '-'."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
-
-
 def build_issue(content: DayContent, settings: Settings, *, issue_days: Sequence[date]) -> Issue:
     """Build CONTENT's day into an ordered Issue; ISSUE_DAYS are all days that have an issue."""
     known_days = set(issue_days) | {content.day}
@@ -64,7 +59,7 @@ def build_issue(content: DayContent, settings: Settings, *, issue_days: Sequence
         if article.section not in section_index:
             raise BuildError.about(
                 Rule.SECTION, f"section {article.section!r} is not one of " + ", ".join(settings.issue.sections),
-                _display(article.path, settings.root),
+                files.display(article.path, settings.root),
             )
 
     anchors: set[str] = set()
@@ -80,7 +75,7 @@ def build_issue(content: DayContent, settings: Settings, *, issue_days: Sequence
             _issue_article(a, _unique(f"a-{a.slug}", anchors), content.day, known_days, settings, warnings)
             for a in chosen
         )
-        sections.append(IssueSection(name=name, anchor=f"s-{slugify(name)}", articles=built))
+        sections.append(IssueSection(name=name, anchor=f"s-{slugify(name, fallback='x')}", articles=built))
 
     lead = min(
         content.articles,
@@ -103,7 +98,7 @@ def _issue_article(
     article: Article, anchor: str, day: date, known_days: set[date], settings: Settings,
     warnings: list[Finding],
 ) -> IssueArticle:
-    name = _display(article.path, settings.root)
+    name = files.display(article.path, settings.root)
     text = plain_text(article.tokens)
     if not text:
         warnings.append(findings.warning(Rule.EMPTY_BODY, "the article has no body text", name))
@@ -213,7 +208,7 @@ def _subject(settings: Settings, day: date, number: int, lead: Article | None) -
     subject = _one_line(subject)
     if not lead:  # "{short_name} {long_date}: {lead_title}" with no lead: drop the dangling ':'
         subject = subject.rstrip(" :-–—·|,")
-    if re.search(r"=\?.*\?=", subject):
+    if has_encoded_word(subject):
         raise refuse(": the subject must not contain '=?…?=' (encoded words)")
     return subject
 
@@ -292,13 +287,6 @@ def _unique(anchor: str, taken: set[str]) -> str:
 
 def _dedupe(items: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(i for i in items if i))
-
-
-def _display(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 __all__ = ["build_issue", "long_date", "archive_url", "citations", "MONTHS", "SUBJECT_KEYS"]

@@ -67,3 +67,17 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def display(path: Path | str, root: Path) -> str:
+    """Return PATH relative to the project ROOT when it is inside it, else as given (for messages)."""
+    path = Path(path)
+    for base in (root, root.resolve()):
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            pass
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except (ValueError, OSError):
+        return str(path)

@@ -11,7 +11,6 @@ out identical to the reference. tests/test_messages.py holds the two paths again
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import html
 import logging
@@ -27,7 +26,7 @@ from email.utils import format_datetime
 from newsletter import addresses
 from newsletter.dkim import DKIM_SIGNED_HEADERS, DkimSigner, dkim_signer, sign
 from newsletter.errors import BuildError, HeaderError, SettingsError
-from newsletter.headers import FORBIDDEN_CHARS, check_header_value
+from newsletter.headers import FORBIDDEN_CHARS, check_header_value, has_encoded_word, mailbox, quoted_string
 from newsletter.models import (
     GREETING_PLACEHOLDER,
     NAME_PLACEHOLDER,
@@ -52,8 +51,6 @@ _QP_LINE_LENGTH = 76
 # A line of these characters, not ending in a space, comes out of quoted-printable unchanged.
 _QP_LITERAL = re.compile(r"(?:[\x20-\x3c\x3e-\x7e]*[\x21-\x3c\x3e-\x7e])?")
 
-_FORBIDDEN_CHARS = FORBIDDEN_CHARS
-
 _PLACEHOLDER_RE = re.compile("|".join(map(re.escape, PLACEHOLDERS)))
 
 # Sentinels of the template. Each is ASCII letters and digits, short, on a line of its own or
@@ -69,8 +66,6 @@ _SLOT_RE = re.compile(
 )
 _LEFTOVERS = (b"NLXRECIPIENTX", b"NLXMESSAGEIDX", b"NLXSLOT", *(p.encode() for p in PLACEHOLDERS))
 
-# A name of plain words goes into To as it is.
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9'-]+(?: [A-Za-z0-9'-]+)*")
 
 
 # --- ids ---------------------------------------------------------------------------------------
@@ -168,46 +163,6 @@ def _public_unsubscribe(page: str, settings: Settings) -> str:
     return page.replace(f"{base}/u/{TOKEN_PLACEHOLDER}", f"{base}/unsubscribe/")
 
 
-def _encoded_words(text: str) -> list[str]:
-    """Return TEXT as RFC 2047 encoded words of at most 75 characters, cut after a space if one is near."""
-    words = []
-    while text:
-        end = size = 0
-        while end < len(text) and size + len(text[end].encode("utf-8")) <= 45:  # 60 base64 chars
-            size += len(text[end].encode("utf-8"))
-            end += 1
-        if end < len(text) and (space := text.rfind(" ", 1, end)) > 0:
-            end = space + 1  # the space stays inside the word: whitespace between words is dropped
-        words.append("=?utf-8?b?" + base64.b64encode(text[:end].encode("utf-8")).decode("ascii") + "?=")
-        text = text[end:]
-    return words
-
-
-def _mailbox(name: str, address: str) -> str:
-    """Return the To value `name <address>`, folded with CRLF where it is long.
-
-    Written here rather than by the email package: on Python 3.11 its folder puts an encoded word
-    right next to plain text (`=?utf-8?q?=3A_=C2=A0?=0` for ": \\xa00"), which RFC 2047 readers
-    do not decode. Here a name is plain words, one quoted string, or wholly encoded words.
-    """
-    if not name:
-        return address
-    if _PLAIN_NAME.fullmatch(name):
-        phrase = name
-    elif re.fullmatch(r"[\x20-\x7e]+", name):
-        phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    else:
-        phrase = ""
-    if phrase and len("To: ") + len(phrase) + len(address) + 3 <= 78:
-        return f"{phrase} <{address}>"
-    if phrase and len("To: ") + len(phrase) <= _MAX_LINE and len(address) + 3 <= _MAX_LINE:
-        return f"{phrase}\r\n <{address}>"
-    words = _encoded_words(name)
-    if len("To: ") + sum(len(w) + 1 for w in words) + len(address) + 2 <= 78:
-        return " ".join(words) + f" <{address}>"
-    return "\r\n ".join(words) + f"\r\n <{address}>"
-
-
 # --- the message ---------------------------------------------------------------------------------
 
 def _check_settings(rendered: RenderedIssue, settings: Settings) -> None:
@@ -226,7 +181,7 @@ def _check_settings(rendered: RenderedIssue, settings: Settings) -> None:
     check_header_value("newsletter.base_url", settings.newsletter.base_url)
     for field, template in (("issue.greeting", settings.issue.greeting),
                             ("issue.greeting_fallback", settings.issue.greeting_fallback)):
-        if _FORBIDDEN_CHARS.search(template):
+        if FORBIDDEN_CHARS.search(template):
             raise BuildError.about(Rule.MESSAGE, f"{field} {template!r}: contains a control character or line break")
     try:
         settings.issue.greeting.format(name="Ada")
@@ -245,7 +200,7 @@ def _check_settings(rendered: RenderedIssue, settings: Settings) -> None:
 def _list_id(settings: Settings) -> str:
     name = settings.newsletter.name
     if name.isascii() and re.search(r'[()<>@,;:\\".\[\]]', name):
-        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        name = quoted_string(name)
     return f"{name} <{settings.sender.list_id}>"
 
 
@@ -273,7 +228,7 @@ def _compose(
         raise BuildError.about(Rule.HEADERS, f"issue {rendered.issue.day}: the Date {date_header.isoformat()} has no time zone")
     msg = EmailMessage(policy=_BUILD_POLICY)
     msg["From"] = settings.sender.from_address
-    msg.set_raw("To", to)  # already encoded and folded: see _mailbox
+    msg.set_raw("To", to)  # already encoded and folded: see headers.mailbox
     msg["Subject"] = rendered.issue.subject
     msg["Date"] = format_datetime(date_header)
     msg["Message-ID"] = msgid
@@ -302,7 +257,7 @@ def _check_list_unsubscribe(rendered: RenderedIssue, raw: bytes) -> None:
     head = raw[: raw.find(b"\r\n\r\n") + 2]
     match = re.search(rb"^List-Unsubscribe: (.*)\r\n(?![ \t])", head, re.MULTILINE)
     first = match[1].decode("ascii", "replace") if match else ""
-    if match is None or b"=?" in match[0] or not (first.startswith("<") and https_only(first[1:])):
+    if match is None or has_encoded_word(match[0]) or not (first.startswith("<") and https_only(first[1:])):
         raise BuildError.about(
             Rule.LIST_UNSUBSCRIBE, f"issue {rendered.issue.day}: List-Unsubscribe would not be written as plain URLs "
             "(newsletter.base_url or sender.unsubscribe_mailto too long or not ASCII)"
@@ -321,7 +276,7 @@ def build_reference(
     text_values, html_values = _personal_values(name, token, settings)
     raw = _compose(
         rendered, settings, date_header,
-        to=_mailbox(name, address),
+        to=mailbox(name, address),
         msgid=message_id(rendered.issue.day, subscriber.id, settings.sender_domain),
         token=token,
         text=_fill(rendered.text, text_values),
@@ -451,7 +406,7 @@ class MessageTemplate:
             elif kind == "html":
                 out.append(_qp_line(_fill(self.lines[index], html_values)))
             elif kind == "to":
-                out.append(b"To: " + _mailbox(name, address).encode("ascii") + b"\r\n")
+                out.append(b"To: " + mailbox(name, address).encode("ascii") + b"\r\n")
             else:
                 out.append(b"Message-ID: " + self._message_ids(subscriber.id).encode("ascii") + b"\r\n")
             out.append(segment)

@@ -11,7 +11,6 @@ import html
 import logging
 import re
 import reprlib
-import unicodedata
 from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,9 +20,10 @@ import yaml
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from newsletter import findings
+from newsletter import files, findings
 from newsletter.errors import ArticleError
 from newsletter.findings import Finding
+from newsletter.headers import header_problem
 from newsletter.models import Article, DayContent, Feature, Note
 from newsletter.rules import HTTPS, MAX_ARTICLE_BYTES, Rule, https_only
 from newsletter.settings import Settings
@@ -52,7 +52,6 @@ NOTE_KEYS = ("title",)
 FEATURE_KEYS = ("title", "link", "link_text")
 
 _DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
-_ENCODED_WORD = re.compile(r"=\?.*\?=", re.S)
 
 
 def _markdown() -> MarkdownIt:
@@ -198,10 +197,9 @@ def article_days(articles_dir: Path) -> list[date]:
     return sorted(days)
 
 
-def slugify(stem: str) -> str:
-    """Return STEM lowercased with each run of non-alphanumerics turned into one '-'."""
-    slug = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")
-    return slug or "article"
+def slugify(text: str, fallback: str = "article") -> str:
+    """Return TEXT lowercased with each run of non-alphanumerics turned into one '-' (FALLBACK if none is left)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or fallback
 
 
 def read_day(articles_dir: Path, day: date, settings: Settings) -> DayContent:
@@ -240,7 +238,7 @@ class _FileReader:
     def __init__(self, path: Path, settings: Settings) -> None:
         self.path = path
         self.settings = settings
-        self.name = _display(path, settings.root)
+        self.name = files.display(path, settings.root)
         self.problems: list[Finding] = []
 
     def problem(self, message: str, line: int | None = None, rule: Rule = Rule.ARTICLE) -> None:
@@ -416,11 +414,8 @@ class _FileReader:
             self.problem(f"field '{field}': must be text, not {_kind(value)} ({_short(value)}); put it in quotes")
             return None
         title = " ".join(value.split())
-        if any(unicodedata.category(c) == "Cc" for c in title):
-            self.problem(f"field '{field}': contains control characters")
-            return None
-        if _ENCODED_WORD.search(title):
-            self.problem(f"field '{field}': must not contain '=?…?=' (it would become a mail header)")
+        if problem := header_problem(title):
+            self.problem(f"field '{field}': {problem.what} (it would become a mail header)")
             return None
         return title
 
@@ -488,19 +483,6 @@ def _short(value: Any) -> str:
 def _kind(value: Any) -> str:
     names = {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "a mapping"}
     return names.get(type(value), f"a {type(value).__name__}")
-
-
-def _display(path: Path, root: Path) -> str:
-    """Return PATH relative to the project root when it is inside it, else as given."""
-    for base in (root, root.resolve()):
-        try:
-            return str(path.relative_to(base))
-        except ValueError:
-            pass
-    try:
-        return str(path.resolve().relative_to(root.resolve()))
-    except (ValueError, OSError):
-        return str(path)
 
 
 __all__ = [

@@ -23,6 +23,7 @@ from typing import TextIO
 from newsletter import addresses, events, store
 from newsletter.events import Event, Kind
 from newsletter.errors import SubscriberError
+from newsletter.headers import clip, header_problem
 from newsletter.models import Subscriber
 
 logger = logging.getLogger(__name__)
@@ -34,9 +35,6 @@ EXPORT_COLUMNS: tuple[str, ...] = ("email", "name", "status", "created_at", "upd
 MAX_NAME_LENGTH = 200
 
 _COLUMNS = "id, email, email_key, name, status, created_at, updated_at"
-# Unicode categories Cc (C0, DEL, C1), Zl and Zp: anything that can end or split a header line.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
 # A spreadsheet treats a cell starting with one of these as a formula (or, for ', as a literal).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 
@@ -90,16 +88,8 @@ def normalize_email(address: str) -> tuple[str, str]:
 def clean_name(name: str, field_name: str = "name") -> str:
     """Return NAME stripped, or raise SubscriberError if it could break an email header (EMAIL.md rule 21)."""
     name = name.strip()
-    control = _CONTROL.search(name)
-    if control:
-        raise SubscriberError(
-            f"{field_name}: {_show(name)} contains the control character U+{ord(control.group()):04X}; "
-            "names go into email headers"
-        )
-    if _ENCODED_WORD.search(name):
-        raise SubscriberError(
-            f"{field_name}: {name!r} looks like an RFC 2047 encoded word (=?…?=); names go into email headers"
-        )
+    if problem := header_problem(name):
+        raise SubscriberError(f"{field_name}: {clip(name)} {problem.what}; names go into email headers")
     if len(name) > MAX_NAME_LENGTH:
         raise SubscriberError(f"{field_name}: longer than {MAX_NAME_LENGTH} characters")
     return name

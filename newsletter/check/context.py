@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from newsletter import files
 from newsletter.findings import Finding
 from newsletter.models import Issue, RenderedIssue
 from newsletter.settings import Settings
@@ -86,13 +87,7 @@ class Context:
 
 def display(settings: Settings, path: Path | str) -> str:
     """Return PATH relative to the project root when it is inside it, else as given."""
-    path = Path(path)
-    for base in (settings.root, settings.root.resolve()):
-        try:
-            return str(path.relative_to(base))
-        except ValueError:
-            pass
-    return str(path)
+    return files.display(path, settings.root)
 
 
 class TemplateSources:

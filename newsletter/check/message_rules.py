@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 
 from newsletter.check.context import Context, raw_headers
+from newsletter.headers import has_encoded_word
 from newsletter.findings import Finding, error, warning
 from newsletter.rules import MAX_LINE_OCTETS, Rule, https_only
 from newsletter.settings import CONFIG_NAME
@@ -55,7 +56,7 @@ def list_headers(ctx: Context) -> Iterator[Finding]:
     if not unsubscribe:
         yield error(Rule.LIST_UNSUBSCRIBE, "no List-Unsubscribe header: Gmail and Yahoo require one-click "
                     "unsubscribe", CONFIG_NAME)
-    elif "=?" in unsubscribe or not (unsubscribe.strip().startswith("<") and https_only(unsubscribe.strip()[1:])):
+    elif has_encoded_word(unsubscribe) or not (unsubscribe.strip().startswith("<") and https_only(unsubscribe.strip()[1:])):
         yield error(Rule.LIST_UNSUBSCRIBE, "List-Unsubscribe is not a plain <https://…> URL: "
                     f"{unsubscribe.strip()[:80]!r}", CONFIG_NAME)
     if fields.get("list-unsubscribe-post", "").strip() != "List-Unsubscribe=One-Click":
