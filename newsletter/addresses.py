@@ -13,9 +13,12 @@ from __future__ import annotations
 import functools
 import re
 
+import idna
 from email_validator import EmailNotValidError, validate_email
 
-__all__ = ["EmailNotValidError", "normalize"]
+from newsletter.errors import HeaderError
+
+__all__ = ["EmailNotValidError", "ascii_address", "ascii_domain", "ascii_mailbox", "normalize"]
 
 _PLAIN_LOCAL = re.compile(r"[A-Za-z0-9_+-]{1,64}(?:\.[A-Za-z0-9_+-]{1,64})*")
 _MAX_ADDRESS = 254
@@ -44,3 +47,53 @@ def normalize(address: str) -> tuple[str, str | None]:
 def _domain(domain: str) -> tuple[str, str]:
     result = validate_email("postmaster@" + domain, check_deliverability=False, strict=True)
     return result.domain, result.ascii_domain
+
+
+def ascii_domain(domain: str) -> str:
+    """Return DOMAIN as it goes on the wire: as it is when ASCII, else its IDNA 2008 form.
+
+    The one conversion for every domain the tool writes (Message-ID, From, DKIM d=, mailto): UTS 46
+    mapping, non-transitional, so `straße.de` is `xn--strae-oqa.de` as email-validator writes the
+    subscriber's own address, never IDNA 2003's `strasse.de` (Python's "idna" codec).
+    """
+    if domain.isascii():
+        return domain
+    try:
+        mapped = idna.uts46_remap(domain, std3_rules=False, transitional=False)
+        return ".".join(idna.alabel(label).decode("ascii") for label in mapped.split("."))
+    except (idna.IDNAError, UnicodeError, ValueError) as err:
+        raise HeaderError(f"{domain!r}: not a valid domain name: {err}") from err
+
+
+def ascii_address(email: str) -> str:
+    """Return the ASCII form of EMAIL (IDNA domain); HeaderError if it needs SMTPUTF8 or is invalid."""
+    try:
+        _, ascii_form = normalize(email)
+    except EmailNotValidError as err:
+        raise HeaderError(f"{email!r}: not a valid address: {err}") from err
+    if ascii_form is None:
+        raise HeaderError(
+            f"{email!r}: the part before @ is not ASCII; delivering to it needs SMTPUTF8, "
+            "which this sender does not use"
+        )
+    return ascii_form
+
+
+def ascii_mailbox(value: str) -> str:
+    """Return VALUE (`Name <local@domain>` or a bare address) with the address's domain in ASCII.
+
+    Only a non-ASCII domain is rewritten, so a setting that is ASCII already stays byte for byte.
+    """
+    at = value.rfind("@")
+    if at < 0:
+        return value
+    end = value.find(">", at)
+    end = len(value) if end < 0 else end
+    domain = value[at + 1:end].strip()
+    if domain.isascii():
+        return value
+    start = max(value.rfind("<", 0, at), value.rfind(" ", 0, at)) + 1
+    if not value[start:at].isascii():
+        raise HeaderError(f"{value!r}: the part before @ is not ASCII; sending from it needs SMTPUTF8, "
+                          "which this sender does not use")
+    return value[:at + 1] + ascii_domain(domain.lower()) + value[end:]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from newsletter.errors import SettingsError
+from newsletter.addresses import ascii_domain
+from newsletter.errors import HeaderError, SettingsError
 from newsletter.settings import Settings
 
 
@@ -58,7 +59,7 @@ class DkimSigner:
 
 def _ascii_domain_name(domain: str) -> str:
     domain = domain.strip().rstrip(".").lower()
-    return domain if domain.isascii() else domain.encode("idna").decode("ascii")
+    return ascii_domain(domain)
 
 
 def dkim_signer(settings: Settings) -> Callable[[bytes], bytes]:
@@ -79,7 +80,7 @@ def dkim_signer(settings: Settings) -> Callable[[bytes], bytes]:
         raise SettingsError(f"{where} selector {config.selector!r} is not a DNS label such as 'news2026'")
     try:
         domain, from_domain = _ascii_domain_name(config.domain), _ascii_domain_name(settings.sender_domain)
-    except UnicodeError as err:
+    except HeaderError as err:
         raise SettingsError(f"{where} domain {config.domain!r} is not a valid domain name: {err}") from err
     if domain != from_domain:
         raise SettingsError(

@@ -23,9 +23,9 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 
-from newsletter import addresses
+from newsletter.addresses import ascii_address, ascii_domain, ascii_mailbox
 from newsletter.dkim import DKIM_SIGNED_HEADERS, DkimSigner, dkim_signer, sign
-from newsletter.errors import BuildError, HeaderError, SettingsError
+from newsletter.errors import BuildError, SettingsError
 from newsletter.headers import FORBIDDEN_CHARS, check_header_value, has_encoded_word, mailbox, quoted_string
 from newsletter.models import (
     GREETING_PLACEHOLDER,
@@ -75,7 +75,7 @@ class _MessageIds:
 
     def __init__(self, day: date, domain: str) -> None:
         domain = domain.strip().lower()
-        self._domain = domain if domain.isascii() else domain.encode("idna").decode("ascii")
+        self._domain = ascii_domain(domain)
         self._day = f"{day:%Y%m%d}"
         self._seed = hashlib.sha256(f"{day.isoformat()}\0{self._domain}\0".encode("ascii"))
 
@@ -91,20 +91,6 @@ def message_id(day: date, subscriber_id: int, domain: str) -> str:
 
 
 # --- input checks --------------------------------------------------------------------------------
-
-def ascii_address(email: str) -> str:
-    """Return the ASCII form of EMAIL (IDNA domain); HeaderError if it needs SMTPUTF8 or is invalid."""
-    try:
-        _, ascii_form = addresses.normalize(email)
-    except addresses.EmailNotValidError as err:
-        raise HeaderError(f"{email!r}: not a valid address: {err}") from err
-    if ascii_form is None:
-        raise HeaderError(
-            f"{email!r}: the part before @ is not ASCII; delivering to it needs SMTPUTF8, "
-            "which this sender does not use"
-        )
-    return ascii_form
-
 
 def _subscriber_name(subscriber: Subscriber) -> str:
     return check_header_value(f"subscriber {subscriber.id} name", subscriber.name or "").strip()
@@ -208,7 +194,7 @@ def _list_unsubscribe(settings: Settings, token: str) -> str:
     base = settings.newsletter.base_url.rstrip("/")
     links = [f"<{base}/u/{token}>"]
     if settings.sender.unsubscribe_mailto:
-        links.append(f"<mailto:{settings.sender.unsubscribe_mailto}?subject=unsubscribe-{token}>")
+        links.append(f"<mailto:{ascii_mailbox(settings.sender.unsubscribe_mailto)}?subject=unsubscribe-{token}>")
     return ", ".join(links)
 
 
@@ -227,13 +213,13 @@ def _compose(
     if date_header.tzinfo is None or date_header.utcoffset() is None:
         raise BuildError.about(Rule.HEADERS, f"issue {rendered.issue.day}: the Date {date_header.isoformat()} has no time zone")
     msg = EmailMessage(policy=_BUILD_POLICY)
-    msg["From"] = settings.sender.from_address
+    msg["From"] = ascii_mailbox(settings.sender.from_address)
     msg.set_raw("To", to)  # already encoded and folded: see headers.mailbox
     msg["Subject"] = rendered.issue.subject
     msg["Date"] = format_datetime(date_header)
     msg["Message-ID"] = msgid
     if settings.sender.reply_to:
-        msg["Reply-To"] = settings.sender.reply_to
+        msg["Reply-To"] = ascii_mailbox(settings.sender.reply_to)
     msg["MIME-Version"] = "1.0"
     msg["List-Id"] = _list_id(settings)
     msg["List-Unsubscribe"] = _list_unsubscribe(settings, token)

@@ -42,3 +42,22 @@ def test_idn_domain_has_an_ascii_form_and_a_non_ascii_local_part_has_none() -> N
 def test_an_invalid_address_says_why() -> None:
     with pytest.raises(EmailNotValidError, match="@"):
         addresses.normalize("no-at-sign.example.org")
+
+
+@settings(max_examples=300, deadline=None)
+@given(domain=st.from_regex(r"([a-z0-9\u00df\u00e4\u00f6\u00fc\u00e9\u03c3\u03c2\u0436-]{1,12}\.){1,2}[a-z\u00fc]{2,6}",
+                            fullmatch=True))
+def test_ascii_domain_is_the_form_email_validator_gives_an_address(domain: str) -> None:
+    """One IDNA conversion: a domain the tool writes (Message-ID, From, d=) matches the reader's To."""
+    try:
+        expected = validate_email(f"postmaster@{domain}", check_deliverability=False, strict=True).ascii_domain
+    except EmailNotValidError:
+        return
+    assert addresses.ascii_domain(domain) == expected
+
+
+def test_sharp_s_keeps_its_own_ascii_form():
+    assert addresses.ascii_domain("straße.de") == "xn--strae-oqa.de"  # IDNA 2003 would say strasse.de
+    assert addresses.ascii_address("leser@straße.de") == "leser@xn--strae-oqa.de"
+    assert addresses.ascii_mailbox("Bülletin <b@Straße.de>") == "Bülletin <b@xn--strae-oqa.de>"
+    assert addresses.ascii_mailbox("Name <b@example.org>") == "Name <b@example.org>"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 import re
 import shutil
 import subprocess
@@ -160,3 +162,31 @@ def test_a_confirmation_mail_is_signed_like_an_issue(project, keys):
     unsigned = confirmation_message(load_settings(project), make_environment(settings), person,
                                     "https://newsletter.example.org/confirm/x", WHEN)
     assert b"DKIM-Signature" not in unsigned
+
+
+def test_a_domain_with_sharp_s_has_one_ascii_form_in_every_header(project, keys):
+    """IDNA 2008 everywhere: `straße.de` is xn--strae-oqa.de in From, To, Message-ID, mailto and d=.
+
+    (IDNA 2003, Python's "idna" codec, makes it strasse.de: another domain, and DMARC would fail.)
+    """
+    from newsletter.renderer import make_environment
+    from newsletter.web.signup import confirmation_message
+
+    settings = signed_settings(project, keys, domain="straße.de").replace(
+        "sender", from_address="Bülletin <bulletin@Straße.de>", reply_to="redaktion@straße.de",
+        unsubscribe_mailto="abmelden@straße.de")
+    reader = Subscriber(5, "leser@straße.de", "leser@straße.de", "Leser", "active", "", "")
+    ascii_form = "xn--strae-oqa.de"
+    issue = signed_message(settings, reader)
+    confirmation = confirmation_message(settings, make_environment(settings), reader,
+                                        "https://newsletter.example.org/confirm/x", WHEN)
+    for raw in (issue, confirmation):
+        head = raw[:raw.index(b"\r\n\r\n")].decode("ascii")
+        assert "strasse" not in head.lower() and "?q?stra" not in head.lower()
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        for field in ("From", "To", "Reply-To"):
+            assert [a.domain for a in parsed[field].addresses] == [ascii_form], field
+        assert parsed["Message-ID"].endswith(f"@{ascii_form}>")
+        assert re.search(rf"\bd={re.escape(ascii_form)};", parsed["DKIM-Signature"])
+        assert dkim.verify(raw, dnsfunc=dns_for(keys, domain=ascii_form))
+    assert f"<mailto:abmelden@{ascii_form}?subject=unsubscribe-5." in issue.decode("ascii")

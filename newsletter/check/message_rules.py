@@ -7,6 +7,7 @@ import email.policy
 import re
 from collections.abc import Iterator
 
+from newsletter.addresses import ascii_domain
 from newsletter.check.context import Context, raw_headers
 from newsletter.headers import has_encoded_word
 from newsletter.findings import Finding, error, warning
@@ -94,8 +95,7 @@ def _fields(ctx: Context) -> dict[str, str]:
 
 
 def _ascii_domain(ctx: Context) -> str:
-    domain = ctx.settings.sender_domain
-    return domain if domain.isascii() else domain.encode("idna").decode("ascii")
+    return ascii_domain(ctx.settings.sender_domain)
 
 
 RULES = (wire, headers, list_headers, dkim_signature, mime)

@@ -19,7 +19,9 @@ from email.utils import format_datetime, make_msgid
 import jinja2
 
 from newsletter import store, subscribers
+from newsletter.addresses import ascii_address, ascii_domain, ascii_mailbox
 from newsletter.errors import HeaderError, NewsletterError, SubscriberError
+from newsletter.headers import check_header_value
 from newsletter.models import Subscriber
 from newsletter.settings import Settings
 from newsletter.signing import CONFIRM_DAYS, confirm_token, token_subscriber_id, verify_confirm_token
@@ -91,8 +93,8 @@ def confirmation_message(
     name = settings.newsletter.name
     subject = f"Confirm your subscription to {name}" if url else f"You are already subscribed to {name}"
     template = "confirm_email" if url else "already_email"
-    messages.check_header_value("confirmation subject", subject)
-    messages.check_header_value("sender.from", settings.sender.from_address)
+    check_header_value("confirmation subject", subject)
+    check_header_value("sender.from", settings.sender.from_address)
     context = {
         "language": settings.newsletter.language, "site_name": name, "subject": subject,
         "address": subscriber.email, "confirm_url": url, "valid_days": CONFIRM_DAYS,
@@ -101,13 +103,13 @@ def confirmation_message(
     text = _render(env, f"web/{template}.txt.j2", context)
     html = _render(env, f"web/{template}.html.j2", context)
     msg = EmailMessage()
-    msg["From"] = settings.sender.from_address
-    msg["To"] = messages.ascii_address(subscriber.email)
+    msg["From"] = ascii_mailbox(settings.sender.from_address)
+    msg["To"] = ascii_address(subscriber.email)
     msg["Subject"] = subject
     msg["Date"] = format_datetime(now.astimezone(timezone.utc))
-    msg["Message-ID"] = make_msgid("confirm", domain=settings.sender_domain)
+    msg["Message-ID"] = make_msgid("confirm", domain=ascii_domain(settings.sender_domain))
     if settings.sender.reply_to:
-        msg["Reply-To"] = settings.sender.reply_to
+        msg["Reply-To"] = ascii_mailbox(settings.sender.reply_to)
     msg["MIME-Version"] = "1.0"
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
@@ -121,13 +123,11 @@ def confirmation_message(
 
 def checked_address(email: str) -> tuple[str, str]:
     """Return EMAIL normalized and as an SMTP envelope address; SubscriberError if it cannot be one."""
-    from newsletter import messages
-
     normalized, _ = subscribers.normalize_email(email)
     try:
         # an address goes into the To header: no encoded words (EMAIL.md rule 21), and ASCII or IDNA only
-        messages.check_header_value("email", normalized)
-        return normalized, messages.ascii_address(normalized)
+        check_header_value("email", normalized)
+        return normalized, ascii_address(normalized)
     except HeaderError as err:
         raise SubscriberError(f"{normalized}: not a valid address for this list: {err}") from err
 
