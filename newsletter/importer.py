@@ -23,7 +23,8 @@ from newsletter import events, store
 from newsletter.errors import ImportFileError, SubscriberError
 from newsletter.events import Event, Kind
 from newsletter.subscribers import (
-    ACTIVE, BOUNCED, EXPORT_COLUMNS, PENDING, UNSUBSCRIBED, clean_name, normalize_email, unescape_cell, writing,
+    ACTIVE, BOUNCED, EXPORT_COLUMNS, PENDING, UNSUBSCRIBED, clean_name, imported_status, normalize_email, unescape_cell,
+    writing,
 )
 
 logger = logging.getLogger(__name__)
@@ -380,16 +381,7 @@ def _plan(
             continue
         if current["email"] != row.email:
             report.merged.append(MergedRow(row.line, row.email, f"the list entry {current['email']}"))
-        status, kept = current["status"], False
-        if row.status in (UNSUBSCRIBED, BOUNCED) and current["status"] in (ACTIVE, PENDING):
-            status = row.status  # the person asked to leave (or bounced) elsewhere: that wins
-        elif row.status in (None, ACTIVE) and current["status"] == PENDING:
-            status = ACTIVE  # the editors import it: that is the confirmation the sign-up waits for
-        elif row.status in (None, ACTIVE) and current["status"] != ACTIVE:
-            if resubscribe:
-                status = ACTIVE
-            else:
-                kept = True
+        status, kept = imported_status(current["status"], row.status, resubscribe)
         name = row.name or current["name"]
         if status != current["status"] or name != current["name"]:
             updates.append((name, status, now, current["id"]))

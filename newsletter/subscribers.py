@@ -111,6 +111,39 @@ def _check_status(status: str) -> str:
     return status
 
 
+# ----------------------------------------------------------------------------- the list's rules
+
+# Which status may follow which. Every change of a subscriber's status is made in this module,
+# along these edges, whoever asks: a command, a link, the sign-up, an import, feedback.py, the
+# ledger recording a bounce. (`set_status`, the editors' override, alone sets any status.)
+TRANSITIONS: dict[str, frozenset[str]] = {
+    ACTIVE: frozenset({UNSUBSCRIBED, BOUNCED}),           # asked to leave; a hard bounce
+    PENDING: frozenset({ACTIVE, UNSUBSCRIBED, BOUNCED}),  # confirmed or added by the editors; left; bounced
+    UNSUBSCRIBED: frozenset({ACTIVE}),                    # resubscribed, or followed a rejoin link
+    BOUNCED: frozenset({ACTIVE}),                         # resubscribed (the address works again)
+}
+
+
+def _allow(before: str, after: str) -> None:
+    if after not in TRANSITIONS[before]:
+        raise ValueError(f"the list does not let a subscriber go from {before} to {after}")
+
+
+def imported_status(current: str, imported: str | None, resubscribe: bool) -> tuple[str, bool]:
+    """Return the status a subscriber gets when an import says IMPORTED, and whether it kept them out.
+
+    Leaving (unsubscribed, bounced) elsewhere wins over being on the list here; an import by the
+    editors confirms a pending sign-up; a former subscriber comes back only with RESUBSCRIBE.
+    """
+    if imported in (UNSUBSCRIBED, BOUNCED) and current in (ACTIVE, PENDING):
+        return imported, False
+    if imported in (None, ACTIVE) and current == PENDING:
+        return ACTIVE, False
+    if imported in (None, ACTIVE) and current != ACTIVE:
+        return (ACTIVE, False) if resubscribe else (current, True)
+    return current, False
+
+
 # ----------------------------------------------------------------------------- single changes
 
 
@@ -158,36 +191,31 @@ def add(conn: sqlite3.Connection, email: str, name: str = "", resubscribe: bool 
             return AddResult(existing, "unchanged")
         if existing.status == PENDING:
             # the editors add it by hand: that is the confirmation the web sign-up waits for
-            now = store.now_iso()
-            conn.execute(
-                "UPDATE subscribers SET status = ?, name = ?, updated_at = ? WHERE id = ?",
-                (ACTIVE, name or existing.name, now, existing.id),
-            )
-            events.record(conn, Event(existing.id, Kind.CONFIRMED, events.CLI, now))
-            return AddResult(_row(conn, key), "added")  # type: ignore[arg-type]
+            change = _transition(conn, existing, ACTIVE, True, (Kind.CONFIRMED, events.CLI), name=name or existing.name)
+            return AddResult(change.subscriber, "added")
         if not resubscribe:
             raise SubscriberError(
                 f"{existing.email} is {existing.status}; if they asked to join again, "
                 "add it with --resubscribe"
             )
-        now = store.now_iso()
-        conn.execute(
-            "UPDATE subscribers SET status = ?, name = ?, updated_at = ? WHERE id = ?",
-            (ACTIVE, name or existing.name, now, existing.id),
-        )
-        events.record(conn, Event(existing.id, Kind.RESUBSCRIBED, events.CLI, now))
-        return AddResult(_row(conn, key), "resubscribed")  # type: ignore[arg-type]
+        change = _transition(conn, existing, ACTIVE, True, (Kind.RESUBSCRIBED, events.CLI), name=name or existing.name)
+        return AddResult(change.subscriber, "resubscribed")
 
 
 def _transition(
     conn: sqlite3.Connection, subscriber: Subscriber, status: str, allowed: bool, event: tuple[Kind, str] | None,
-    at: str = "",
+    at: str = "", name: str | None = None,
 ) -> StatusChange:
-    """Inside a write transaction: set SUBSCRIBER's STATUS if ALLOWED, recording EVENT (kind, source) if so."""
+    """Inside a write transaction: set SUBSCRIBER's STATUS (and NAME) if ALLOWED, recording EVENT (kind, source) if so.
+
+    The one writer of a status: it refuses, as a bug, a move TRANSITIONS does not allow.
+    """
     if not allowed:
         return StatusChange(subscriber, subscriber.status)
+    _allow(subscriber.status, status)
     at = at or store.now_iso()
-    conn.execute("UPDATE subscribers SET status = ?, updated_at = ? WHERE id = ?", (status, at, subscriber.id))
+    conn.execute("UPDATE subscribers SET status = ?, name = ?, updated_at = ? WHERE id = ?",
+                 (status, subscriber.name if name is None else name, at, subscriber.id))
     if event is not None:
         events.record(conn, Event(subscriber.id, event[0], event[1], at))
     return StatusChange(_row(conn, subscriber.email_key), subscriber.status)  # type: ignore[arg-type]
@@ -233,8 +261,20 @@ def leave_in(conn: sqlite3.Connection, subscriber: Subscriber, status: str, at: 
     return _transition(conn, subscriber, status, subscriber.status in (ACTIVE, PENDING), None, at)
 
 
+def record_bounce(conn: sqlite3.Connection, subscriber_id: int, *, now: str) -> bool:
+    """Inside the caller's write transaction: mark an active SUBSCRIBER_ID bounced (a hard bounce while sending).
+
+    Later issues skip them; someone unsubscribed, pending or already bounced stays as they are.
+    Return whether the status changed.
+    """
+    subscriber = get_id(conn, subscriber_id)
+    if subscriber is None:
+        return False
+    return _transition(conn, subscriber, BOUNCED, subscriber.status == ACTIVE, None, now).changed
+
+
 def set_status(conn: sqlite3.Connection, subscriber_id: int, status: str) -> bool:
-    """Set the status of the subscriber with SUBSCRIBER_ID; return whether it changed."""
+    """Set the status of the subscriber with SUBSCRIBER_ID, whatever it was (the editors' override); return whether it changed."""
     _check_status(status)
     with writing(conn, f"subscriber {subscriber_id}"):
         row = conn.execute("SELECT status FROM subscribers WHERE id = ?", (subscriber_id,)).fetchone()

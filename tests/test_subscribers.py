@@ -533,3 +533,77 @@ def test_a_version_2_database_gains_the_pending_status_and_keeps_its_ids(tmp_pat
         (7, "ada@example.com"), (42, "bob@example.com")]
     assert subscribers.sign_up(conn, "c@example.com").subscriber.status == "pending"
     assert conn.execute("SELECT count(*) FROM signup_requests").fetchone()[0] == 0
+
+
+# ----------------------------------------------------------------------------- the list's rules, in one place
+
+
+def test_only_the_subscriber_list_writes_a_status():
+    """The ledger records a bounce through subscribers.record_bounce instead of its own UPDATE."""
+    package = Path(subscribers.__file__).parent
+    writers = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                     if "UPDATE subscribers SET" in p.read_text(encoding="utf-8"))
+    # importer.py applies, in one batch, the statuses subscribers.imported_status decided
+    assert writers == ["importer.py", "subscribers.py"]
+
+
+def test_a_bounce_recorded_while_sending_marks_only_an_active_subscriber(conn):
+    from datetime import date
+
+    from newsletter.delivery import ledger
+
+    people = [subscribers.add(conn, f"r{i}@example.com").subscriber for i in range(3)]
+    frozen = ledger.freeze_and_snapshot(conn, date(2026, 11, 30), number=1, subject="s", html="h", text="t",
+                                        message_id=lambda sid: f"<{sid}@example.org>",
+                                        now="2026-11-30T06:00:00+00:00")
+    subscribers.unsubscribe(conn, people[1].email)
+    claim = ledger.claim_batch(conn, frozen.day, 10, sha256=frozen.sha256, now="2026-11-30T06:00:01+00:00")
+    assert claim.skipped == 1
+    outcomes = [ledger.Outcome(p.id, ledger.FAILED, "550 no such user", "bounced", bounce=True) for p in people[:2]]
+    ledger.record(conn, date(2026, 11, 30), outcomes=outcomes, now="2026-11-30T06:00:02+00:00")
+    assert [subscribers.get_id(conn, p.id).status for p in people] == ["bounced", "unsubscribed", "active"]
+
+
+OPERATIONS = st.lists(st.tuples(
+    st.sampled_from(["add", "add_resubscribe", "unsubscribe", "resubscribe", "confirm", "rejoin", "bounce",
+                     "sign_up", "import_unsubscribed", "import_bounced", "import_active"]),
+    st.integers(0, 2)), max_size=25)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations=OPERATIONS)
+def test_every_status_change_follows_the_lists_rules(tmp_path, operations):
+    with tempfile.TemporaryDirectory(dir=tmp_path) as folder:
+        conn = store.connect(Path(folder) / "list.db")
+        emails = [f"p{i}@example.com" for i in range(3)]
+        for operation, who in operations:
+            email = emails[who]
+            before = {s.email: s.status for s in subscribers.iter_subscribers(conn)}
+            try:
+                if operation.startswith("add"):
+                    subscribers.add(conn, email, resubscribe=operation == "add_resubscribe")
+                elif operation == "sign_up":
+                    subscribers.sign_up(conn, email)
+                elif operation.startswith("import_"):
+                    source = Path(folder) / "import.csv"
+                    source.write_text(f"email,status\n{email},{operation[7:]}\n", encoding="utf-8")
+                    importer.import_file(conn, source)
+                elif email in before:
+                    person = subscribers.get(conn, email)
+                    {"unsubscribe": lambda: subscribers.unsubscribe(conn, email),
+                     "resubscribe": lambda: subscribers.resubscribe(conn, email),
+                     "confirm": lambda: subscribers.confirm_id(conn, person.id),
+                     "rejoin": lambda: subscribers.confirm_id(conn, person.id, unsubscribed_at=person.updated_at),
+                     "bounce": lambda: _bounce(conn, person.id)}[operation]()
+            except SubscriberError:
+                pass
+            after = {s.email: s.status for s in subscribers.iter_subscribers(conn)}
+            for address, status in after.items():
+                if address in before and before[address] != status:
+                    assert status in subscribers.TRANSITIONS[before[address]], (operation, before[address], status)
+        conn.close()
+
+
+def _bounce(conn: sqlite3.Connection, subscriber_id: int) -> None:
+    with store.write(conn):
+        subscribers.record_bounce(conn, subscriber_id, now=store.now_iso())

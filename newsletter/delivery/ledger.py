@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from newsletter import store
+from newsletter import store, subscribers
 from newsletter.delivery.states import (  # noqa: F401 - the ledger's names for them too
     CLAIMED, DATA_SENT, FAILED, IN_DOUBT, IN_DOUBT_POLICIES, ISSUE_DONE, ISSUE_PAUSED, ISSUE_SENDING, NOT_STARTED,
     PENDING, REASON_BOUNCED, REASON_EXPIRED, REASON_REJECTED, RETRY, SENT, SKIPPED, STATES, TRANSITIONS,
@@ -397,10 +397,7 @@ def record(
                  outcome.retry_at if outcome.state == RETRY else None, now, key, outcome.subscriber_id),
             )
             if outcome.bounce:
-                conn.execute(
-                    "UPDATE subscribers SET status = 'bounced', updated_at = ? WHERE id = ? AND status = 'active'",
-                    (now, outcome.subscriber_id),
-                )
+                subscribers.record_bounce(conn, outcome.subscriber_id, now=now)
 
 
 def release(conn: sqlite3.Connection, day: date, subscriber_ids: Iterable[int], *, now: str) -> int:
