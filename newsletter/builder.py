@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import string
-import unicodedata
 from datetime import date
 from typing import Sequence
 
@@ -15,7 +14,7 @@ from newsletter import files, findings
 from newsletter.errors import BuildError
 from newsletter.findings import Finding
 from newsletter.models import Article, CrossReference, DayContent, Issue, IssueArticle, IssueSection
-from newsletter.headers import has_encoded_word
+from newsletter.headers import FORBIDDEN_CHARS, has_encoded_word
 from newsletter.readers import render_tokens, slugify
 from newsletter.rules import MONTH_NUMBER as _MONTH_NUMBER
 from newsletter.rules import MONTHS, PREHEADER_MAX, PREHEADER_MIN, Rule
@@ -215,8 +214,7 @@ def _subject(settings: Settings, day: date, number: int, lead: Article | None) -
 
 def _one_line(text: str) -> str:
     """Return TEXT with control characters turned into spaces and whitespace collapsed."""
-    cleaned = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
-    return " ".join(cleaned.split())
+    return " ".join(FORBIDDEN_CHARS.sub(" ", text).split())
 
 
 def _preheader(
