@@ -29,6 +29,7 @@ _NUMBER = r"(0|[1-9][0-9]{0,17})"   # a non-negative integer below 10**18, writt
 _EXPIRY = r"([1-9][0-9]{0,11})"
 _MAC = r"([0-9a-f]{32})"
 _PURPOSE = re.compile(r"[a-z][a-z0-9-]*")
+_LIMIT = 10**18
 
 
 class Signer:
@@ -50,7 +51,7 @@ class Signer:
     def mac(self, *fields: int, bound: tuple[str, ...] = ()) -> str:
         """Return the MAC of FIELDS (the numbers, then the expiry if any) and the BOUND values."""
         state = self._keyed.copy()
-        state.update("".join(["\0".join(map(str, fields)), *("\0" + value for value in bound)]).encode("utf-8"))
+        state.update("\0".join(map(str, (*fields, *bound))).encode("utf-8"))
         return state.digest()[:16].hex()
 
     def claimed(self, token: object) -> tuple[int, ...] | None:
@@ -65,12 +66,16 @@ class Signer:
         if len(numbers) != self.numbers:
             raise ValueError(f"a token carries {self.numbers} numbers, not {len(numbers)}")
         for n in numbers:
-            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 10**18:
+            if type(n) is not int or not 0 <= n < _LIMIT:  # not a bool either
                 raise ValueError(f"{n!r} is not a non-negative integer below 10**18")
         if self.expiring != (expires is not None):
             raise ValueError("an expiring token needs an expiry, and only an expiring one")
-        fields = (*numbers, expires) if expires is not None else numbers
-        return ".".join(map(str, fields)) + "." + self.mac(*fields, bound=bound)
+        fields = numbers if expires is None else (*numbers, expires)
+        text = ".".join(map(str, fields))
+        # the MAC's message is the fields joined with NULs, then the bound values
+        state = self._keyed.copy()
+        state.update("\0".join((text.replace(".", "\0"), *bound)).encode("utf-8"))
+        return f"{text}.{state.digest()[:16].hex()}"
 
     def verify(self, token: object, now: datetime | None = None, bound: tuple[str, ...] = ()) -> tuple[int, ...] | None:
         """Return the numbers TOKEN carries, or None if it is malformed, forged, (at NOW) expired or not BOUND."""
