@@ -283,7 +283,8 @@ def _qp_line(line: str) -> bytes:
 
 def _split_lines(body: str, start: int) -> tuple[str, list[str]]:
     """Return BODY with each line holding a placeholder replaced by a numbered sentinel, and those lines."""
-    kept, personal = [], []
+    kept: list[str] = []
+    personal: list[str] = []
     # Split as the email package does before encoding: bytes.splitlines (CR, LF, CRLF only).
     for line in body.encode("utf-8", "surrogatepass").splitlines():
         text = line.decode("utf-8", "surrogatepass")

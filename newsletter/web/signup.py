@@ -66,7 +66,7 @@ def _count(conn: sqlite3.Connection, kind: str, key: str, window: timedelta, now
 def _admit_client(conn: sqlite3.Connection, client: str, now: datetime) -> None:
     """Refuse with LimitReached past IP_LIMIT requests from CLIENT in IP_WINDOW; else count this one."""
     count, oldest = _count(conn, "ip", client, IP_WINDOW, now)
-    if count >= IP_LIMIT:
+    if count >= IP_LIMIT and oldest is not None:  # past the limit there is an oldest request
         retry = max(int((datetime.fromisoformat(oldest) + IP_WINDOW - now).total_seconds()) + 1, 1)
         raise LimitReached("too many sign-up requests from your network; try again later", retry)
     conn.execute("INSERT INTO signup_requests (kind, key, at) VALUES ('ip', ?, ?)", (client, _stamp(now)))
