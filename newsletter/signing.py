@@ -1,7 +1,8 @@
 """Signed links: one HMAC for every token the tool mails out and later reads back.
 
 A token is its numbers, an optional expiry (Unix seconds) and a MAC, joined with dots:
-`{n}[.{n}…][.{expires}].{mac}`. The MAC is the first 16 bytes of HMAC-SHA256 under the project's
+`{n}[.{n}…][.{expires}].{mac}` (a VERP tag joins them with '-' and keeps 10 bytes of MAC, for
+an address's local part: verp.py). The MAC is the first 16 bytes of HMAC-SHA256 under the project's
 secret key over `newsletter-{purpose}\\0{scope}\\0{n}\\0…\\0{expires}[\\0{bound}…]`, in lowercase
 hex (128 bits; it survives a mail system that changes the letter case of a mailto subject). Bound
 values are not in the token: the verifier looks them up (a rejoin link is bound to the moment its
@@ -10,8 +11,8 @@ keeps one kind of link from standing in for another (an unsubscribe token is no 
 the scope (the list id) one list's links from another's. Comparison is constant-time.
 
 Tokens in emails already sent must keep verifying: the message format above is the one
-messages.py (unsubscribe) and web/signup.py (confirmation) used before this module; tests hold
-tokens made by that code.
+messages.py (unsubscribe), web/signup.py (confirmation) and verp.py used before this module;
+tests hold tokens made by that code.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ CONFIRM_DAYS = 7
 
 _NUMBER = r"(0|[1-9][0-9]{0,17})"   # a non-negative integer below 10**18, written one way only
 _EXPIRY = r"([1-9][0-9]{0,11})"
-_MAC = r"([0-9a-f]{32})"
 _PURPOSE = re.compile(r"[a-z][a-z0-9-]*")
 _LIMIT = 10**18
 
@@ -35,24 +35,28 @@ _LIMIT = 10**18
 class Signer:
     """Signed tokens of one PURPOSE within one SCOPE under one KEY, carrying NUMBERS integers."""
 
-    def __init__(self, key: bytes, purpose: str, scope: str, *, numbers: int = 1, expiring: bool = False) -> None:
+    def __init__(self, key: bytes, purpose: str, scope: str, *, numbers: int = 1, expiring: bool = False,
+                 separator: str = ".", mac_bytes: int = 16) -> None:
         if not key:
             raise ValueError(f"{purpose} tokens need a non-empty secret key")
         if not _PURPOSE.fullmatch(purpose) or numbers < 1:
             raise ValueError(f"{purpose!r}: a purpose is lowercase letters, digits and '-', with at least one number")
+        if separator not in (".", "-") or not 10 <= mac_bytes <= 32:
+            raise ValueError("a token's parts are joined with '.' or '-', and its MAC keeps 10 to 32 bytes")
         self.numbers = numbers
         self.expiring = expiring
+        self._separator, self._mac_bytes = separator, mac_bytes
         # The keyed state after the label, copied per token: a third of the cost of hmac.new.
         self._keyed = hmac.new(key, f"newsletter-{purpose}\0{scope}\0".encode("utf-8"), hashlib.sha256)
         fields = [_NUMBER] * numbers + ([_EXPIRY] if expiring else [])
-        self._shape = re.compile(r"\.".join([*fields, _MAC]))
-        self._max_length = 18 * numbers + (13 if expiring else 0) + numbers + 32
+        self._shape = re.compile(re.escape(separator).join([*fields, f"([0-9a-f]{{{2 * mac_bytes}}})"]))
+        self._max_length = 18 * numbers + (13 if expiring else 0) + numbers + 2 * mac_bytes
 
     def mac(self, *fields: int, bound: tuple[str, ...] = ()) -> str:
         """Return the MAC of FIELDS (the numbers, then the expiry if any) and the BOUND values."""
         state = self._keyed.copy()
         state.update("\0".join(map(str, (*fields, *bound))).encode("utf-8"))
-        return state.digest()[:16].hex()
+        return state.digest()[:self._mac_bytes].hex()
 
     def claimed(self, token: object) -> tuple[int, ...] | None:
         """Return the numbers TOKEN claims to carry, NOT verified (to look up what it is bound to)."""
@@ -71,11 +75,11 @@ class Signer:
         if self.expiring != (expires is not None):
             raise ValueError("an expiring token needs an expiry, and only an expiring one")
         fields = numbers if expires is None else (*numbers, expires)
-        text = ".".join(map(str, fields))
+        text = self._separator.join(map(str, fields))
         # the MAC's message is the fields joined with NULs, then the bound values
         state = self._keyed.copy()
-        state.update("\0".join((text.replace(".", "\0"), *bound)).encode("utf-8"))
-        return f"{text}.{state.digest()[:16].hex()}"
+        state.update("\0".join((text.replace(self._separator, "\0"), *bound)).encode("utf-8"))
+        return f"{text}{self._separator}{state.digest()[:self._mac_bytes].hex()}"
 
     def verify(self, token: object, now: datetime | None = None, bound: tuple[str, ...] = ()) -> tuple[int, ...] | None:
         """Return the numbers TOKEN carries, or None if it is malformed, forged, (at NOW) expired or not BOUND."""

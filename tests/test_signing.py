@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -92,3 +92,19 @@ def test_every_signed_token_verifies_under_its_own_signer_only(numbers, expiring
     assert signing.Signer(b"another key", purpose, LIST, numbers=len(numbers), expiring=expiring).verify(token, NOW) is None
     assert signing.Signer(KEY, purpose, "other.example.org", numbers=len(numbers),
                           expiring=expiring).verify(token, NOW) is None
+
+
+def test_verp_tags_already_sent_still_verify_through_the_one_signer():
+    """Made by verp.py's own HMAC before it used signing.Signer (commit d08e948)."""
+    from newsletter.verp import Forged, Verp
+
+    verp = Verp(KEY, LIST, "bounces@example.org")
+    sent = "bounces+20261130-4821-4b7e7cea5eed4a837af8@example.org"
+    assert verp.address(date(2026, 11, 30), 4821) == sent
+    found = verp.read(sent.upper())
+    assert found is not None and (found.day, found.subscriber_id) == (date(2026, 11, 30), 4821)
+    with pytest.raises(Forged, match="signature"):
+        verp.read("bounces+20261130-4822-4b7e7cea5eed4a837af8@example.org")
+    # a VERP tag is no unsubscribe or confirmation token, whatever its numbers
+    assert signing.Signer(KEY, "unsubscribe", LIST, numbers=2, separator="-", mac_bytes=10).verify(
+        sent[len("bounces+"):sent.index("@")]) is None
