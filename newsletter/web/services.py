@@ -225,14 +225,14 @@ class MailgunSignatures:
             self._seen[token] = signed_at + self.max_age
 
 
-_MAILGUN_FAILED = {"permanent": HARD_BOUNCE, "temporary": SOFT_BOUNCE}
+_MAILGUN_FAILED = {"permanent": HARD_BOUNCE, "temporary": SOFT_BOUNCE}  # by severity
+_MAILGUN_OTHER = {"complained": COMPLAINT, "unsubscribed": UNSUBSCRIBE}
 
 
 def mailgun_reports(event: dict) -> list[Report]:
     """Return the report of one Mailgun event (`event-data`): failed, complained or unsubscribed."""
-    name = event.get("event")
-    kind = {"complained": COMPLAINT, "unsubscribed": UNSUBSCRIBE}.get(name) if name != "failed" \
-        else _MAILGUN_FAILED.get(event.get("severity"))
+    name, severity = str(event.get("event")), str(event.get("severity"))
+    kind = _MAILGUN_FAILED.get(severity) if name == "failed" else _MAILGUN_OTHER.get(name)
     email = event.get("recipient")
     if kind is None or not isinstance(email, str):
         return []
