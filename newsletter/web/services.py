@@ -114,34 +114,32 @@ def ses_reports(message: str) -> list[Report]:
     notification = read_json(message.encode("utf-8"), "ses")
     kind = notification.get("notificationType") or notification.get("eventType")  # event publishing says eventType
     mail = _object(notification.get("mail"))
-    headers = _object(mail.get("commonHeaders"))
-    message_id = headers.get("messageId") or next(
+    message_id = _object(mail.get("commonHeaders")).get("messageId") or next(
         (h.get("value") for h in mail.get("headers") or [] if isinstance(h, dict)
          and str(h.get("name", "")).lower() == "message-id"), "")
-    common = {"source": "ses", "message_id": _angle(message_id), "at": _time(mail.get("timestamp"))}
+    sent_at = _time(mail.get("timestamp"))
+
+    def report(kind: str, person: dict, feedback_id: object, status: str = "", diagnostic: str = "") -> Report:
+        email = person["emailAddress"]
+        return Report(kind, email, "ses", f"ses:{feedback_id}:{email.lower()}", status, diagnostic,
+                      _angle(message_id), sent_at)
+
     if kind == "Bounce":
         bounce = _object(notification.get("bounce"))
         permanent = bounce.get("bounceType") == "Permanent"  # Transient and Undetermined may pass
-        feedback = str(bounce.get("feedbackId", ""))
         reports = []
-        for person in bounce.get("bouncedRecipients") or []:
-            person = _object(person)
-            if not isinstance(person.get("emailAddress"), str):
-                continue
-            diagnostic = _text(person.get("diagnosticCode"))
-            status = _text(person.get("status")) or status_code(diagnostic)
-            reports.append(Report(HARD_BOUNCE if permanent else SOFT_BOUNCE, person["emailAddress"],
-                                  dedupe_key=f"ses:{feedback}:{person['emailAddress'].lower()}",
-                                  status=status, diagnostic=diagnostic, **common))
+        for person in map(_object, bounce.get("bouncedRecipients") or []):
+            if isinstance(person.get("emailAddress"), str):
+                diagnostic = _text(person.get("diagnosticCode"))
+                reports.append(report(HARD_BOUNCE if permanent else SOFT_BOUNCE, person, bounce.get("feedbackId", ""),
+                                      _text(person.get("status")) or status_code(diagnostic), diagnostic))
         return reports
     if kind == "Complaint":
         complaint = _object(notification.get("complaint"))
         if complaint.get("complaintFeedbackType") == "not-spam":  # the reader says it is not spam
             return []
-        feedback = str(complaint.get("feedbackId", ""))
         detail = _text(complaint.get("complaintFeedbackType")) or "complaint"
-        return [Report(COMPLAINT, person["emailAddress"], dedupe_key=f"ses:{feedback}:{person['emailAddress'].lower()}",
-                       diagnostic=detail, **common)
+        return [report(COMPLAINT, person, complaint.get("feedbackId", ""), diagnostic=detail)
                 for person in map(_object, complaint.get("complainedRecipients") or [])
                 if isinstance(person.get("emailAddress"), str)]
     return []  # Delivery, Send, Open...: nothing for the list
