@@ -24,6 +24,9 @@ SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
 SMTP_PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
 INBOX_PASSWORD_ENV = "NEWSLETTER_INBOX_PASSWORD"
 SECRET_KEY_FILE = "subscribers/secret.key"
+WEBHOOK_SECRET_ENV = {"postmark": "NEWSLETTER_POSTMARK_PASSWORD", "mailgun": "NEWSLETTER_MAILGUN_SIGNING_KEY"}
+WEBHOOK_SECRET_WHAT = {"postmark": "password of the webhook's HTTP basic auth in Postmark",
+                       "mailgun": "HTTP webhook signing key in Mailgun's dashboard"}
 SECRET_KEY_MIN_BYTES = 32  # the HMAC-SHA256 key length; shorter keys are guessable
 
 
@@ -120,6 +123,36 @@ class InboxSettings:
     max_message_bytes: int = 10_000_000  # a larger message is not parsed: it is left for a human
 
 
+@dataclass(frozen=True)
+class SesWebhookSettings:
+    enabled: bool = False  # POST /webhooks/ses takes Amazon SNS messages
+    topics: tuple[str, ...] = ()  # the TopicArns whose messages are believed; required when enabled
+    # hosts (a regular expression, matched in full) whose SigningCertURL and SubscribeURL are fetched
+    cert_hosts: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+    ca_file: str = ""  # CA certificates (PEM) to trust instead of the system's when fetching; relative to the project
+
+
+@dataclass(frozen=True)
+class PostmarkWebhookSettings:
+    enabled: bool = False  # POST /webhooks/postmark takes bounce and spam-complaint webhooks
+    username: str = "postmark"  # HTTP basic auth; the password only from NEWSLETTER_POSTMARK_PASSWORD
+
+
+@dataclass(frozen=True)
+class MailgunWebhookSettings:
+    enabled: bool = False  # POST /webhooks/mailgun; the signing key only from NEWSLETTER_MAILGUN_SIGNING_KEY
+    max_age: float = 300.0  # seconds a signature's timestamp stays good; older (or reused) is refused
+
+
+@dataclass(frozen=True)
+class WebhooksSettings:
+    """The email services' webhooks in `newsletter serve`, one table each: [webhooks.ses] and so on."""
+
+    ses: SesWebhookSettings = field(default_factory=SesWebhookSettings)
+    postmark: PostmarkWebhookSettings = field(default_factory=PostmarkWebhookSettings)
+    mailgun: MailgunWebhookSettings = field(default_factory=MailgunWebhookSettings)
+
+
 # The toml name of each section, and the toml names that differ from the field names.
 _SECTIONS: dict[str, type] = {
     "newsletter": NewsletterSettings,
@@ -132,6 +165,7 @@ _SECTIONS: dict[str, type] = {
     "web": WebSettings,
     "bounces": BouncesSettings,
     "inbox": InboxSettings,
+    "webhooks": WebhooksSettings,
 }
 _TOML_NAMES = {("sender", "from_address"): "from"}  # field name -> toml key
 
@@ -156,6 +190,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     bounces: BouncesSettings = field(default_factory=BouncesSettings)
     inbox: InboxSettings = field(default_factory=InboxSettings)
+    webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
 
     def __post_init__(self) -> None:
         # the defaults that follow other settings, filled once here so every reader sees the value
@@ -235,8 +270,8 @@ def load_settings(root: Path) -> Settings:
     return settings
 
 
-def _load_section(path: Path, section: str, values: dict) -> object:
-    cls = _SECTIONS[section]
+def _load_section(path: Path, section: str, values: dict, cls: type | None = None) -> object:
+    cls = cls or _SECTIONS[section]
     hints = typing.get_type_hints(cls)
     field_of = {_TOML_NAMES.get((section, f.name), f.name): f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -264,6 +299,10 @@ def _coerce(path: Path, key: str, value: object, hint: object) -> object:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise SettingsError(f"{path}: {key} must be a list of strings, not {value!r}")
         return tuple(value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a table in a section: [webhooks.ses]
+        if not isinstance(value, dict):
+            raise SettingsError(f"{path}: {key} must be a table [{key}]")
+        return _load_section(path, key, value, hint)
     if hint is bool:
         ok = isinstance(value, bool)
     elif hint is int:
@@ -325,6 +364,7 @@ def _check_values(path: Path, settings: Settings) -> None:
     if settings.bounces.soft_limit < 1 or settings.bounces.window_days < 1:
         raise SettingsError(f"{path}: bounces.soft_limit and bounces.window_days must be at least 1")
     _check_inbox(path, settings.inbox)
+    _check_webhooks(path, settings.webhooks)
 
 
 def _check_inbox(path: Path, inbox: InboxSettings) -> None:
@@ -422,6 +462,29 @@ def _check_mailbox(path: Path, key: str, value: str, *, named: bool) -> None:
         )
 
 
+def _check_webhooks(path: Path, hooks: WebhooksSettings) -> None:
+    if hooks.ses.enabled and not hooks.ses.topics:
+        raise SettingsError(f"{path}: webhooks.ses.topics must name the SNS topics SES publishes to, "
+                            "such as 'arn:aws:sns:eu-west-1:123456789012:newsletter-feedback'")
+    try:
+        re.compile(hooks.ses.cert_hosts)
+    except re.error as err:
+        raise SettingsError(f"{path}: webhooks.ses.cert_hosts is not a regular expression: {err}") from None
+    if hooks.postmark.enabled and not hooks.postmark.username:
+        raise SettingsError(f"{path}: webhooks.postmark.username must not be empty")
+    if not 0 < hooks.mailgun.max_age <= 3600:
+        raise SettingsError(f"{path}: webhooks.mailgun.max_age must be between 0 and 3600 seconds")
+
+
+def webhook_secret(name: str, environ: typing.Mapping[str, str] = os.environ) -> str:
+    """Return the secret of an enabled webhook (it only ever comes from the environment), or refuse."""
+    variable = WEBHOOK_SECRET_ENV[name]
+    if not environ.get(variable):
+        raise SettingsError(f"[webhooks.{name}] is enabled but {variable} is not set in the environment; "
+                            f"set it to the {WEBHOOK_SECRET_WHAT[name]}")
+    return environ[variable]
+
+
 def secret_key(settings: Settings, environ: typing.Mapping[str, str] = os.environ) -> bytes:
     """Return the token key: from the environment, else the project's 0600 key file.
 
@@ -500,6 +563,6 @@ def inbox_password(environ: typing.Mapping[str, str] = os.environ) -> str:
 
 
 __all__ = [
-    "Settings", "find_project", "load_settings", "secret_key", "smtp_password", "inbox_password",
+    "Settings", "find_project", "load_settings", "secret_key", "smtp_password", "inbox_password", "webhook_secret",
     "CONFIG_NAME",
 ]

@@ -297,3 +297,43 @@ def test_a_from_name_the_email_package_cannot_read_is_refused_naming_the_setting
         return
     header = email_policy.SMTP.header_factory("From", settings.sender.from_address)
     assert [a.addr_spec for a in header.addresses] == ["desk@example.org"]
+
+
+def test_webhook_tables_load_each_service_on_its_own(tmp_path: Path) -> None:
+    write_config(tmp_path, """
+        [webhooks.ses]
+        enabled = true
+        topics = ["arn:aws:sns:eu-west-1:123456789012:newsletter-feedback"]
+
+        [webhooks.mailgun]
+        enabled = true
+        max_age = 120
+    """)
+    hooks = load_settings(tmp_path).webhooks
+    assert hooks.ses.enabled and hooks.ses.topics == ("arn:aws:sns:eu-west-1:123456789012:newsletter-feedback",)
+    assert hooks.ses.cert_hosts.startswith("sns")  # the AWS rule unless told otherwise
+    assert hooks.mailgun.enabled and hooks.mailgun.max_age == 120.0
+    assert not hooks.postmark.enabled
+
+
+@pytest.mark.parametrize(("toml", "expected"), [
+    ("[webhooks.ses]\nenabled = true", "webhooks.ses.topics must name the SNS topics"),
+    ("[webhooks.ses]\ncert_hosts = 'sns.(['", "webhooks.ses.cert_hosts is not a regular expression"),
+    ("[webhooks.mailgun]\nsigning_key = 'key-abc'", r"unknown key 'signing_key' in \[webhooks.mailgun\]"),
+    ("[webhooks.postmark]\npassword = 'hunter2'", r"unknown key 'password' in \[webhooks.postmark\]"),
+    ("[webhooks]\nses = 1", r"webhooks.ses must be a table \[webhooks.ses\]"),
+    ("[webhooks.sendgrid]\nenabled = true", r"unknown key 'sendgrid' in \[webhooks\]"),
+    ("[webhooks.mailgun]\nmax_age = 0", "webhooks.mailgun.max_age must be between 0 and 3600"),
+])
+def test_webhook_settings_errors_name_the_table_and_key(tmp_path: Path, toml: str, expected: str) -> None:
+    write_config(tmp_path, toml)
+    with pytest.raises(SettingsError, match=expected):
+        load_settings(tmp_path)
+
+
+def test_a_webhook_secret_comes_only_from_the_environment() -> None:
+    from newsletter.settings import webhook_secret
+
+    assert webhook_secret("mailgun", {"NEWSLETTER_MAILGUN_SIGNING_KEY": "key-abc"}) == "key-abc"
+    with pytest.raises(SettingsError, match="NEWSLETTER_POSTMARK_PASSWORD is not set"):
+        webhook_secret("postmark", {})
