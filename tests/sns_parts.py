@@ -4,6 +4,7 @@ as SNS signs them: the real parts of the SES webhook's tests (test_sns.py, test_
 from __future__ import annotations
 
 import base64
+import functools
 import http.server
 import ipaddress
 import json
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -52,6 +54,11 @@ class Authority:
                                             critical=False)
         return key, builder.sign(self.key, hashes.SHA256())
 
+    @functools.cached_property
+    def localhost(self) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+        """The TLS key and certificate of 127.0.0.1 (made once: RSA keys take a while)."""
+        return self.issue("127.0.0.1", ip="127.0.0.1")
+
     def write(self, path: Path) -> Path:
         path.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
         return path
@@ -65,7 +72,7 @@ class HttpsServer:
     """An HTTPS server on 127.0.0.1 serving FILES by path; every GET it answers is in `requests`."""
 
     def __init__(self, authority: Authority, tmp: Path, files: dict[str, bytes]) -> None:
-        key, certificate = authority.issue("127.0.0.1", ip="127.0.0.1")
+        key, certificate = authority.localhost
         (tmp / "server.pem").write_bytes(pem(certificate))
         (tmp / "server.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                                            serialization.PrivateFormat.PKCS8,
@@ -154,3 +161,30 @@ def ses_complaint(address: str, feedback_id: str = "0100018c-complaint-0001") ->
         "complaint": {"userAgent": "ExampleCorp Feedback Loop (V0.01)", "complainedRecipients": [{"emailAddress": address}],
                       "complaintFeedbackType": "abuse", "arrivalDate": "2026-11-26T09:14:00.000Z",
                       "timestamp": "2026-11-26T09:14:02.000Z", "feedbackId": feedback_id}}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def authority() -> Authority:
+    return Authority()
+
+
+@pytest.fixture(scope="module")
+def signer(authority):
+    """The key and certificate SNS would sign with (issued by the test's CA)."""
+    return authority.issue("sns.eu-west-1.amazonaws.com")
+
+
+@pytest.fixture
+def aws(authority, signer, tmp_path):
+    """An HTTPS server on 127.0.0.1 serving the signing certificate and a subscription's confirmation."""
+    folder = tmp_path / "aws"
+    folder.mkdir()
+    server = HttpsServer(authority, folder, {"/SimpleNotificationService-test.pem": pem(signer[1]),
+                                             "/confirm": b"<ConfirmSubscriptionResponse/>"})
+    server.cert_url = server.url + "/SimpleNotificationService-test.pem"
+    server.ca_file = authority.write(folder / "ca.pem")
+    yield server
+    server.stop()

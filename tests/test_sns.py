@@ -10,30 +10,9 @@ import pytest
 
 from newsletter.web.services import WebhookRefused
 from newsletter.web.sns import AWS_HOSTS, SnsVerifier, https_fetcher
-from sns_parts import TOPIC, Authority, HttpsServer, confirmation, notification, pem, ses_bounce
+from sns_parts import TOPIC, Authority, authority, aws, confirmation, notification, ses_bounce, signer  # noqa: F401
 
 LOCAL = r"127\.0\.0\.1"
-
-
-@pytest.fixture(scope="module")
-def authority() -> Authority:
-    return Authority()
-
-
-@pytest.fixture(scope="module")
-def signer(authority):
-    return authority.issue("sns.eu-west-1.amazonaws.com")
-
-
-@pytest.fixture
-def aws(authority, signer, tmp_path):
-    """An HTTPS server on 127.0.0.1 that serves the signing certificate and a confirmation endpoint."""
-    server = HttpsServer(authority, tmp_path, {"/SimpleNotificationService-test.pem": pem(signer[1]),
-                                               "/confirm": b"<ConfirmSubscriptionResponse/>"})
-    server.cert_url = server.url + "/SimpleNotificationService-test.pem"
-    server.ca_file = authority.write(tmp_path / "ca.pem")
-    yield server
-    server.stop()
 
 
 def verifier(aws, hosts: str = LOCAL, topics=(TOPIC,)) -> SnsVerifier:
