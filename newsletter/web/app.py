@@ -46,6 +46,7 @@ from newsletter.models import Subscriber
 from newsletter.settings import Settings, secret_key
 from newsletter.web import outgoing, signup
 from newsletter.web.server import BodyDeadline, bounded_protocol
+from newsletter.web.webhooks import Webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -298,21 +299,27 @@ class WebApp:
         return self.page(root, heading, detail, status=status, headers=getattr(exc, "headers", None) or {})
 
 
-async def read_form(request: Request, limit: int = FORM_LIMIT) -> dict[str, str]:
-    """Read a urlencoded or multipart form of at most LIMIT bytes; 413 above, 415 for another type."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read a request's body of at most LIMIT bytes; 413 above, 400 when the client leaves half-way."""
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > limit):
-        raise HTTPException(413, f"A form here holds at most {limit:,} bytes.")
+        raise HTTPException(413, f"A request here holds at most {limit:,} bytes.")
     body = bytearray()
     try:
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                raise HTTPException(413, f"A form here holds at most {limit:,} bytes.")
+                raise HTTPException(413, f"A request here holds at most {limit:,} bytes.")
     except ClientDisconnect:
         # nobody is left to answer: one line in the log, no traceback
-        logger.info("%s: the client went away before its form arrived", request.url.path)
-        raise HTTPException(400, "The form did not arrive.") from None
+        logger.info("%s: the client went away before its request's body arrived", request.url.path)
+        raise HTTPException(400, "The request's body did not arrive.") from None
+    return bytes(body)
+
+
+async def read_form(request: Request, limit: int = FORM_LIMIT) -> dict[str, str]:
+    """Read a urlencoded or multipart form of at most LIMIT bytes; 413 above, 415 for another type."""
+    body = await read_body(request, limit)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/x-www-form-urlencoded" or (not content_type and not body):
         try:
@@ -339,7 +346,8 @@ def make_app(settings: Settings, site_dir: Path | None = None,
              now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> ASGIApp:
     """Return the web application; with SITE_DIR it also serves the archive built there."""
     web = WebApp(settings, now)
-    routes: list = [
+    hooks = Webhooks(settings, now, web._in_thread, read_body)  # a secret missing from the environment stops here
+    routes: list = [*hooks.routes(),
         Route("/u/{token}", web.unsubscribe_page, methods=["GET"]),
         Route("/u/{token}", web.unsubscribe, methods=["POST"]),
         Route("/subscribe", web.subscribe, methods=["POST"]),
