@@ -190,11 +190,12 @@ def subscribers_remove(
 
 @subscribers_app.command("show")
 def subscribers_show(email: str = typer.Argument(..., help="The address to show.")) -> None:
-    """Show what the list holds about EMAIL."""
-    from newsletter import subscribers as subscribers_module
+    """Show what the list holds about EMAIL, and its history: sign-up, unsubscribes, bounces, complaints."""
+    from newsletter import events, subscribers as subscribers_module
 
+    conn = store()
     try:
-        person = subscribers_module.get(store(), email)
+        person = subscribers_module.get(conn, email)
     except NewsletterError as err:
         output.fail(err)
     typer.echo(f"email:    {person.email}")
@@ -202,6 +203,16 @@ def subscribers_show(email: str = typer.Argument(..., help="The address to show.
     typer.echo(f"status:   {person.status}")
     typer.echo(f"added:    {person.created_at}")
     typer.echo(f"updated:  {person.updated_at}")
+    history = events.history(conn, person.id)
+    typer.echo(f"events:   {len(history) or 'none recorded'}")
+    for event in history:
+        detail = " ".join(filter(None, (event.status, event.detail, event.issue_day and f"(issue {event.issue_day})")))
+        typer.echo(f"  {event.at}  {event.kind:<13} {event.source:<17} {_printable(detail)}".rstrip())
+
+
+def _printable(text: str) -> str:
+    """Return TEXT on one line without control characters: a bounce's diagnostic is a stranger's words."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
 @subscribers_app.command("count")
@@ -544,17 +555,20 @@ def status_command(
 ) -> None:
     """Show where the day's issue stands (not started, sending, paused, done), its deliveries per state,
     and the recipients that failed or are in doubt, with the server's reply."""
+    from newsletter import reputation
     from newsletter.delivery.ledger import issue_status
 
     when = parse_day(day)
     try:
-        state = issue_status(store(), when)
+        conn = store()
+        state = issue_status(conn, when)
+        came_back = reputation.issue_feedback(conn, when)
     except NewsletterError as err:
         output.fail(err)
     if format is StatusFormat.json:
         import json
 
-        typer.echo(json.dumps(state.to_dict(), indent=2))
+        typer.echo(json.dumps({**state.to_dict(), "feedback": came_back.to_dict()}, indent=2))
         return
     if state.state is IssueState.NOT_STARTED:
         typer.echo(f"{when}: not started (run `newsletter send --date {when}`)")
@@ -564,6 +578,10 @@ def status_command(
         if count:
             typer.echo(f"  {name:<10} {count:>8,}")
     typer.echo(f"  {'total':<10} {state.total:>8,}")
+    percent = reputation.percent
+    typer.echo(f"Came back from the {came_back.sent:,} delivered: {came_back.hard_bounces:,} permanent bounce(s) "
+               f"({percent(came_back.bounce_rate)}), {came_back.soft_bounces:,} temporary, "
+               f"{came_back.complaints:,} spam complaint(s) ({percent(came_back.complaint_rate)})")
     if state.counts.get(State.RETRY) and state.next_retry_at is not None:
         typer.echo(f"Next retry at {state.next_retry_at or 'once due'} (`newsletter send --retry-now` retries at once)")
     if state.problems:

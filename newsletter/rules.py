@@ -106,6 +106,7 @@ class Rule(StrEnum):
     DKIM = "dkim", 20
     # the bulk-sender rules (CAN-SPAM; Gmail and Yahoo)
     POSTAL_ADDRESS = "postal-address"
+    COMPLAINT_RATE = "complaint-rate"  # the last 30 days' spam complaints per message delivered
 
 
 __all__ = [

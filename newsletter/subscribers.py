@@ -419,7 +419,10 @@ def export(
     status: str | None = None,
     search: str | None = None,
 ) -> int:
-    """Write the list (or those with STATUS, matching SEARCH) to OUT_STREAM as CSV or JSON; return the count."""
+    """Write the list (or those with STATUS, matching SEARCH) to OUT_STREAM as CSV or JSON; return the count.
+
+    JSON carries each subscriber's history too (events.py); CSV stays what `import` reads back.
+    """
     if format not in ("csv", "json"):
         raise SubscriberError(f"format: {format!r} is not csv or json")
     count = 0
@@ -433,7 +436,9 @@ def export(
     out_stream.write("[")
     for s in iter_subscribers(conn, status=status, search=search):
         record = {"email": s.email, "name": s.name, "status": s.status,
-                  "created_at": s.created_at, "updated_at": s.updated_at}
+                  "created_at": s.created_at, "updated_at": s.updated_at,
+                  "events": [{"at": e.at, "kind": str(e.kind), "source": e.source, "status": e.status,
+                              "detail": e.detail, "issue_day": e.issue_day} for e in events.history(conn, s.id)]}
         out_stream.write(("\n  " if count == 0 else ",\n  ") + json.dumps(record, ensure_ascii=False))
         count += 1
     out_stream.write("\n]\n" if count else "]\n")

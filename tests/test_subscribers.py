@@ -218,7 +218,8 @@ def test_export_json_is_an_array_of_objects(conn):
     data = json.loads(out.getvalue())
     assert [(d["email"], d["name"], d["status"]) for d in data] == [
         ("ada@example.com", 'Ada "Countess" L\u00f8velace', "active"), ("bob@example.com", "", "unsubscribed")]
-    assert set(data[0]) == {"email", "name", "status", "created_at", "updated_at"}
+    assert set(data[0]) == {"email", "name", "status", "created_at", "updated_at", "events"}
+    assert [e["kind"] for e in data[1]["events"]][-1] == "unsubscribed"  # the history comes along
     only = io.StringIO()
     subscribers.export(conn, only, format="json", status="bounced")
     assert json.loads(only.getvalue()) == []

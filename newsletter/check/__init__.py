@@ -5,7 +5,7 @@ template error or an issue too big for Gmail becomes an error finding that names
 fault. `newsletter send` and the scheduler run it first and refuse to send when it has errors.
 
 Each rule is a small function that takes the Context and yields Findings (html_rules,
-issue_rules, message_rules); a new rule is one more function in one of their RULES tuples.
+issue_rules, list_rules, message_rules); a new rule is one more function in one of their RULES tuples.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, time
 
-from newsletter.check import html_rules, issue_rules, message_rules
+from newsletter.check import html_rules, issue_rules, list_rules, message_rules
 from newsletter.check.context import Context, TemplateSources, decoded_parts, display
 from newsletter.check.issue_rules import citation_problem
 from newsletter.check.report import CheckReport, errors_first, format_report
@@ -34,7 +34,7 @@ _SAMPLE_KEY = b"newsletter-check-sample-key"
 
 CheckRule = Callable[[Context], Iterable[Finding]]
 # In the order their findings are listed (errors first, then warnings, each in this order).
-RULES: tuple[CheckRule, ...] = (*html_rules.RULES, *issue_rules.RULES)
+RULES: tuple[CheckRule, ...] = (*html_rules.RULES, *issue_rules.RULES, *list_rules.RULES)
 MESSAGE_RULES: tuple[CheckRule, ...] = message_rules.RULES  # only when the sample message was built
 
 

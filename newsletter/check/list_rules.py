@@ -1,0 +1,34 @@
+"""The rules of the list's standing with mailbox providers, read from the subscriber database."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+from newsletter import reputation
+from newsletter.check.context import Context
+from newsletter.findings import Finding, warning
+from newsletter.rules import Rule
+
+
+def complaint_rate(ctx: Context) -> Iterator[Finding]:
+    """The last 30 days' complaints stay under 0.1% of the messages delivered (Google's limit is 0.3%)."""
+    try:
+        with reputation.reading(ctx.settings.database_path) as conn:
+            if conn is None:
+                return
+            window = reputation.complaint_rate(conn, ctx.issue.day)
+    except sqlite3.Error:  # a database of an older schema, or locked: nothing to say from it
+        return
+    if window.rate is None or window.rate <= reputation.COMPLAINT_RATE_LIMIT:
+        return
+    yield warning(Rule.COMPLAINT_RATE,
+                  f"{window.complaints:,} spam complaint{'' if window.complaints == 1 else 's'} for "
+                  f"{window.sent:,} messages delivered from {window.first} to {window.last}: a complaint rate of "
+                  f"{reputation.percent(window.rate)}, over {reputation.percent(reputation.COMPLAINT_RATE_LIMIT)} "
+                  "(Google asks bulk senders to stay under 0.30%). See which issues drew them with "
+                  "`newsletter status --date DAY`; send only to readers who asked for it, and keep the "
+                  "unsubscribe link plain to see")
+
+
+RULES = (complaint_rate,)
