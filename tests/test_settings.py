@@ -337,3 +337,11 @@ def test_a_webhook_secret_comes_only_from_the_environment() -> None:
     assert webhook_secret("mailgun", {"NEWSLETTER_MAILGUN_SIGNING_KEY": "key-abc"}) == "key-abc"
     with pytest.raises(SettingsError, match="NEWSLETTER_POSTMARK_PASSWORD is not set"):
         webhook_secret("postmark", {})
+
+
+def test_init_writes_the_webhook_tables_off_with_their_defaults(project: Path) -> None:
+    from newsletter.settings import WebhooksSettings
+
+    text = (project / "newsletter.toml").read_text()
+    assert "[webhooks.ses]" in text and "[webhooks.postmark]" in text and "[webhooks.mailgun]" in text
+    assert load_settings(project).webhooks == WebhooksSettings()
