@@ -180,3 +180,11 @@ def test_any_json_payload_gives_reports_or_a_refusal_and_nothing_else(payload):
             continue
         assert all(isinstance(r, Report) and isinstance(r.email, str) and r.kind in
                    (HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT, UNSUBSCRIBE) for r in reports)
+
+
+def test_a_forgotten_mailgun_token_may_come_again():
+    guard = MailgunSignatures(KEY, max_age=300)
+    signature = mailgun_signature(NOW.timestamp())
+    token = guard.check(signature, NOW)
+    guard.forget(token)  # the request failed with 503: Mailgun's retry must not look like a replay
+    guard.check(signature, NOW)

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import resource
 import time
 from pathlib import Path
 
@@ -213,3 +214,18 @@ def test_bodies_that_are_too_large_or_not_json(client):
 def test_an_endpoint_refuses_other_methods(client):
     assert client.get("/webhooks/ses").status_code in (404, 405)
     assert httpx.codes.is_error(client.put("/webhooks/mailgun", content=b"{}").status_code)
+
+
+def test_a_mailgun_event_refused_for_a_full_disk_is_taken_when_mailgun_retries_it(serve, project):
+    server = serve()
+    genuine = mailgun_payload(mailgun_event(recipient="zoe.akesson@example.com"), token="r" * 50)
+    soft, hard = resource.prlimit(server.process.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(server.process.pid, resource.RLIMIT_FSIZE, (0, hard))  # no file of serve's may grow
+    try:
+        refused = server.client.post("/webhooks/mailgun", json=genuine)
+    finally:
+        resource.prlimit(server.process.pid, resource.RLIMIT_FSIZE, (soft, hard))
+    assert refused.status_code == 503 and person(project, "zoe.akesson@example.com")[0] == "active"
+    retried = server.client.post("/webhooks/mailgun", json=genuine)  # the same signed request, again
+    assert retried.status_code == 200, retried.text
+    assert person(project, "zoe.akesson@example.com")[0] == "bounced"

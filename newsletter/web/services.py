@@ -201,8 +201,8 @@ class MailgunSignatures:
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def check(self, signature: object, now: datetime) -> None:
-        """Refuse (403) a forged, stale or replayed signature; else remember its token."""
+    def check(self, signature: object, now: datetime) -> str:
+        """Refuse (403) a forged, stale or replayed signature; else remember its token and return it."""
         signature = _object(signature)
         timestamp, token, given = (str(signature.get(k, "")) for k in ("timestamp", "token", "signature"))
         expected = hmac.new(self.key, (timestamp + token).encode("utf-8"), hashlib.sha256).hexdigest()
@@ -221,6 +221,12 @@ class MailgunSignatures:
             if token in self._seen:
                 raise WebhookRefused(403, "mailgun: this token was already used: a replayed request")
             self._seen[token] = signed_at + self.max_age
+        return token
+
+    def forget(self, token: str) -> None:
+        """Forget TOKEN: its request was not processed (503), so Mailgun's retry of it must pass."""
+        with self._lock:
+            self._seen.pop(token, None)
 
 
 _MAILGUN_FAILED = {"permanent": HARD_BOUNCE, "temporary": SOFT_BOUNCE}  # by severity

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -127,11 +128,15 @@ class Webhooks:
         assert self.mailgun is not None
         payload = services.read_json(await self.read_body(request, BODY_LIMIT), "mailgun")
         now = self.now()
-        self.mailgun.check(payload.get("signature"), now)
+        token = self.mailgun.check(payload.get("signature"), now)
         event = payload.get("event-data")
-        if not isinstance(event, dict):
-            raise WebhookRefused(400, "mailgun: the request has no event-data object")
-        return await self.apply(services.mailgun_reports(event), now)
+        try:
+            if not isinstance(event, dict):
+                raise WebhookRefused(400, "mailgun: the request has no event-data object")
+            return await self.apply(services.mailgun_reports(event), now)
+        except (HTTPException, WebhookRefused):
+            self.mailgun.forget(token)  # nothing was done: the same request may come again
+            raise
 
     async def apply(self, reports: list[Report], now: datetime) -> Response:
         """Hand each report to `feedback.apply`; answer 200 with one line per report."""
