@@ -15,7 +15,15 @@ from newsletter.settings import Settings
 
 from list_helpers import write
 
-NOW = datetime(2026, 12, 1, 5, 0, tzinfo=timezone.utc)
+# after every event the tests' own adds stamp with the real clock (the history is in time order),
+# and the days below are counted from it, so the tests do not depend on the day they run
+NOW = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
+DAY = NOW.date()
+
+
+def day(offset: int) -> str:
+    """Return the day OFFSET days from NOW's, as an issue_day."""
+    return (DAY + timedelta(days=offset)).isoformat()
 HARD, SOFT = FeedbackKind.HARD_BOUNCE, FeedbackKind.SOFT_BOUNCE
 
 
@@ -44,20 +52,20 @@ def test_temporary_bounces_on_enough_different_days_mark_the_subscriber_bounced(
     person = subscribers.add(conn, "ada@example.com").subscriber
     soft = lambda day, key: Feedback(SOFT, "inbox", subscriber_id=person.id, issue_day=day, dedupe_key=key)  # noqa: E731
     # two bounces about the same issue count as one day
-    assert feedback.apply(conn, settings, soft("2026-11-29", "a"), NOW).why is Why.COUNTED
-    assert feedback.apply(conn, settings, soft("2026-11-29", "b"), NOW).why is Why.COUNTED
-    assert feedback.apply(conn, settings, soft("2026-11-30", "c"), NOW).why is Why.COUNTED
+    assert feedback.apply(conn, settings, soft(day(-2), "a"), NOW).why is Why.COUNTED
+    assert feedback.apply(conn, settings, soft(day(-2), "b"), NOW).why is Why.COUNTED
+    assert feedback.apply(conn, settings, soft(day(-1), "c"), NOW).why is Why.COUNTED
     assert subscribers.get(conn, "ada@example.com").status == "active"
-    outcome = feedback.apply(conn, settings, soft("2026-12-01", "d"), NOW)
+    outcome = feedback.apply(conn, settings, soft(day(0), "d"), NOW)
     assert outcome.changed and subscribers.get(conn, "ada@example.com").status == "bounced"
 
 
 def test_temporary_bounces_older_than_the_window_are_forgotten(conn, tmp_path):
     settings = Settings(root=tmp_path).replace("bounces", soft_limit=2, window_days=7)
     person = subscribers.add(conn, "ada@example.com").subscriber
-    first = Feedback(SOFT, "inbox", subscriber_id=person.id, issue_day="2026-11-20", dedupe_key="a")
+    first = Feedback(SOFT, "inbox", subscriber_id=person.id, issue_day=day(-11), dedupe_key="a")
     assert feedback.apply(conn, settings, first, NOW - timedelta(days=11)).why is Why.COUNTED
-    later = Feedback(SOFT, "inbox", subscriber_id=person.id, issue_day="2026-12-01", dedupe_key="b")
+    later = Feedback(SOFT, "inbox", subscriber_id=person.id, issue_day=day(0), dedupe_key="b")
     assert feedback.apply(conn, settings, later, NOW).why is Why.COUNTED
     assert subscribers.get(conn, "ada@example.com").status == "active"
 
@@ -154,8 +162,8 @@ def test_applying_any_reports_twice_ends_where_applying_them_once_does(tmp_path_
             subscribers.add(conn, f"{name}@example.com")
         for _ in range(rounds):
             for i, (kind, name, days_ago) in enumerate(reports):
-                day = (NOW - timedelta(days=days_ago)).date().isoformat()
-                report = Feedback(kind, "inbox", email=f"{name}@example.com", issue_day=day, dedupe_key=f"r{i}")
+                report = Feedback(kind, "inbox", email=f"{name}@example.com", issue_day=day(-days_ago),
+                                  dedupe_key=f"r{i}")
                 feedback.apply(conn, settings, report, NOW)
         results.append(sorted(subscribers.count_by_status(conn).items()))
         conn.close()
