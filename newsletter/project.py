@@ -78,6 +78,21 @@ allowed_origins = []                  # other sites whose pages may post the sig
 trusted_proxies = []                  # proxies whose X-Forwarded-For is believed, e.g. ["127.0.0.1"]
 request_timeout = 10.0                # seconds a client has to send a request's headers, and again its body
 
+# The email services' bounce and complaint webhooks in `newsletter serve` (README: "When mail comes back")
+[webhooks.ses]
+enabled = false                       # POST /webhooks/ses takes SES's reports through an SNS topic
+topics = []                           # the topic ARNs believed, e.g. ["arn:aws:sns:eu-west-1:123456789012:newsletter-feedback"]
+cert_hosts = 'sns\\.[a-z0-9-]+\\.amazonaws\\.com(\\.cn)?'   # hosts SNS certificates are fetched from (leave it)
+ca_file = ""                          # CA certificates for those fetches instead of the system's (leave it)
+
+[webhooks.postmark]
+enabled = false                       # POST /webhooks/postmark: bounce and spam-complaint webhooks
+username = "postmark"                 # HTTP basic auth; the password only from NEWSLETTER_POSTMARK_PASSWORD
+
+[webhooks.mailgun]
+enabled = false                       # POST /webhooks/mailgun; the signing key only from NEWSLETTER_MAILGUN_SIGNING_KEY
+max_age = 300.0                       # seconds a signed timestamp stays good; older or reused is refused
+
 [bounces]
 soft_limit = 3                        # temporary bounces on this many different days mark an address bounced
 window_days = 14                      # … within this many days
@@ -96,21 +111,6 @@ ca_file = ""                          # PEM file of a private CA to trust, relat
 timeout = 30.0                        # seconds
 every_minutes = 5
 max_message_bytes = 10000000          # larger messages are left for a human unread
-
-# The email services' bounce and complaint webhooks in `newsletter serve` (README: "When mail comes back")
-[webhooks.ses]
-enabled = false                       # POST /webhooks/ses takes SES's reports through an SNS topic
-topics = []                           # the topic ARNs believed, e.g. ["arn:aws:sns:eu-west-1:123456789012:newsletter-feedback"]
-cert_hosts = 'sns\\.[a-z0-9-]+\\.amazonaws\\.com(\\.cn)?'   # hosts SNS certificates are fetched from (leave it)
-ca_file = ""                          # CA certificates for those fetches instead of the system's (leave it)
-
-[webhooks.postmark]
-enabled = false                       # POST /webhooks/postmark: bounce and spam-complaint webhooks
-username = "postmark"                 # HTTP basic auth; the password only from NEWSLETTER_POSTMARK_PASSWORD
-
-[webhooks.mailgun]
-enabled = false                       # POST /webhooks/mailgun; the signing key only from NEWSLETTER_MAILGUN_SIGNING_KEY
-max_age = 300.0                       # seconds a signed timestamp stays good; older or reused is refused
 """
 
 SAMPLE_ARTICLE = """\
