@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from newsletter.cli import app, subscribers_app
+from newsletter.cli import app
+from newsletter.cli_subscribers import subscribers_app
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imports"
 
