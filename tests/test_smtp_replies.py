@@ -277,3 +277,42 @@ def test_a_spam_or_content_refusal_fails_the_message_and_keeps_the_subscriber(pr
     assert (rows(conn)[everyone[1]]["state"], rows(conn)[everyone[1]]["reason"]) == ("failed", "rejected")
     assert subscriber_status(conn, everyone[1]) == "active"
     assert later.written == 4  # still on the list for the next issue
+
+
+# ----------------------------------------------------------------------------- one address that reads as an outage
+
+def test_one_address_refused_with_a_reply_that_reads_as_ours_pauses_once_then_fails_alone(project, conn, server,
+                                                                                           runner):
+    # Microsoft 365 answers a missing user with a 5.4.1 "Access denied": it reads as our side, but it
+    # is this recipient. The first send pauses (it cannot tell yet); the next one fails that row
+    # alone instead of pausing every day at the same address.
+    everyone = add_readers(conn, 6)
+    stuck = everyone[0]
+    server.rcpt_replies[stuck] = ["550 5.4.1 Recipient address rejected: Access denied. AS(201806281)"] * 10
+    configure_smtp(project, server.port)
+    day = day_of(project)
+
+    paused = runner.invoke(app, ["--project", str(project), "send", "--date", day])
+    assert paused.exit_code == 1 and "5.4.1" in paused.output
+    assert_list_intact(conn, everyone, date.fromisoformat(day))
+
+    resumed = runner.invoke(app, ["--project", str(project), "send", "--date", day])
+    assert resumed.exit_code == 0, resumed.output
+    assert server.copies() == Counter({address: 1 for address in everyone[1:]})
+    assert rows(conn, date.fromisoformat(day))[stuck]["state"] == "failed"
+    assert subscriber_status(conn, stuck) == "active"  # a failed message, not a bounce
+
+
+def test_a_real_outage_after_a_pause_fails_at_most_the_row_that_tripped_it(project, conn, server, runner):
+    everyone = add_readers(conn, 6)
+    server.refuse_every_rcpt = "553 5.1.8 <newsletter@example.org>: Sender address rejected: Domain not found"
+    configure_smtp(project, server.port)
+    day = day_of(project)
+    for _ in range(2):  # the operator has not fixed it yet and sends again
+        assert runner.invoke(app, ["--project", str(project), "send", "--date", day]).exit_code == 1
+    states = Counter(row["state"] for row in rows(conn, date.fromisoformat(day)).values())
+    assert states["failed"] <= 1 and all(subscriber_status(conn, a) == "active" for a in everyone)
+    server.refuse_every_rcpt = None
+    fixed = runner.invoke(app, ["--project", str(project), "send", "--date", day, "--retry-failed"])
+    assert fixed.exit_code == 0, fixed.output
+    assert server.copies() == Counter({address: 1 for address in everyone})

@@ -239,7 +239,7 @@ class SmtpConnection:
         _close(smtp)
 
     def send(self, recipient: str, data: bytes,
-             before_data: Callable[[], Callable[[], None]] | None = None) -> Attempt:
+             before_data: Callable[[], Callable[[], None]] | None = None, *, last_reply: str = "") -> Attempt:
         """Send one message to RECIPIENT; DATA is the output of `stuff`.
 
         BEFORE_DATA runs once the server accepted the recipient: it asks for the ledger's
@@ -248,6 +248,7 @@ class SmtpConnection:
         wait (RELIABILITY.md: a row that is not yet data_sent never had the end of its message),
         so the commit's latency hides behind the transfer. Raises ConnectionTrouble only for a
         sender the server refuses (not about one recipient); everything else is an Attempt.
+        LAST_REPLY is what this row's previous attempt recorded (see `_refused`).
         """
         smtp = self._smtp
         assert smtp is not None, "open() first"
@@ -275,7 +276,7 @@ class SmtpConnection:
                                             fatal=True)
                 if refusal is mail:
                     return _attempt(AttemptKind.DEFERRED, mail)
-                return self._refused(refusal, recipient, "at RCPT", at_rcpt=True)
+                return self._refused(refusal, recipient, "at RCPT", at_rcpt=True, last_reply=last_reply)
             recorded = before_data() if before_data is not None else None
             if not pipelined:
                 smtp.putcmd("data")
@@ -311,14 +312,27 @@ class SmtpConnection:
             self._drop()  # never QUIT in the middle of a body: the server must discard it
             raise
 
-    def _refused(self, reply: Reply, recipient: str, stage: str, *, at_rcpt: bool = False) -> Attempt:
-        """Return the Attempt for a refusal; raise ConnectionTrouble when it blames our side (replies.py)."""
+    def _refused(self, reply: Reply, recipient: str, stage: str, *, at_rcpt: bool = False,
+                 last_reply: str = "") -> Attempt:
+        """Return the Attempt for a refusal; raise ConnectionTrouble when it blames our side (replies.py).
+
+        Some servers give one recipient a reply that reads as ours (Microsoft 365 answers a
+        missing user with "550 5.4.1 Recipient address rejected: Access denied"). Retried rows
+        are claimed first, so that one row would pause every later send. When the same reply
+        already paused the last send at this very recipient (LAST_REPLY says so), it is about
+        them: the message fails (the subscriber is not bounced) and the send goes on; if the
+        server really refuses us, the next recipient pauses it again.
+        """
         if reply.code < 500:
             return _attempt(AttemptKind.DEFERRED, reply, at_rcpt=at_rcpt)
         blame = classify(reply.code, reply.text)
         if blame is Blame.OURS:
-            raise ConnectionTrouble(f"{self.config.where}: {reply} (refused <{recipient}> {stage}; the reply blames "
-                                    "the sender, the relay or our settings, not the recipient)", fatal=True)
+            trouble = (f"{self.config.where}: {reply} (refused <{recipient}> {stage}; the reply blames "
+                       "the sender, the relay or our settings, not the recipient)")
+            if not (at_rcpt and last_reply == trouble):
+                raise ConnectionTrouble(trouble, fatal=True)
+            return Attempt(AttemptKind.REJECTED, f"{reply} (the same reply paused the last send at this recipient "
+                           "alone: failed, not bounced)", at_rcpt, reply.enhanced, reply.code, Blame.MESSAGE)
         return Attempt(AttemptKind.REJECTED, str(reply), at_rcpt, reply.enhanced, reply.code, blame)
 
     def _after_refusal(self, reply: Reply) -> None:

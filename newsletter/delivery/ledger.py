@@ -48,6 +48,7 @@ class Claimed:
     subscriber: Subscriber
     message_id: str
     attempts: int = 1  # this attempt's number (the claim counts it)
+    last_reply: str = ""  # what the previous attempt recorded
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,8 @@ def claim_batch(
     """
     key = day.isoformat()
     columns = (
-        "d.subscriber_id AS delivery_id, d.message_id, d.attempts, s.id, s.email, s.email_key, s.name, s.status,"
+        "d.subscriber_id AS delivery_id, d.message_id, d.attempts, d.last_reply, s.id, s.email, s.email_key,"
+        " s.name, s.status,"
         " s.created_at, s.updated_at"
     )
     claimed: list[Claimed] = []
@@ -233,7 +235,7 @@ def claim_batch(
                 continue
             subscriber = Subscriber(row["id"], row["email"], row["email_key"], row["name"],
                                     row["status"], row["created_at"], row["updated_at"])
-            claimed.append(Claimed(subscriber, row["message_id"], row["attempts"] + 1))
+            claimed.append(Claimed(subscriber, row["message_id"], row["attempts"] + 1, row["last_reply"] or ""))
         conn.executemany(
             "UPDATE deliveries SET state = 'skipped', updated_at = ? WHERE issue_day = ? AND subscriber_id = ?",
             [(now, key, sid) for sid in skipped],

@@ -565,7 +565,7 @@ class _Worker:
             return wait
 
         try:
-            attempt = connection.send(recipient, data, before_data)
+            attempt = connection.send(recipient, data, before_data, last_reply=row.last_reply)
         except ConnectionTrouble as trouble:
             self.events.put(Trouble(row, trouble))
             return False
