@@ -36,6 +36,7 @@ from newsletter.models import (
     Subscriber,
 )
 from newsletter.rules import MAX_LINE_OCTETS as _MAX_LINE
+from newsletter.verp import Verp
 from newsletter.rules import Rule, https_only
 from newsletter.settings import CONFIG_NAME, Settings
 from newsletter.signing import unsubscribe_token, unsubscriber, verify_token
@@ -312,6 +313,8 @@ class MessageTemplate:
         self.signer = signer
         self._tokens = unsubscriber(key, settings.sender.list_id)
         self._message_ids = _MessageIds(day, settings.sender_domain)
+        bounce = settings.sender.bounce_address
+        self._verp = Verp(key, settings.sender.list_id, bounce) if bounce else None
 
     def __repr__(self) -> str:  # not the segments (100+ KB) nor the key (secret)
         return f"MessageTemplate(day={self.day}, {len(self.slots)} slots, {sum(map(len, self.segments))} bytes)"
@@ -374,6 +377,21 @@ class MessageTemplate:
             day=day, settings=settings, key=key, segments=tuple(segments), slots=tuple(slots),
             lines=tuple(text_lines + html_lines), signer=signer,
         )
+
+    def envelope_sender(self, subscriber: Subscriber) -> str | None:
+        """Return SUBSCRIBER's envelope sender under [sender] bounce_address (VERP), or None: the From address."""
+        return self._verp.address(self.day, subscriber.id) if self._verp is not None else None
+
+    def personalize_file(self, subscriber: Subscriber) -> bytes:
+        """Return SUBSCRIBER's message as an outbox file: with VERP, its Return-Path line first.
+
+        A Return-Path is what the receiving end adds on delivery, so it is in the file (which stands
+        for a delivered message) and never on the wire; DKIM does not sign it.
+        """
+        data = self.personalize(subscriber)
+        if self._verp is None:
+            return data
+        return b"Return-Path: <" + self._verp.address(self.day, subscriber.id).encode("ascii") + b">\r\n" + data
 
     def personalize(self, subscriber: Subscriber) -> bytes:
         """Return SUBSCRIBER's message: the reference's bytes, spliced instead of rebuilt."""

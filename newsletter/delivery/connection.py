@@ -239,8 +239,9 @@ class SmtpConnection:
         _close(smtp)
 
     def send(self, recipient: str, data: bytes,
-             before_data: Callable[[], Callable[[], None]] | None = None, *, last_reply: str = "") -> Attempt:
-        """Send one message to RECIPIENT; DATA is the output of `stuff`.
+             before_data: Callable[[], Callable[[], None]] | None = None, *, last_reply: str = "",
+             sender: str | None = None) -> Attempt:
+        """Send one message to RECIPIENT; DATA is the output of `stuff`; SENDER (VERP) overrides the envelope's.
 
         BEFORE_DATA runs once the server accepted the recipient: it asks for the ledger's
         `data_sent` and returns a function that waits until that is durable. The body is written
@@ -253,6 +254,7 @@ class SmtpConnection:
         smtp = self._smtp
         assert smtp is not None, "open() first"
         where = self.config.where
+        mail_from = sender or self.config.sender
         sent_end = False
         try:
             pipelined = self._pipelining
@@ -260,10 +262,10 @@ class SmtpConnection:
             if pipelined:
                 # RFC 2920: MAIL, RCPT and DATA in one write (DATA last), then the three replies: one
                 # round trip instead of three. The body still waits for the ledger (before_data).
-                smtp.send(f"MAIL FROM:<{self.config.sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
+                smtp.send(f"MAIL FROM:<{mail_from}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
                 mail, rcpt = Reply.of(*smtp.getreply()), Reply.of(*smtp.getreply())
             else:
-                mail = Reply.of(*smtp.mail(self.config.sender))
+                mail = Reply.of(*smtp.mail(mail_from))
                 rcpt = Reply.of(*smtp.rcpt(recipient)) if mail.code == 250 else None
             if mail.code != 250 or rcpt is None or rcpt.code not in (250, 251):
                 refusal = rcpt if mail.code == 250 and rcpt is not None else mail
@@ -272,7 +274,7 @@ class SmtpConnection:
                 late = Reply.of(*smtp.getreply()) if pipelined else None
                 self._after_refusal(late if late is not None and late.code == 354 else refusal)
                 if refusal is mail and mail.code >= 500:
-                    raise ConnectionTrouble(f"{where}: the server refuses the sender <{self.config.sender}>: {mail}",
+                    raise ConnectionTrouble(f"{where}: the server refuses the sender <{mail_from}>: {mail}",
                                             fatal=True)
                 if refusal is mail:
                     return _attempt(AttemptKind.DEFERRED, mail)

@@ -317,7 +317,7 @@ class OutboxTransport:
                     if not claim.rows and not claim.skipped:
                         break
                     totals.skipped += claim.skipped
-                    staged = maildir.stage(claim.rows, template.personalize)
+                    staged = maildir.stage(claim.rows, template.personalize_file)
                     if in_flight is not None:
                         previous, in_flight = in_flight, None  # a failure here is not recorded twice
                         settle(previous)

@@ -219,7 +219,7 @@ class SmtpTransport:
         """
         throttle = self.throttle or Throttle(self.delivery.rate, self.delivery.hourly_cap,
                                              recent_sends(claims.conn, claims.day, self.delivery.hourly_cap))
-        run = _PoolRun(self, claims, WireMessages(template).data, throttle)
+        run = _PoolRun(self, claims, WireMessages(template).data, throttle, template.envelope_sender)
         totals = run.run()
         if run.halt is not None:
             ledger.set_issue_state(claims.conn, claims.day, ledger.ISSUE_PAUSED, now=claims.now())
@@ -290,8 +290,9 @@ class _PoolRun:
     """
 
     def __init__(self, pool: SmtpTransport, claims: Claims, make_data: Callable[[Subscriber], bytes],
-                 throttle: Throttle) -> None:
+                 throttle: Throttle, envelope: Callable[[Subscriber], str | None] = lambda subscriber: None) -> None:
         self.pool, self.claims, self.make_data, self.throttle = pool, claims, make_data, throttle
+        self.envelope = envelope  # each message's envelope sender (VERP), or None for the From address
         self.totals = Totals()
         self.work: queue.Queue[ledger.Claimed | None] = queue.Queue()
         self.events: queue.Queue[Event] = queue.Queue()
@@ -530,6 +531,7 @@ class _Worker:
                 try:
                     data = self.run_.make_data(row.subscriber)  # WireMessages.data: stuffed, ready for DATA
                     recipient = ascii_address(row.subscriber.email)
+                    sender = self.run_.envelope(row.subscriber)
                 except NewsletterError as err:
                     self.events.put(Done(row, Attempt(AttemptKind.UNBUILDABLE, str(err))))
                     continue
@@ -538,7 +540,7 @@ class _Worker:
                 if not self.run_.throttle.wait(self.run_.quit_waits):
                     self.events.put(Unstarted(row))
                     continue
-                if not self._send(connection, row, recipient, data):
+                if not self._send(connection, row, recipient, data, sender):
                     return
                 row = None
         except Exception as err:  # a bug must not leave the recording thread waiting for this row
@@ -549,7 +551,8 @@ class _Worker:
         finally:
             connection.close()
 
-    def _send(self, connection: SmtpConnection, row: ledger.Claimed, recipient: str, data: bytes) -> bool:
+    def _send(self, connection: SmtpConnection, row: ledger.Claimed, recipient: str, data: bytes,
+              sender: str | None = None) -> bool:
         """Send ROW's message; report the result; return False when this worker must end."""
         abort = self.run_.abort
 
@@ -565,7 +568,7 @@ class _Worker:
             return wait
 
         try:
-            attempt = connection.send(recipient, data, before_data, last_reply=row.last_reply)
+            attempt = connection.send(recipient, data, before_data, last_reply=row.last_reply, sender=sender)
         except ConnectionTrouble as trouble:
             self.events.put(Trouble(row, trouble))
             return False
