@@ -244,3 +244,26 @@ def test_any_bytes_at_all_get_a_verdict_and_never_an_exception(project, raw):
     settings = configure(project)
     verdict = Reader(settings, b"k" * 32).read(raw)
     assert verdict.category in set(Category)
+
+
+def test_a_mail_system_notice_naming_no_failure_is_left_for_a_human(project):
+    settings = configure(project)
+    conn = add_everyone(settings)
+    raw = personal("question.eml", settings, conn, about="ada@example.com").replace(
+        b"From: Fay <fay@example.com>", b"From: postmaster@mx.example.net")
+    verdict = Reader(settings, secret_key(settings)).read(raw)
+    assert verdict.category is Category.HUMAN
+    failing = raw.replace(b"Where can I read", b"550 5.2.1 mailbox disabled. Where can I read")
+    (item,) = Reader(settings, secret_key(settings)).read(failing).feedback
+    assert (item.kind, item.status, item.subscriber_id) == ("hard_bounce", "5.2.1", subscribers.get(conn, "ada@example.com").id)
+
+
+def test_a_bounce_without_the_verp_address_in_its_headers_is_told_by_the_copy_it_returns(project):
+    settings = configure(project)
+    conn = add_everyone(settings)
+    raw = personal("postfix_permanent.eml", settings, conn, about="ada@example.com")
+    headers, _, body = raw.partition(b"\n\n")
+    stripped = b"\n".join(line for line in headers.split(b"\n")
+                          if not line.startswith((b"Delivered-To", b"To:"))) + b"\n\n" + body
+    (item,) = Reader(settings, secret_key(settings)).read(stripped).feedback
+    assert item.subscriber_id == subscribers.get(conn, "ada@example.com").id

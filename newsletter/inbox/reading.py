@@ -123,6 +123,8 @@ class Reader:
     def _bounce(self, msg: email.message.Message, report_id: str, tag: Tag | None,
                 heuristic: bool = False) -> Verdict | None:
         blocks = list(_dsn_blocks(msg))
+        # a bounce that reaches us without the VERP address in its headers may still carry our copy
+        tag = tag or self._tag([_h(_original(msg), "return-path", "")])
         try:
             temporary, permanent = flufl.bounce.all_failures(msg)
         except Exception as err:  # a third-party parser on hostile input: whatever it raises, refuse
@@ -133,9 +135,13 @@ class Reader:
             return Verdict(Category.IGNORED, why="delay warning (the mail system is still trying)")
         if blocks and not failed and not any(b.failed for b in blocks):
             return Verdict(Category.IGNORED, why="a delivery report that reports no failure")
-        if heuristic and not failed and not (tag is not None and _from_daemon(msg)):
-            return None
         text = _text(msg)
+        if heuristic and not failed:
+            # no detector found a failure: only a mail system's message naming a failure status
+            # about one of our messages is a bounce (a wrong bounce removes a reader for good)
+            status = _STATUS.search(text)
+            if tag is None or not _from_daemon(msg) or status is None or status[1] == "2":
+                return None
         found: list[Feedback] = []
         if tag is not None:
             block = next((b for b in blocks if b.failed), blocks[0] if blocks else None)
