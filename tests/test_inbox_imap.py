@@ -231,3 +231,14 @@ def test_the_scheduler_reads_the_mailbox_when_inbox_is_set(project, dovecot, mon
         scheduler.terminate()
         scheduler.kill()
     assert status(conn, "gone@example.net") == "bounced"
+
+
+def test_delete_mode_deletes_what_was_acted_on_and_keeps_what_is_for_a_human(project, dovecot):
+    settings = configure(project)
+    conn = add_everyone(settings)
+    imap_project(project, dovecot, processed='"delete"')
+    dovecot.deliver(personal("postfix_permanent.eml", settings, conn))
+    dovecot.deliver(personal("question.eml", settings, conn))
+    assert "read 2 messages" in inbox_cli(project).stdout
+    assert (len(dovecot.folder("INBOX")), len(dovecot.folder("For a human"))) == (0, 1)
+    assert not dovecot.folder("Processed")
