@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import random
 import re
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from email.parser import BytesHeaderParser
@@ -26,10 +24,10 @@ from typer.testing import CliRunner
 
 from newsletter import store
 from newsletter.cli import app
-from newsletter.cli_output import TEST_PAUSE_AFTER
 from newsletter.delivery.outbox import file_name
 
 from conftest import fill_postal_address
+from paused_send import send_command, start_paused
 
 pytestmark = pytest.mark.slow  # 20 and 10 real sends killed mid-way, then run to the end
 
@@ -74,22 +72,6 @@ def project(tmp_path: Path) -> Path:
     assert conn.execute("SELECT count(*) FROM subscribers WHERE status = 'active'").fetchone()[0] == ACTIVE
     conn.close()
     return folder
-
-
-def send_command(project: Path, day: str) -> list[str]:
-    return [sys.executable, "-m", "newsletter", "--project", str(project), "send", "--date", day]
-
-
-def start_paused(project: Path, day: str, after: int) -> tuple[subprocess.Popen, int]:
-    """Start a send that pauses once it reports AFTER messages done; return it and the count it reported."""
-    process = subprocess.Popen(send_command(project, day), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, TEST_PAUSE_AFTER: str(after)})
-    for line in process.stdout:
-        paused = re.fullmatch(r"test hook: paused after ([\d,]+) of [\d,]+ messages\n", line)
-        if paused:
-            return process, int(paused[1].replace(",", ""))
-    process.wait()
-    raise AssertionError(f"the send ended without pausing: {process.stderr.read()}")
 
 
 def ledger_rows(project: Path, day: str) -> list[sqlite3.Row]:

@@ -10,13 +10,11 @@ the ledger reports as in doubt (a kill between the server's acceptance and our r
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -26,9 +24,9 @@ from typer.testing import CliRunner
 
 from newsletter import store
 from newsletter.cli import app
-from newsletter.cli_output import TEST_PAUSE_AFTER
 
 from conftest import fill_postal_address
+from paused_send import send_command, start_paused
 from factories import LoopbackController
 
 pytestmark = pytest.mark.slow  # 20 and 10 real sends killed mid-way, then run to the end
@@ -86,22 +84,6 @@ def project(tmp_path: Path, server) -> Path:
 
 def day_of(project: Path) -> str:
     return next((project / "articles").iterdir()).name
-
-
-def send_command(project: Path, day: str) -> list[str]:
-    return [sys.executable, "-m", "newsletter", "--project", str(project), "send", "--date", day]
-
-
-def start_paused(project: Path, day: str, after: int) -> tuple[subprocess.Popen, int]:
-    """Start a send that pauses once it reports AFTER messages done; return it and the count it reported."""
-    process = subprocess.Popen(send_command(project, day), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, TEST_PAUSE_AFTER: str(after)})
-    for line in process.stdout:
-        paused = re.fullmatch(r"test hook: paused after ([\d,]+) of [\d,]+ messages\n", line)
-        if paused:
-            return process, int(paused[1].replace(",", ""))
-    process.wait()
-    raise AssertionError(f"the send ended without pausing: {process.stderr.read()}")
 
 
 def ledger(project: Path, day: str) -> dict[str, sqlite3.Row]:

@@ -23,6 +23,7 @@ from newsletter.delivery.replies import Blame, classify
 from newsletter.delivery.wire import stuff
 from newsletter.errors import DeliveryError, NewsletterError, SettingsError
 from newsletter.settings import Settings, smtp_password
+from newsletter.tls import client_context
 
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
 
@@ -71,19 +72,7 @@ def smtp_config(settings: Settings, environ: Mapping[str, str] = os.environ) -> 
                             f"in clear text to {host}; use 'starttls' or 'ssl'")
     context = None
     if smtp.security != "none":
-        cafile = None
-        if smtp.ca_file:
-            path = settings.root / smtp.ca_file
-            if not path.is_file():
-                raise SettingsError(f"{where} ca_file {str(path)!r} does not exist")
-            cafile = str(path)
-        try:
-            context = ssl.create_default_context(cafile=cafile)
-        except ssl.SSLError as err:
-            raise SettingsError(f"{where} ca_file {cafile!r} is not a PEM certificate file: {err}") from err
-        if not smtp.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+        context = client_context(settings.root, smtp.ca_file, smtp.verify, where, SettingsError)
     try:
         sender = ascii_address(parseaddr(settings.sender.from_address)[1])
     except NewsletterError as err:

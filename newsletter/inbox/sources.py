@@ -28,6 +28,7 @@ from typing import BinaryIO, Protocol
 
 from newsletter.errors import InboxError
 from newsletter.settings import INBOX_PASSWORD_ENV, InboxSettings, Settings
+from newsletter.tls import client_context
 
 DONE_KEYWORD, HUMAN_KEYWORD = "$NewsletterDone", "$NewsletterHuman"
 HUMAN_MAILDIR = "inbox/for-a-human"
@@ -137,21 +138,8 @@ def _said(data: list) -> str:
 
 
 def _context(settings: Settings, inbox: InboxSettings) -> ssl.SSLContext:
-    where = f"{settings.root / 'newsletter.toml'}: [inbox]"
-    cafile = None
-    if inbox.ca_file:
-        path = settings.root / inbox.ca_file
-        if not path.is_file():
-            raise InboxError(f"{where} ca_file {str(path)!r} does not exist")
-        cafile = str(path)
-    try:
-        context = ssl.create_default_context(cafile=cafile)
-    except ssl.SSLError as err:
-        raise InboxError(f"{where} ca_file {cafile!r} is not a PEM certificate file: {err}") from err
-    if not inbox.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return client_context(settings.root, inbox.ca_file, inbox.verify, f"{settings.root / 'newsletter.toml'}: [inbox]",
+                          InboxError)
 
 
 # ----------------------------------------------------------------------------- local files
