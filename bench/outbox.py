@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> dict:
 
                 tracemalloc.start()
             started = time.perf_counter()
-            report = send_issue(conn, settings, rendered, sync=args.sync)
+            report = send_issue(conn, settings, rendered, sync=args.sync, force=True)
             seconds = time.perf_counter() - started
             traced = 0
             if args.trace:

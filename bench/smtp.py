@@ -138,7 +138,7 @@ def run(args: argparse.Namespace, sink_tool: str, source_tool: str) -> dict:
             if number:
                 reset(conn, project)
             started = time.perf_counter()
-            report = send_issue(conn, settings, rendered)
+            report = send_issue(conn, settings, rendered, force=True)
             seconds = time.perf_counter() - started
             assert report.written == args.subscribers, report
             sends.append((seconds, report.nbytes, report.seconds))

@@ -66,6 +66,10 @@ class DeliveryError(NewsletterError):
     """Sending failed for a reason that is not about one recipient (circuit breaker)."""
 
 
+class NotCheckedError(DeliveryError):
+    """An issue handed to the delivery without a passing check report (and without force)."""
+
+
 class LockedError(NewsletterError):
     """Another sender holds the project's send lock."""
 

@@ -100,7 +100,7 @@ def send_day(
             stack.callback(conn.close)
         sent = send_issue(conn, settings, prepared.rendered, rebuild=rebuild, progress=progress, stop=stop,
                           transport=transport, in_doubt=in_doubt, retry_now=retry_now, retry_failed=retry_failed,
-                          lock_wait=lock_wait)
+                          lock_wait=lock_wait, checked=report, force=force)
     return DaySend(prepared, report, sent=sent)
 
 

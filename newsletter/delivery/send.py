@@ -31,12 +31,13 @@ from newsletter.delivery.transport import (
     Claims, Copy, Options, ProofReport, Recovery, Totals, Transport, TransportName, open_transport,
     transport_name,
 )
-from newsletter.errors import DeliveryError, LockedError, NewsletterError, SettingsError
+from newsletter.errors import DeliveryError, LockedError, NewsletterError, NotCheckedError, SettingsError
 from newsletter.files import PUBLIC_DIR, make_dirs
 from newsletter.models import RenderedIssue, Subscriber
 from newsletter.settings import Settings, secret_key
 
 if TYPE_CHECKING:
+    from newsletter.check.report import CheckReport
     from newsletter.delivery.smtp import RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,18 @@ class SendReport:
     recovered_in_doubt = property(lambda self: self.recovery.in_doubt)
 
 
+def _require_checked(rendered: RenderedIssue, checked: CheckReport | None, force: bool) -> None:
+    """Refuse an issue that has not passed the check (NotCheckedError), unless FORCE."""
+    day = rendered.issue.day
+    if force:
+        return
+    if checked is None or checked.day != day:
+        raise NotCheckedError(f"{day}: the issue was not checked; send it with sending.send_day (or the "
+                              "`send` command), which checks it first")
+    if checked.errors:
+        raise NotCheckedError(f"{day}: the check found {len(checked.errors)} error(s); nothing was sent")
+
+
 def send_issue(
     conn: sqlite3.Connection,
     settings: Settings,
@@ -136,11 +149,15 @@ def send_issue(
     policy: "RetryPolicy | None" = None,
     retry_failed: bool = False,
     lock_wait: float = 0.0,
+    checked: CheckReport | None = None,
+    force: bool = False,
 ) -> SendReport:
     """Send RENDERED to every subscriber of its day exactly once, resuming where a send stopped.
 
-    The issue is sent as given: `sending.send_day` checks it first, and is the way in for anything
-    but the delivery tests. The first send of a day freezes the content and snapshots the active
+    Only a checked issue goes out: CHECKED is `check`'s report for RENDERED's day with no error
+    (`sending.send_day` runs the check and passes it), or FORCE says to send without one (the
+    delivery tests' hand-made issues, benchmarks); anything else is refused before the lock,
+    so calling the library directly cannot skip the check. The first send of a day freezes the content and snapshots the active
     subscribers; later sends carry on with the frozen version. A changed issue is refused
     (IssueChangedError) unless REBUILD, and then only the rows not yet written get the new version.
     STOP, when set, ends the run after the messages in flight are recorded. TRANSPORT (default:
@@ -153,6 +170,7 @@ def send_issue(
     """
     from newsletter import messages
 
+    _require_checked(rendered, checked, force)
     if transport is None or isinstance(transport, str):
         transport_name(settings, transport)
     try:
