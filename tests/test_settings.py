@@ -7,7 +7,7 @@ from email import policy as email_policy
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
 
 from newsletter.errors import ProjectError, SettingsError
 from newsletter.settings import find_project, load_settings, secret_key
@@ -205,6 +205,7 @@ def toml_string(value: str) -> str:
 
 
 @given(name=st.text(max_size=30), local=st.text(max_size=12))
+@example(name=".", local="desk")  # once made the email package's own parser raise AttributeError
 @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_a_from_that_loads_makes_a_one_line_header_with_that_address(tmp_path: Path, name: str, local: str) -> None:
     value = f"{name} <{local}@example.org>"
@@ -284,19 +285,6 @@ def test_a_short_key_from_the_environment_is_refused(tmp_path: Path) -> None:
     settings = load_settings(write_config(tmp_path, ""))
     with pytest.raises(SettingsError, match="NEWSLETTER_SECRET_KEY: the key must be at least 32 bytes"):
         secret_key(settings, environ={"NEWSLETTER_SECRET_KEY": "short"})
-
-
-@pytest.mark.parametrize("name", [".", "..", "a.", ".b"])
-def test_a_from_name_the_email_package_cannot_read_is_refused_naming_the_setting(tmp_path: Path, name: str) -> None:
-    # found by the property above: "." made the email package's parser raise AttributeError
-    (tmp_path / "newsletter.toml").write_text(f'[sender]\nfrom = "{name} <desk@example.org>"\n', encoding="utf-8")
-    try:
-        settings = load_settings(tmp_path)
-    except SettingsError as err:
-        assert str(err).startswith(f"{tmp_path / 'newsletter.toml'}: sender.from")
-        return
-    header = email_policy.SMTP.header_factory("From", settings.sender.from_address)
-    assert [a.addr_spec for a in header.addresses] == ["desk@example.org"]
 
 
 def test_webhook_tables_load_each_service_on_its_own(tmp_path: Path) -> None:
