@@ -50,7 +50,7 @@ class SmtpConfig:
 
 def smtp_config(settings: Settings, environ: Mapping[str, str] = os.environ) -> SmtpConfig:
     """Return the [smtp] settings checked and ready; SettingsError names the setting at fault."""
-    from newsletter.messages import ascii_address
+    from newsletter.addresses import ascii_address
 
     smtp = settings.smtp
     where = f"{settings.root / 'newsletter.toml'}: [smtp]"
@@ -388,7 +388,7 @@ def send_one(settings: Settings, raw: bytes, recipient: str) -> None:
 
 def send_message(config: SmtpConfig, raw: bytes, recipient: str) -> None:
     """Send RAW to RECIPIENT over one connection to CONFIG's server (see send_one)."""
-    from newsletter.messages import ascii_address
+    from newsletter.addresses import ascii_address
 
     connection = SmtpConnection(config)
     try:

@@ -328,15 +328,17 @@ def send_proofs(
     With the outbox transport the copies are written into outbox/DAY/proofs/ as .eml files.
     """
     from newsletter import messages
+    from newsletter.addresses import ascii_address
+    from newsletter.headers import check_header_value
 
     transport_name(settings, transport)
     if not addresses:
         raise DeliveryError("--test-to: name at least one address")
     signer = messages.dkim_signer(settings)
-    recipients = [messages.ascii_address(address.strip()) for address in addresses]  # HeaderError names it
+    recipients = [ascii_address(address.strip()) for address in addresses]  # HeaderError names it
     carrier = open_transport(settings, transport)
     day = rendered.issue.day
-    subject = messages.check_header_value("subject", PROOF_PREFIX + rendered.issue.subject)
+    subject = check_header_value("subject", PROOF_PREFIX + rendered.issue.subject)
     proof = RenderedIssue(dataclasses.replace(rendered.issue, subject=subject), rendered.html, rendered.text)
     moment = (now or datetime.now(settings.tz)).astimezone(settings.tz)
     template = messages.MessageTemplate.build(proof, settings, secret_key(settings), moment)

@@ -517,7 +517,7 @@ class _Worker:
         self.events = run.events
 
     def run(self) -> None:
-        from newsletter.messages import ascii_address
+        from newsletter.addresses import ascii_address
 
         connection = SmtpConnection(self.pool.config)
         row = None

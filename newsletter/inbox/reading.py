@@ -29,7 +29,7 @@ from enum import StrEnum
 
 import flufl.bounce
 
-from newsletter import events, messages
+from newsletter import events, signing
 from newsletter.feedback import Feedback, FeedbackKind
 from newsletter.settings import Settings
 from newsletter.verp import Forged, Tag, Verp
@@ -113,7 +113,7 @@ class Reader:
 
     def _token_id(self, text: str, pattern: re.Pattern[str]) -> int | None:
         for match in pattern.finditer(text):
-            found = messages.verify_token(self.key, match[1].lower(), self.list_id)
+            found = signing.verify_token(self.key, match[1].lower(), self.list_id)
             if found is not None:
                 return found
         return None
