@@ -3,7 +3,7 @@ the common shape.
 
 email-validator costs 50-200 us an address, most of it judging the domain; a list has few
 distinct domains. A plain ASCII dot-atom local part is one email-validator takes exactly as it
-is, so such an address is its local part plus the domain as email-validator normalizes it, and
+is (but for RFC 2142's role names, which it lowercases), so such an address is its local part plus the domain as email-validator normalizes it, and
 each domain is judged once. Anything else gets email-validator's full judgement (and its
 error, which names what is wrong). A Hypothesis test holds the two ways equal.
 """
@@ -15,6 +15,7 @@ import re
 
 import idna
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from newsletter.errors import HeaderError
 
@@ -22,6 +23,8 @@ __all__ = ["EmailNotValidError", "ascii_address", "ascii_domain", "ascii_mailbox
 
 _PLAIN_LOCAL = re.compile(r"[A-Za-z0-9_+-]{1,64}(?:\.[A-Za-z0-9_+-]{1,64})*")
 _MAX_ADDRESS = 254
+# RFC 2142 role mailboxes (postmaster, abuse, www, ...) email-validator lowercases: the slow path.
+_ROLE_NAMES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
 
 
 def normalize(address: str) -> tuple[str, str | None]:
@@ -30,7 +33,7 @@ def normalize(address: str) -> tuple[str, str | None]:
     Raises EmailNotValidError saying what is wrong. `+tags` and dots are kept.
     """
     local, at, domain = address.rpartition("@")
-    if at and len(local) <= 64 and _PLAIN_LOCAL.fullmatch(local):
+    if at and len(local) <= 64 and _PLAIN_LOCAL.fullmatch(local) and local.lower() not in _ROLE_NAMES:
         try:
             unicode_domain, ascii_domain = _domain(domain)
         except EmailNotValidError:
