@@ -26,6 +26,7 @@ class Kind(StrEnum):
     BOUNCED = "bounced"            # a permanent bounce (5.x.x)
     BOUNCE_SOFT = "bounce_soft"    # a temporary bounce (4.x.x); enough of them make a bounce
     COMPLAINT = "complaint"        # marked an issue as spam (a feedback-loop report)
+    PREFERENCES = "preferences"    # changed sections or frequency; detail says to what
 
 
 # Sources the tool's own paths use; webhooks use "webhook:<service>".

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from markdown_it.token import Token
@@ -136,6 +138,13 @@ class RenderedIssue:
     text: str
 
 
+class Frequency(StrEnum):
+    """How often a reader hears from us: every issue, or a digest of the week."""
+
+    DAILY = "daily"
+    WEEKLY = "weekly"
+
+
 @dataclass(frozen=True)
 class Subscriber:
     id: int
@@ -145,3 +154,23 @@ class Subscriber:
     status: str
     created_at: str
     updated_at: str
+    sections: frozenset[str] = frozenset()  # the sections this reader chose; empty means all
+    frequency: Frequency = Frequency.DAILY
+    preferences_at: str = ""  # when the reader last changed sections or frequency ('' never)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Subscriber:
+        """Build a subscriber from a database row holding the columns of `subscribers`."""
+        fields = dict(row)
+        fields["sections"] = decode_sections(fields.get("sections") or "")
+        fields["frequency"] = Frequency(fields.get("frequency") or Frequency.DAILY)
+        return cls(**fields)
+
+
+def encode_sections(sections: Iterable[str]) -> str:
+    """Sections as the database keeps them: one name per line, sorted ('' means all)."""
+    return "\n".join(sorted(set(sections)))
+
+
+def decode_sections(text: str) -> frozenset[str]:
+    return frozenset(line for line in text.split("\n") if line)

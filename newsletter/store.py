@@ -17,9 +17,7 @@ FULL_BELOW_BYTES = 64 * 1024  # a write failed and less than this is free: say t
 
 # Each entry moves the schema from version N to N+1; never edit one that has shipped, add another.
 MIGRATIONS: tuple[str, ...] = (
-    # 1: the subscriber list. `topics` is unused: nothing reads or writes it (every row holds '').
-    # It stays for a later issue that lets readers choose sections; dropping it would rebuild the
-    # table for nothing. Give it its meaning there, not here.
+    # 1: the subscriber list. `topics` was unused until migration 8 renamed it `sections`.
     """
     CREATE TABLE subscribers (
         id          INTEGER PRIMARY KEY,
@@ -139,6 +137,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX subscriber_events_subscriber ON subscriber_events (subscriber_id, kind, at);
     CREATE INDEX subscriber_events_issue ON subscriber_events (issue_day, kind)
+    """,
+    # 8: what each reader chose (issue 14): `sections` (the old, never-used `topics`) holds their
+    # section names one per line, sorted, '' meaning all; `frequency` is daily or weekly (the
+    # digest); `preferences_at` says when they last changed either ('' never)
+    """
+    ALTER TABLE subscribers RENAME COLUMN topics TO sections;
+    ALTER TABLE subscribers ADD COLUMN frequency TEXT NOT NULL DEFAULT 'daily'
+        CHECK (frequency IN ('daily', 'weekly'));
+    ALTER TABLE subscribers ADD COLUMN preferences_at TEXT NOT NULL DEFAULT ''
     """,
 )
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import difflib
 import json
 import logging
 import os
 import re
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -24,7 +25,7 @@ from newsletter import addresses, events, store
 from newsletter.events import Event, Kind
 from newsletter.errors import SubscriberError
 from newsletter.headers import clip, header_problem
-from newsletter.models import Subscriber
+from newsletter.models import Frequency, Subscriber, encode_sections
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ STATUSES: tuple[str, ...] = (ACTIVE, UNSUBSCRIBED, BOUNCED, PENDING)
 EXPORT_COLUMNS: tuple[str, ...] = ("email", "name", "status", "created_at", "updated_at")
 MAX_NAME_LENGTH = 200
 
-_COLUMNS = "id, email, email_key, name, status, created_at, updated_at"
+_COLUMNS = "id, email, email_key, name, status, created_at, updated_at, sections, frequency, preferences_at"
 # A spreadsheet treats a cell starting with one of these as a formula (or, for ', as a literal).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 
@@ -149,7 +150,7 @@ def imported_status(current: str, imported: str | None, resubscribe: bool) -> tu
 
 def _row(conn: sqlite3.Connection, key: str) -> Subscriber | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM subscribers WHERE email_key = ?", (key,)).fetchone()
-    return Subscriber(**dict(row)) if row else None
+    return Subscriber.from_row(row) if row else None
 
 
 def _require(conn: sqlite3.Connection, address: str) -> Subscriber:
@@ -168,11 +169,18 @@ def get(conn: sqlite3.Connection, email: str) -> Subscriber:
 def get_id(conn: sqlite3.Connection, subscriber_id: int) -> Subscriber | None:
     """Return the subscriber with SUBSCRIBER_ID, or None if there is none (erased)."""
     row = conn.execute(f"SELECT {_COLUMNS} FROM subscribers WHERE id = ?", (subscriber_id,)).fetchone()
-    return Subscriber(**dict(row)) if row else None
+    return Subscriber.from_row(row) if row else None
 
 
-def add(conn: sqlite3.Connection, email: str, name: str = "", resubscribe: bool = False) -> AddResult:
-    """Add EMAIL; an address already there is left alone, and a former subscriber needs RESUBSCRIBE."""
+def add(
+    conn: sqlite3.Connection, email: str, name: str = "", resubscribe: bool = False, *,
+    sections: Iterable[str] = (), frequency: Frequency = Frequency.DAILY,
+) -> AddResult:
+    """Add EMAIL; an address already there is left alone, and a former subscriber needs RESUBSCRIBE.
+
+    SECTIONS (names already checked with `known_sections`; empty means all) and FREQUENCY are
+    what a new subscriber starts with; an address already on the list keeps its own.
+    """
     normalized, key = normalize_email(email)
     name = clean_name(name)
     with writing(conn, normalized):
@@ -180,9 +188,9 @@ def add(conn: sqlite3.Connection, email: str, name: str = "", resubscribe: bool 
         if existing is None:
             now = store.now_iso()
             conn.execute(
-                "INSERT INTO subscribers (email, email_key, name, status, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (normalized, key, name, ACTIVE, now, now),
+                "INSERT INTO subscribers (email, email_key, name, status, created_at, updated_at, sections, frequency)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (normalized, key, name, ACTIVE, now, now, encode_sections(sections), Frequency(frequency).value),
             )
             added = _row(conn, key)
             events.record(conn, Event(added.id, Kind.SUBSCRIBED, events.CLI, now))  # type: ignore[union-attr]
@@ -237,6 +245,55 @@ def unsubscribe(conn: sqlite3.Connection, email: str, source: str = events.CLI) 
 def resubscribe(conn: sqlite3.Connection, email: str) -> StatusChange:
     """Make an unsubscribed or bounced EMAIL active again (they asked to rejoin)."""
     return _change_status(conn, email, ACTIVE, (UNSUBSCRIBED, BOUNCED), (Kind.RESUBSCRIBED, events.CLI))
+
+
+def known_sections(names: Iterable[str], settings_sections: Iterable[str]) -> frozenset[str]:
+    """Return NAMES as `[issue] sections` spells them (matched ignoring letter case).
+
+    Raises SubscriberError naming the first unknown name and listing the sections there are.
+    """
+    spelled = {section.casefold(): section for section in settings_sections}
+    chosen = set()
+    for name in names:
+        name = name.strip()
+        if not name:
+            continue
+        if name.casefold() not in spelled:
+            close = difflib.get_close_matches(name, spelled.values(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SubscriberError(f"{name!r} is not a section of this newsletter{hint}; "
+                                  f"the sections are: {', '.join(spelled.values())}")
+        chosen.add(spelled[name.casefold()])
+    return frozenset(chosen)
+
+
+def set_preferences(
+    conn: sqlite3.Connection, subscriber_id: int, *,
+    sections: Iterable[str] | None = None, frequency: Frequency | None = None, source: str, at: str = "",
+) -> bool:
+    """Set a reader's SECTIONS and/or FREQUENCY (None leaves it as it is); return whether anything changed.
+
+    SECTIONS are names already checked with `known_sections` (empty means all). A change is
+    recorded with its time (`preferences_at` and a `preferences` event saying what it became);
+    it applies from the next issue whose send has not started (a frozen ledger row keeps what it
+    was frozen with). An erased subscriber: SubscriberError.
+    """
+    with writing(conn, f"subscriber {subscriber_id}"):
+        current = get_id(conn, subscriber_id)
+        if current is None:
+            raise SubscriberError(f"subscriber {subscriber_id} is not on the list")
+        new_sections = current.sections if sections is None else frozenset(sections)
+        new_frequency = current.frequency if frequency is None else Frequency(frequency)
+        if (new_sections, new_frequency) == (current.sections, current.frequency):
+            return False
+        at = at or store.now_iso()
+        conn.execute(
+            "UPDATE subscribers SET sections = ?, frequency = ?, preferences_at = ?, updated_at = ? WHERE id = ?",
+            (encode_sections(new_sections), new_frequency.value, at, at, subscriber_id),
+        )
+        detail = f"sections: {', '.join(sorted(new_sections)) or 'all'}; frequency: {new_frequency.value}"
+        events.record(conn, Event(subscriber_id, Kind.PREFERENCES, source, at, detail=detail))
+        return True
 
 
 def find_in(conn: sqlite3.Connection, email: str = "", subscriber_id: int | None = None) -> Subscriber | None:
@@ -386,7 +443,7 @@ def iter_subscribers(
             [last_id, *params, batch_size],
         ).fetchall()
         for row in rows:
-            yield Subscriber(**dict(row))
+            yield Subscriber.from_row(row)
         if len(rows) < batch_size:
             return
         last_id = rows[-1]["id"]

@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from newsletter import importer, store, subscribers
+from newsletter import events, importer, store, subscribers
 from newsletter.errors import SubscriberError
+from newsletter.events import Kind
+from newsletter.models import Frequency
 
 from list_helpers import snapshot, write
 
@@ -613,3 +615,47 @@ def _change(conn: sqlite3.Connection, operation: str, person) -> None:
     else:
         with store.write(conn):
             subscribers.record_bounce(conn, person.id, now=store.now_iso())
+
+
+# ----------------------------------------------------------------------------- what readers chose
+
+
+def test_a_new_reader_gets_every_section_daily_until_they_choose(conn):
+    reader = subscribers.add(conn, "ada@example.com").subscriber
+    assert reader.sections == frozenset() and reader.frequency == Frequency.DAILY and reader.preferences_at == ""
+
+
+def test_sections_are_matched_ignoring_case_and_an_unknown_one_is_named():
+    known = ("Nuclear", "Chemical", "Missile Defense")
+    assert subscribers.known_sections([" nuclear", "MISSILE DEFENSE", ""], known) == {"Nuclear", "Missile Defense"}
+    with pytest.raises(SubscriberError, match=r"'Nucelar' is not a section.*did you mean 'Nuclear'.*Nuclear, Chemical, Missile Defense"):
+        subscribers.known_sections(["Chemical", "Nucelar"], known)
+
+
+def test_preferences_are_kept_with_their_time_and_history(conn):
+    reader = subscribers.add(conn, "ada@example.com", sections=["Nuclear"], frequency=Frequency.WEEKLY).subscriber
+    assert (reader.sections, reader.frequency) == ({"Nuclear"}, Frequency.WEEKLY)
+    assert subscribers.set_preferences(conn, reader.id, sections={"Chemical", "Nuclear"}, source="web", at="T1")
+    assert not subscribers.set_preferences(conn, reader.id, frequency=Frequency.WEEKLY, source="web")
+    assert subscribers.set_preferences(conn, reader.id, frequency=Frequency.DAILY, source="cli", at="T2")
+    after = subscribers.get(conn, "ada@example.com")
+    assert (after.sections, after.frequency, after.preferences_at) == ({"Chemical", "Nuclear"}, Frequency.DAILY, "T2")
+    changes = [(e.source, e.at, e.detail) for e in events.history(conn, reader.id) if e.kind == Kind.PREFERENCES]
+    assert changes == [("web", "T1", "sections: Chemical, Nuclear; frequency: weekly"),
+                       ("cli", "T2", "sections: Chemical, Nuclear; frequency: daily")]
+    with pytest.raises(SubscriberError, match="not on the list"):
+        subscribers.set_preferences(conn, 999, frequency=Frequency.DAILY, source="cli")
+
+
+def test_a_version_7_list_keeps_its_readers_and_they_get_everything_daily(tmp_path):
+    path = tmp_path / "newsletter.db"
+    old = sqlite3.connect(path)
+    for migration in store.MIGRATIONS[:7]:
+        old.executescript(migration)
+    old.execute("INSERT INTO subscribers (email, email_key, name, status, topics, created_at, updated_at)"
+                " VALUES ('ada@example.com', 'ada@example.com', 'Ada', 'active', '', 't', 't')")
+    old.execute("PRAGMA user_version = 7")
+    old.commit()
+    old.close()
+    migrated = subscribers.get(store.connect(path), "ada@example.com")
+    assert (migrated.name, migrated.sections, migrated.frequency) == ("Ada", frozenset(), Frequency.DAILY)

@@ -21,6 +21,9 @@ from newsletter.delivery.states import (  # noqa: F401 - the ledger's names for 
 )
 from newsletter.models import Subscriber
 
+_SUBSCRIBER_FIELDS = tuple(Subscriber.__dataclass_fields__)
+
+
 @dataclass(frozen=True)
 class FrozenIssue:
     """The version of a day's issue that its subscribers get, as stored at the first send."""
@@ -209,8 +212,7 @@ def claim_batch(
     key = day.isoformat()
     columns = (
         "d.subscriber_id AS delivery_id, d.message_id, d.attempts, d.last_reply, s.id, s.email, s.email_key,"
-        " s.name, s.status,"
-        " s.created_at, s.updated_at"
+        " s.name, s.status, s.created_at, s.updated_at, s.sections, s.frequency, s.preferences_at"
     )
     claimed: list[Claimed] = []
     skipped: list[int] = []
@@ -233,8 +235,7 @@ def claim_batch(
             if row["id"] is None or row["status"] != "active":
                 skipped.append(row["delivery_id"])
                 continue
-            subscriber = Subscriber(row["id"], row["email"], row["email_key"], row["name"],
-                                    row["status"], row["created_at"], row["updated_at"])
+            subscriber = Subscriber.from_row({name: row[name] for name in _SUBSCRIBER_FIELDS})
             claimed.append(Claimed(subscriber, row["message_id"], row["attempts"] + 1, row["last_reply"] or ""))
         conn.executemany(
             "UPDATE deliveries SET state = 'skipped', updated_at = ? WHERE issue_day = ? AND subscriber_id = ?",
