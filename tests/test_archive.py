@@ -274,6 +274,9 @@ def test_issues_frozen_before_the_structure_was_kept_get_the_same_site(sent, sit
     old.execute("DROP TABLE issue_structures")
     old.execute("DROP TABLE outgoing_mail")  # schema 6's, made after it
     old.execute("DROP TABLE subscriber_events")  # schema 7's, made after it
+    for column in ("frequency", "preferences_at"):  # schema 8's
+        old.execute(f"ALTER TABLE subscribers DROP COLUMN {column}")
+    old.execute("ALTER TABLE subscribers RENAME COLUMN sections TO topics")
     old.execute("PRAGMA user_version = 4")
     old.close()
     result = CliRunner().invoke(app, ["--project", str(project), "archive", "--out", str(tmp_path / "site")])
