@@ -31,6 +31,7 @@ from newsletter.models import (
     GREETING_PLACEHOLDER,
     NAME_PLACEHOLDER,
     PLACEHOLDERS,
+    PREFERENCES_PLACEHOLDER,
     TOKEN_PLACEHOLDER,
     RenderedIssue,
     Subscriber,
@@ -39,7 +40,7 @@ from newsletter.rules import MAX_LINE_OCTETS as _MAX_LINE
 from newsletter.verp import Verp
 from newsletter.rules import Rule, https_only
 from newsletter.settings import CONFIG_NAME, Settings
-from newsletter.signing import unsubscribe_token, unsubscriber, verify_token
+from newsletter.signing import preferencer, preferences_token, unsubscribe_token, unsubscriber, verify_token
 
 logger = logging.getLogger(__name__)
 
@@ -103,16 +104,28 @@ def _greeting(name: str, settings: Settings) -> str:
     return settings.issue.greeting.format(name=name) if name else settings.issue.greeting_fallback
 
 
-def _personal_values(name: str, token: str, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-    """Return the placeholder values for the text part and for the HTML part (escaped)."""
+def _personal_values(name: str, token: str, settings: Settings,
+                     preferences: str = "") -> tuple[dict[str, str], dict[str, str]]:
+    """Return the placeholder values for the text part and for the HTML part (escaped).
+
+    TOKEN opens the unsubscribe link, PREFERENCES the preferences page (both are ASCII).
+    """
     greeting = _greeting(name, settings)
-    text = {GREETING_PLACEHOLDER: greeting, NAME_PLACEHOLDER: name, TOKEN_PLACEHOLDER: token}
+    text = {GREETING_PLACEHOLDER: greeting, NAME_PLACEHOLDER: name, TOKEN_PLACEHOLDER: token,
+            PREFERENCES_PLACEHOLDER: preferences}
     markup = {
         GREETING_PLACEHOLDER: html.escape(greeting),
         NAME_PLACEHOLDER: html.escape(name),
         TOKEN_PLACEHOLDER: token,
+        PREFERENCES_PLACEHOLDER: preferences,
     }
     return text, markup
+
+
+def _tokens(key: bytes, subscriber: Subscriber, settings: Settings) -> tuple[str, str]:
+    """Return SUBSCRIBER's unsubscribe and preferences tokens."""
+    list_id = settings.sender.list_id
+    return unsubscribe_token(key, subscriber.id, list_id), preferences_token(key, subscriber.id, list_id)
 
 
 def _fill(template: str, values: dict[str, str]) -> str:
@@ -122,15 +135,15 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 def personal_html(rendered: RenderedIssue, subscriber: Subscriber, settings: Settings, key: bytes) -> str:
     """Return the HTML one subscriber receives (for the preview)."""
-    token = unsubscribe_token(key, subscriber.id, settings.sender.list_id)
-    _, markup = _personal_values(_subscriber_name(subscriber), token, settings)
+    token, preferences = _tokens(key, subscriber, settings)
+    _, markup = _personal_values(_subscriber_name(subscriber), token, settings, preferences)
     return _fill(rendered.html, markup)
 
 
 def personal_text(rendered: RenderedIssue, subscriber: Subscriber, settings: Settings, key: bytes) -> str:
     """Return the text part one subscriber receives (for the preview)."""
-    token = unsubscribe_token(key, subscriber.id, settings.sender.list_id)
-    plain, _ = _personal_values(_subscriber_name(subscriber), token, settings)
+    token, preferences = _tokens(key, subscriber, settings)
+    plain, _ = _personal_values(_subscriber_name(subscriber), token, settings, preferences)
     return _fill(rendered.text, plain)
 
 
@@ -145,9 +158,11 @@ def public_text(rendered: RenderedIssue, settings: Settings) -> str:
 
 
 def _public_unsubscribe(page: str, settings: Settings) -> str:
-    # nobody's token: the public copy's unsubscribe link goes to the site's unsubscribe page
+    # nobody's token: the public copy's unsubscribe and preferences links go to the site's page
+    # that says where each reader's own links are
     base = settings.newsletter.base_url.rstrip("/")
-    return page.replace(f"{base}/u/{TOKEN_PLACEHOLDER}", f"{base}/unsubscribe/")
+    return (page.replace(f"{base}/u/{TOKEN_PLACEHOLDER}", f"{base}/unsubscribe/")
+            .replace(f"{base}/p/{PREFERENCES_PLACEHOLDER}", f"{base}/unsubscribe/"))
 
 
 # --- the message ---------------------------------------------------------------------------------
@@ -259,8 +274,8 @@ def build_reference(
     _check_settings(rendered, settings)
     name = _subscriber_name(subscriber)
     address = ascii_address(subscriber.email)
-    token = unsubscribe_token(key, subscriber.id, settings.sender.list_id)
-    text_values, html_values = _personal_values(name, token, settings)
+    token, preferences = _tokens(key, subscriber, settings)
+    text_values, html_values = _personal_values(name, token, settings, preferences)
     raw = _compose(
         rendered, settings, date_header,
         to=mailbox(name, address),
@@ -312,6 +327,9 @@ class MessageTemplate:
         self.lines = lines        # the source body lines that hold placeholders
         self.signer = signer
         self._tokens = unsubscriber(key, settings.sender.list_id)
+        # a project's own templates may have no preferences link: then no token is made for it
+        self._preferences = (preferencer(key, settings.sender.list_id)
+                             if any(PREFERENCES_PLACEHOLDER in line for line in lines) else None)
         self._message_ids = _MessageIds(day, settings.sender_domain)
         bounce = settings.sender.bounce_address
         self._verp = Verp(key, settings.sender.list_id, bounce) if bounce else None
@@ -399,7 +417,8 @@ class MessageTemplate:
         name = _subscriber_name(subscriber)
         address = ascii_address(subscriber.email)
         token = self._tokens.sign(subscriber.id)
-        text_values, html_values = _personal_values(name, token, settings)
+        preferences = self._preferences.sign(subscriber.id) if self._preferences is not None else ""
+        text_values, html_values = _personal_values(name, token, settings, preferences)
         token_bytes = token.encode("ascii")
         segments = self.segments
         out = [segments[0]]

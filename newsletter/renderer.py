@@ -21,7 +21,7 @@ from newsletter import findings
 from newsletter.builder import long_date
 from newsletter.errors import BuildError, ClippedError
 from newsletter.findings import Finding
-from newsletter.models import GREETING_PLACEHOLDER, TOKEN_PLACEHOLDER, Issue, RenderedIssue
+from newsletter.models import GREETING_PLACEHOLDER, PREFERENCES_PLACEHOLDER, TOKEN_PLACEHOLDER, Issue, RenderedIssue
 from newsletter.project import packaged_templates
 from newsletter.rules import GMAIL_CLIP_BYTES, SIZE_WARNING_BYTES, Rule, https_only
 from newsletter.settings import Settings
@@ -38,9 +38,9 @@ TEXT_WIDTH = 78
 # Languages written right to left: the wrapper gets dir="rtl" for them.
 _RTL_LANGUAGES = frozenset({"ar", "arc", "ckb", "dv", "fa", "ha", "he", "khw", "ks", "ps", "sd", "ur", "yi"})
 
-# An href carrying the unsubscribe token: moved onto a line of its own (whitespace between
-# attributes does not change the rendering), so quoted-printable encoding never splits it.
-_TOKEN_HREF = re.compile(r'\s+(href="[^"\s]*' + TOKEN_PLACEHOLDER + r'[^"\s]*")\s*')
+# An href carrying the unsubscribe or preferences token: moved onto a line of its own (whitespace
+# between attributes does not change the rendering), so quoted-printable encoding never splits it.
+_TOKEN_HREF = re.compile(r'\s+(href="[^"\s]*(?:' + TOKEN_PLACEHOLDER + "|" + PREFERENCES_PLACEHOLDER + r')[^"\s]*")\s*')
 # ASCII whitespace only, as textwrap: a no-break space (`No.&nbsp;6`) stays inside its word.
 _SPACES = re.compile(r"[ \t\n\r\f\v]+")
 
@@ -332,6 +332,7 @@ def _context(issue: Issue, settings: Settings) -> dict:
         "direction": "rtl" if language.split("-")[0].lower() in _RTL_LANGUAGES else "ltr",
         "greeting": GREETING_PLACEHOLDER,
         "unsubscribe_url": f"{settings.newsletter.base_url.rstrip('/')}/u/{TOKEN_PLACEHOLDER}",
+        "preferences_url": f"{settings.newsletter.base_url.rstrip('/')}/p/{PREFERENCES_PLACEHOLDER}",
         "view_url": issue.archive_url,
     }
 

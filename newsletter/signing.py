@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 UNSUBSCRIBE = "unsubscribe"
 CONFIRM = "confirm"
+PREFERENCES = "preferences"
 CONFIRM_DAYS = 7
 
 _NUMBER = r"(0|[1-9][0-9]{0,17})"   # a non-negative integer below 10**18, written one way only
@@ -119,6 +120,24 @@ def verify_token(key: bytes, token: str, list_id: str) -> int | None:
     return found[0] if found else None
 
 
+def preferencer(key: bytes, list_id: str) -> Signer:
+    """Return the signer of LIST_ID's preferences links (`/p/TOKEN`): `{subscriber id}.{mac}`, no expiry."""
+    return Signer(key, PREFERENCES, list_id)
+
+
+def preferences_token(key: bytes, subscriber_id: int, list_id: str) -> str:
+    """Return the token of one subscriber's preferences page: `{id}.{mac}`."""
+    return preferencer(key, list_id).sign(subscriber_id)
+
+
+def verify_preferences_token(key: bytes, token: str, list_id: str) -> int | None:
+    """Return the subscriber id whose preferences page TOKEN opens, or None if this project did not make it."""
+    if not key:
+        return None
+    found = preferencer(key, list_id).verify(token)
+    return found[0] if found else None
+
+
 def _confirmer(key: bytes, list_id: str) -> Signer:
     return Signer(key, CONFIRM, list_id, expiring=True)
 
@@ -153,6 +172,7 @@ def verify_confirm_token(key: bytes, token: str, list_id: str, now: datetime, *,
 
 
 __all__ = [
-    "CONFIRM", "CONFIRM_DAYS", "UNSUBSCRIBE", "Signer", "confirm_token", "token_subscriber_id", "unsubscribe_token",
-    "unsubscriber", "verify_confirm_token", "verify_token",
+    "CONFIRM", "CONFIRM_DAYS", "PREFERENCES", "UNSUBSCRIBE", "Signer", "confirm_token", "preferencer",
+    "preferences_token", "token_subscriber_id", "unsubscribe_token", "unsubscriber", "verify_confirm_token",
+    "verify_preferences_token", "verify_token",
 ]

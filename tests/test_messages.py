@@ -28,12 +28,14 @@ from newsletter.messages import (
 from newsletter.models import (
     GREETING_PLACEHOLDER,
     NAME_PLACEHOLDER,
+    PREFERENCES_PLACEHOLDER,
     TOKEN_PLACEHOLDER,
     Issue,
     RenderedIssue,
     Subscriber,
 )
 from newsletter.settings import load_settings
+from newsletter.signing import preferences_token, verify_preferences_token
 
 KEY = b"0123456789abcdef0123456789abcdef"
 DAY = date(2026, 11, 26)
@@ -95,10 +97,12 @@ def realistic_issue(subject: str | None = None) -> RenderedIssue:
     text_lines += [
         "Dear " + NAME_PLACEHOLDER + ", to stop receiving this bulletin:",
         f"name = {NAME_PLACEHOLDER} ",  # '=' and a trailing space on a short personal line
+        f"{BASE}/p/{PREFERENCES_PLACEHOLDER}",
         f"{BASE}/u/{TOKEN_PLACEHOLDER}",
     ]
     html_lines += [
         f'<b class="n">{NAME_PLACEHOLDER}</b>\t',
+        f'<p><a href="{BASE}/p/{PREFERENCES_PLACEHOLDER}">Choose your sections</a></p>',
         f'<p>Sent to {NAME_PLACEHOLDER}. <a href="{BASE}/u/{TOKEN_PLACEHOLDER}"',
         'style="color:#555555;">Unsubscribe</a></p></body></html>',
     ]
@@ -218,6 +222,27 @@ def test_parts_carry_greeting_name_and_token(settings, template):
     assert all(p["Content-Transfer-Encoding"] == "quoted-printable" for p in msg.iter_parts())
 
 
+def test_both_parts_link_to_the_readers_own_preferences_page(settings, template):
+    _, text, html = parsed(template.personalize(subscriber("ann@example.org", "Ann", id=41)))
+    token = re.search(rf"{BASE}/p/([0-9a-f.]+)\s", text)[1]
+    assert f'href="{BASE}/p/{token}"' in html
+    assert token == preferences_token(KEY, 41, "ssb.newsletter.example.org")
+    assert verify_preferences_token(KEY, token, "ssb.newsletter.example.org") == 41
+    # its own kind of link: an unsubscribe token opens no preferences page, nor the other way round
+    assert token != unsubscribe_token(KEY, 41, "ssb.newsletter.example.org")
+    assert verify_token(KEY, token, "ssb.newsletter.example.org") is None
+    assert verify_preferences_token(KEY, unsubscribe_token(KEY, 41, "ssb.newsletter.example.org"),
+                                    "ssb.newsletter.example.org") is None
+
+
+def test_templates_without_a_preferences_link_still_send(settings):
+    rendered = RenderedIssue(issue=make_issue(), text=f"hi\n{BASE}/u/{TOKEN_PLACEHOLDER}\n",
+                             html=f'<p>hi</p>\n<a href="{BASE}/u/{TOKEN_PLACEHOLDER}">x</a>\n')
+    template = MessageTemplate.build(rendered, settings, KEY, SENT_AT)
+    person = subscriber("a@example.org", "Ann")
+    assert template.personalize(person) == build_reference(rendered, person, settings, KEY, SENT_AT)
+
+
 def test_a_short_non_ascii_name_reads_back_with_the_standard_parser(template):
     msg = email.message_from_bytes(template.personalize(subscriber("z@bücher.example", "Zoë “Z” Ünal")), policy=PARSE)
     assert msg["To"].addresses[0].display_name == "Zoë “Z” Ünal"
@@ -268,7 +293,7 @@ def test_preview_html_is_the_html_part_and_archive_html_is_nobodys(settings, tem
     html_part = parsed(template.personalize(person))[2].replace("\r\n", "\n")
     assert personal_html(ISSUE, person, settings, KEY) == html_part
     archive = public_html(ISSUE, settings)
-    assert "NLX" not in archive and "/u/" not in archive
+    assert "NLX" not in archive and "/u/" not in archive and "/p/" not in archive
     assert f'href="{BASE}/unsubscribe/"' in archive and "Good morning, reader!" in archive
 
 

@@ -22,6 +22,7 @@ from newsletter.rules import Rule
 from newsletter.models import (
     GREETING_PLACEHOLDER,
     PLACEHOLDERS,
+    PREFERENCES_PLACEHOLDER,
     TOKEN_PLACEHOLDER,
     Article,
     Feature,
@@ -417,6 +418,12 @@ def test_visible_unsubscribe_and_view_in_browser_links(rendered):
     assert f"View in your browser:\n{rendered.issue.archive_url}\n" in rendered.text
 
 
+def test_the_footer_links_to_the_readers_preferences_page_in_both_parts(rendered):
+    links = {a.text_content().strip(): a.get("href") for a in parse(rendered.html).iter("a")}
+    assert links["Choose your sections or a weekly digest"] == f"https://newsletter.example.org/p/{PREFERENCES_PLACEHOLDER}"
+    assert f"Choose your sections or a weekly digest:\nhttps://newsletter.example.org/p/{PREFERENCES_PLACEHOLDER}\n" in rendered.text
+
+
 def test_contents_link_every_article_anchor(rendered):
     doc = parse(rendered.html)
     ids = {el.get("id") for el in doc.iter() if isinstance(el.tag, str) and el.get("id")}
@@ -524,11 +531,12 @@ def test_placeholders_are_each_on_a_line_of_their_own(rendered, part):
     body = getattr(rendered, part)
     assert f"\n{GREETING_PLACEHOLDER}\n" in body
     lines = [line for line in body.split("\n") if any(p in line for p in PLACEHOLDERS)]
-    assert len(lines) == 2, lines  # the greeting and the unsubscribe link
+    assert len(lines) == 3, lines  # the greeting, the preferences link and the unsubscribe link
     for line in lines:
         # nothing else on the line that an encoder could split the placeholder from
         assert " " not in line and sum(line.count(p) for p in PLACEHOLDERS) == 1, line
-        assert line == GREETING_PLACEHOLDER or line.rstrip('"').endswith("/u/" + TOKEN_PLACEHOLDER)
+        assert line == GREETING_PLACEHOLDER or line.rstrip('"').endswith(
+            ("/u/" + TOKEN_PLACEHOLDER, "/p/" + PREFERENCES_PLACEHOLDER))
 
 
 def test_greeting_placeholder_renders_as_the_greeting_paragraph(rendered):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from newsletter import messages
+from newsletter import messages, signing
 from newsletter.cli import app
 from newsletter.settings import load_settings, secret_key
 
@@ -117,6 +117,10 @@ def test_headers_name_the_reader_and_carry_a_working_one_click_unsubscribe(sent:
         assert f"https://ssb.newsletter.example.org/u/{token}" in html
         assert f"https://ssb.newsletter.example.org/u/{token}" in text
         assert "https://ssb.newsletter.example.org/archive/2026/11/26/" in html  # view in browser
+        # the reader's own preferences page, in both parts, a link of its own kind
+        preferences = re.search(r"https://ssb\.newsletter\.example\.org/p/([0-9a-f.]+)\s", text)[1]
+        assert f'href="https://ssb.newsletter.example.org/p/{preferences}"' in html
+        assert signing.verify_preferences_token(key, preferences, settings.sender.list_id) == subscriber_id
     assert len(ids) == len(outbox(sent))
     assert len(subjects) == 1
 
