@@ -18,7 +18,7 @@ from newsletter.delivery.states import InDoubt, IssueState, State
 from newsletter.delivery.transport import TransportName
 from newsletter.errors import NewsletterError
 from newsletter import cli_output as output
-from newsletter.cli_context import _state, parse_day, settings, store
+from newsletter.cli_context import _state, parse_day, parse_week, settings, store
 from newsletter.cli_subscribers import subscribers_app
 from newsletter.settings import find_project, load_settings
 
@@ -122,16 +122,17 @@ def preview(
         False, "--serve", help="Serve a live preview on 127.0.0.1 that rebuilds and reloads when a file changes."
     ),
     port: int = typer.Option(8008, "--port", help="The live preview's port (with --serve).", min=1, max=65535),
+    digest: bool = typer.Option(False, "--digest", help="Show the weekly digest instead of a day's issue."),
+    week: Optional[str] = typer.Option(
+        None, "--week", "-w", help="With --digest: the ISO week, e.g. 2026-W48 (default: last week)."),
 ) -> None:
     """Build the day's issue and open it in a browser (or print the text part, or take a screenshot)."""
     from newsletter.pipeline import write_preview
 
+    if (digest or week is not None) and (not digest or day is not None or serve):
+        output.fail("--week goes with --digest" if not digest else "--digest does not take --date or --serve")
     if serve:
         _serve_preview(parse_day(day), port, open_browser)
-        return
-    prepared = _prepare(parse_day(day))
-    if prepared.rendered is None:
-        typer.echo(prepared.skipped_reason)
         return
     person = None
     if subscriber is not None:
@@ -141,8 +142,14 @@ def preview(
             person = subscribers_module.get(store(), subscriber)
         except NewsletterError as err:
             output.fail(err)
+    rendered = _digest_preview(parse_week(week), person) if digest else _prepare(parse_day(day))
+    if not digest:
+        if rendered.rendered is None:
+            typer.echo(rendered.skipped_reason)
+            return
+        rendered = rendered.rendered
     try:
-        html_path, text_body = write_preview(settings(), prepared.rendered, person)
+        html_path, text_body = write_preview(settings(), rendered, person)
     except NewsletterError as err:
         output.fail(err)
     if text:
@@ -167,6 +174,20 @@ def preview(
         typer.echo(f"Opened {output.shown(html_path)}")
     else:
         typer.echo(str(html_path))
+
+
+def _digest_preview(week, person):
+    """Render WEEK's digest: PERSON's own (what they are owed), or the whole week in every section."""
+    from newsletter import digest
+
+    try:
+        found = digest.preview(store(), settings(), week, person.id if person else None)
+        if found is None:
+            whom = f"{person.email} is owed no digest" if person else "no issue with articles was sent"
+            output.fail(f"{week}: {whom} (a digest holds the week's issues a reader did not get as a daily)")
+        return digest.render(found, settings())
+    except NewsletterError as err:
+        output.fail(err)
 
 
 def _serve_preview(when: date, port: int, open_browser: bool) -> None:
@@ -258,12 +279,22 @@ def send_command(
         None, "--test-to", help="Send a [TEST] proof only to this address (repeatable); the list and ledger are untouched.",
     ),
     force: bool = typer.Option(False, "--force", help="Send even though `newsletter check` finds errors."),
+    digest: bool = typer.Option(False, "--digest", help="Send the weekly digest to the readers owed it, not a day's issue."),
+    week: Optional[str] = typer.Option(
+        None, "--week", "-w", help="With --digest: the ISO week, e.g. 2026-W48 (default: last week)."),
 ) -> None:
     """Send the day's issue to every active subscriber, once each (by default as .eml files in outbox/)."""
     import threading
 
     from newsletter.sending import CheckFailedError, send_day, stop_on_signals
 
+    if digest or week is not None:
+        refused = [flag for flag, given in (("--date", day), ("--rebuild", rebuild), ("--retry-failed", retry_failed),
+                                            ("--test-to", test_to)) if given]
+        if not digest or refused:
+            output.fail("--week goes with --digest" if not digest else f"--digest does not take {', '.join(refused)}")
+        _send_digest(parse_week(week), transport, force, in_doubt, retry_now)
+        return
     when = parse_day(day)
     config = settings()
 
@@ -301,6 +332,31 @@ def send_command(
     if retry_failed and not report.retried_failed:
         typer.echo(f"{when}: no failed message to send again (bounced and expired ones stay as they are)")
     output.report_send(report, when)
+
+
+def _send_digest(week, transport: Optional[TransportName], force: bool, in_doubt: InDoubt, retry_now: bool) -> None:
+    """Send WEEK's digest (the send command with --digest) and report each variant."""
+    import threading
+
+    from newsletter.sending import CheckFailedError, send_digest, stop_on_signals
+
+    config = settings()
+    stop = threading.Event()
+    pause_after = output.test_pause_after()
+    try:
+        with stop_on_signals(stop), output.send_progress(week) as shown:
+            progress = output.pause_for_tests(shown, stop, pause_after) if pause_after is not None else shown
+            result = send_digest(config, week, today=datetime.now(config.tz).date(),
+                                 transport=transport.value if transport else None, force=force, stop=stop,
+                                 progress=progress, in_doubt=in_doubt.value, retry_now=retry_now)
+    except CheckFailedError as err:
+        from newsletter.check import format_report
+
+        typer.echo(format_report(err.report), err=True)
+        output.fail(err)
+    except NewsletterError as err:
+        output.fail(err)
+    output.report_digest(result)
 
 
 @app.command("status")

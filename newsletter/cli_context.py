@@ -49,3 +49,15 @@ def parse_day(value: Optional[str]) -> date:
         return date.fromisoformat(value)
     except ValueError:
         output.fail(f"--date {value!r}: expected a date as YYYY-MM-DD")
+
+
+def parse_week(value: Optional[str]):
+    """Return --week as an IsoWeek, defaulting to last week (the newsletter's time zone)."""
+    from newsletter.weeks import IsoWeek
+
+    if value is None:
+        return IsoWeek.of(datetime.now(settings().tz).date()).previous()
+    try:
+        return IsoWeek.parse(value)
+    except NewsletterError as err:
+        output.fail(err)

@@ -210,3 +210,19 @@ def report_send(report, when: date) -> None:
                    "(or with --retry-now)")
     if report.hint:
         typer.echo(report.hint)
+
+
+def report_digest(result) -> None:
+    """Print the outcome of a digest send: each variant's summary, then the week's."""
+    week = result.week
+    if not result.sent and not result.checks:
+        typer.echo(f"{week}: no reader is owed a digest (weekly readers, and readers who switched mid-week, "
+                   "get the week's issues they did not get as dailies)")
+        return
+    for report in result.sent:
+        report_send(report, report.day)
+    if result.nothing:
+        typer.echo(f"{week}: {result.nothing:,} reader(s) had no article in their sections this week: no digest")
+    outboxes = sorted({shown(r.destination) + "/" for r in result.sent if isinstance(r.destination, Path)})
+    typer.echo(f"{week}: digest sent to {sum(r.sent for r in result.sent):,} of {result.total:,} reader(s) in "
+               f"{len(result.sent)} variant(s)" + (f"; look in {', '.join(outboxes)}" if outboxes else ""))

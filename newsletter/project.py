@@ -52,6 +52,12 @@ greeting_fallback = "Good morning."   # for subscribers without a name
 send_time = "06:00"                   # HH:MM in [newsletter] timezone
 catch_up_hours = 6.0                  # after a restart, a missed slot younger than this is sent
 
+[digest]
+weekday = "monday"                    # weekly readers get the past week's digest on this day, at send_time
+# keys: {{name}} {{short_name}} {{week}} (2026-W48) {{dates}} (November 23–29, 2026) {{issues}} {{articles}} {{lead_title}}
+subject = "{{name}}: the week of {{dates}}"
+preheader = "{{articles}} articles from {{issues}} issues: {{lead_title}}"
+
 [delivery]
 transport = "outbox"                  # "outbox" writes .eml files; "smtp" sends
 rate = 0.0                            # messages per second across all connections; 0 = no limit

@@ -32,6 +32,8 @@ HTML_TEMPLATE = "issue.html.j2"
 TEXT_TEMPLATE = "issue.txt.j2"
 NOTICE_HTML_TEMPLATE = "notice.html.j2"
 NOTICE_TEXT_TEMPLATE = "notice.txt.j2"
+DIGEST_HTML_TEMPLATE = "digest.html.j2"
+DIGEST_TEXT_TEMPLATE = "digest.txt.j2"
 
 TEXT_WIDTH = 78
 
@@ -98,6 +100,17 @@ def render_notice(day: date, settings: Settings, env: jinja2.Environment | None 
     text = _render(env, NOTICE_TEXT_TEMPLATE, context)
     size_warnings(html, day)
     return RenderedIssue(issue=notice, html=html, text=text)
+
+
+def render_digest(issue: Issue, digest: Any, settings: Settings, env: jinja2.Environment | None = None,
+                  *, summaries: bool = True) -> RenderedIssue:
+    """Render a weekly DIGEST (digest.Digest) whose ISSUE carries its subject and preheader; refuse a clipped one."""
+    env = env or make_environment(settings)
+    context = {**_context(issue, settings), "digest": digest, "dates": digest.week.dates(), "summaries": summaries}
+    html = _inline(_render(env, DIGEST_HTML_TEMPLATE, context))
+    text = _render(env, DIGEST_TEXT_TEMPLATE, context)
+    size_warnings(html, issue.day)
+    return RenderedIssue(issue=issue, html=html, text=text)
 
 
 def size_warnings(html: str, day: date | None = None) -> list[Finding]:
@@ -421,6 +434,6 @@ def _check_hrefs(path: Path, hrefs: list[str]) -> None:
 
 
 __all__ = [
-    "make_environment", "render_issue", "render_notice", "size_warnings", "html_to_text",
+    "make_environment", "render_digest", "render_issue", "render_notice", "size_warnings", "html_to_text",
     "wrap", "underline",
 ]

@@ -22,7 +22,9 @@ from newsletter.delivery.states import InDoubt
 from newsletter.delivery.send import ProofReport, SendReport
 from newsletter.errors import NewsletterError
 from newsletter.pipeline import PreparedIssue
-from newsletter.settings import Settings
+from newsletter.models import RenderedIssue
+from newsletter.settings import Settings, secret_key
+from newsletter.weeks import IsoWeek
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +123,113 @@ def _prepare_and_check(settings: Settings, day: date, force: bool) -> tuple[Prep
     return prepared, report
 
 
+@dataclass(frozen=True)
+class DigestSend:
+    """What `send_digest` did: each variant's check and send, and who was owed nothing to read."""
+
+    week: IsoWeek
+    checks: tuple[CheckReport, ...] = ()
+    sent: tuple[SendReport, ...] = ()
+    froze: bool = False  # this run froze the week's variants and readers (the first run of the week)
+    nothing: int = 0  # readers owed issues but no article in their sections (when this run froze it)
+
+    @property
+    def written(self) -> int:
+        return sum(report.written for report in self.sent)
+
+    @property
+    def total(self) -> int:
+        return sum(report.total for report in self.sent)
+
+    @property
+    def forced(self) -> int:
+        return sum(len(report.errors) for report in self.checks)
+
+
+def send_digest(
+    settings: Settings,
+    week: IsoWeek,
+    *,
+    today: date,
+    transport: str | None = None,
+    force: bool = False,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+    conn: sqlite3.Connection | None = None,
+    in_doubt: str = InDoubt.RETRY,
+    retry_now: bool = False,
+    lock_wait: float = 0.0,
+) -> DigestSend:
+    """Send WEEK's digest to the readers owed it (digest.py), once each: check every variant, freeze
+    them and their readers at the first run, then send each variant through `delivery.send_issue`.
+
+    A week not over by TODAY is refused (its last issues would be missing); a check error stops
+    everything before anything is frozen (CheckFailedError) unless FORCE. A later run resumes the
+    frozen variants, whoever changed their preferences meanwhile.
+    """
+    from newsletter import store
+    from newsletter.delivery import digests
+    from newsletter.delivery.send import send_issue
+
+    if today <= week.sunday:
+        raise NotSentError(f"{week}: the week is not over until the end of Sunday {week.sunday}; its digest can "
+                           f"go out from Monday {week.following().monday} (`newsletter preview --digest --week "
+                           f"{week}` shows it so far)")
+    with contextlib.ExitStack() as stack:
+        if conn is None:
+            conn = store.connect(settings.database_path)
+            stack.callback(conn.close)
+        secret_key(settings)  # made (if ever) before the freeze: a key is never made once something is frozen
+        variants, plan = _digest_variants(conn, settings, week)
+        checks = tuple(_check_variant(settings, rendered, force) for rendered in variants)
+        froze = False
+        if plan is not None and plan.variants:
+            described = [(r, d.to_json(), plan.recipients[d.key]) for r, d in zip(variants, plan.variants)]
+            froze = digests.freeze_week(conn, settings, week, described, now=store.now_iso())
+            if not froze:  # another run froze the week meanwhile: send what it froze
+                return send_digest(settings, week, today=today, transport=transport, force=force, stop=stop,
+                                   progress=progress, conn=conn, in_doubt=in_doubt, retry_now=retry_now,
+                                   lock_wait=lock_wait)
+        sent = []
+        for rendered, report in zip(variants, checks):
+            if stop is not None and stop.is_set():
+                break
+            sent.append(send_issue(conn, settings, rendered, checked=report, force=force, stop=stop,
+                                   progress=progress, transport=transport, in_doubt=in_doubt,
+                                   retry_now=retry_now, lock_wait=lock_wait))
+    return DigestSend(week, checks, tuple(sent), froze, plan.nothing if plan else 0)
+
+
+def _digest_variants(conn: sqlite3.Connection, settings: Settings, week: IsoWeek):
+    """Return WEEK's variants as frozen (and no plan), or as planned and rendered now (and the plan)."""
+    from newsletter import digest
+    from newsletter.delivery import digests
+    from newsletter.renderer import make_environment
+
+    try:
+        keys = digests.frozen_keys(conn, week)
+        if keys:
+            return [digests.frozen_variant(conn, settings, key) for key in keys], None
+        plan = digest.plan(conn, settings, week)
+        env = make_environment(settings)
+        return [digest.render(variant, settings, env) for variant in plan.variants], plan
+    except NewsletterError as err:
+        raise NotSentError(f"{week}: the digest cannot be made: {err}", findings=err.findings) from err
+
+
+def _check_variant(settings: Settings, rendered: RenderedIssue, force: bool) -> CheckReport:
+    """Check one variant as a daily issue is checked; raise CheckFailedError on an error unless FORCE."""
+    from newsletter.check import check_rendered
+
+    prepared = PreparedIssue(rendered.issue.day, rendered, 0)
+    report = check_rendered(prepared, settings)
+    if report.errors:
+        if not force:
+            raise CheckFailedError(prepared, report)
+        logger.warning("%s: sending despite %d check error(s) (--force)", rendered.issue.day, len(report.errors))
+    return report
+
+
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
     """Set STOP on SIGTERM or SIGINT for the block (the run in flight then ends at a clean point)."""
@@ -137,4 +246,4 @@ def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-__all__ = ["CheckFailedError", "DaySend", "NotSentError", "send_day", "stop_on_signals"]
+__all__ = ["CheckFailedError", "DaySend", "DigestSend", "NotSentError", "send_day", "send_digest", "stop_on_signals"]

@@ -68,6 +68,19 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class DigestSettings:
+    """The weekly digest: weekly readers get one on `weekday` at [schedule] send_time, for the week before."""
+
+    weekday: str = "monday"
+    subject: str = "{name}: the week of {dates}"  # keys: DIGEST_KEYS
+    preheader: str = "{articles} articles from {issues} issues: {lead_title}"
+
+
+# what the [digest] subject and preheader templates may use
+DIGEST_KEYS = ("name", "short_name", "week", "dates", "issues", "articles", "lead_title")
+
+
+@dataclass(frozen=True)
 class DeliverySettings:
     transport: str = "outbox"
     rate: float = 0.0
@@ -159,6 +172,7 @@ _SECTIONS: dict[str, type] = {
     "sender": SenderSettings,
     "issue": IssueSettings,
     "schedule": ScheduleSettings,
+    "digest": DigestSettings,
     "delivery": DeliverySettings,
     "smtp": SmtpSettings,
     "dkim": DkimSettings,
@@ -184,6 +198,7 @@ class Settings:
     sender: SenderSettings = field(default_factory=SenderSettings)
     issue: IssueSettings = field(default_factory=IssueSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    digest: DigestSettings = field(default_factory=DigestSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
@@ -365,6 +380,27 @@ def _check_values(path: Path, settings: Settings) -> None:
         raise SettingsError(f"{path}: bounces.soft_limit and bounces.window_days must be at least 1")
     _check_inbox(path, settings.inbox)
     _check_webhooks(path, settings.webhooks)
+    _check_digest(path, settings.digest)
+
+
+def _check_digest(path: Path, digest: DigestSettings) -> None:
+    import string
+
+    from newsletter.weeks import WEEKDAYS
+
+    if digest.weekday not in WEEKDAYS:
+        raise SettingsError(f"{path}: digest.weekday must be one of {', '.join(WEEKDAYS)}, not {digest.weekday!r}")
+    allowed = ", ".join("{" + key + "}" for key in DIGEST_KEYS)
+    for key in ("subject", "preheader"):
+        template = getattr(digest, key)
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        except ValueError as err:
+            raise SettingsError(f"{path}: digest.{key} is not a valid template ({err}); use keys {allowed}") from None
+        for name in fields:
+            if name not in DIGEST_KEYS:
+                shown = "{" + name + "}"
+                raise SettingsError(f"{path}: digest.{key} uses unknown key {shown}; allowed keys: {allowed}")
 
 
 def _check_inbox(path: Path, inbox: InboxSettings) -> None:

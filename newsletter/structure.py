@@ -58,6 +58,7 @@ class IssueStructure:
     archive_url: str
     sections: tuple[SectionEntry, ...] = ()
     note_title: str = ""
+    note_summary: str = ""  # the note's first sentence (digests show the week's notes in short)
     feature_title: str = ""
     feature_link: str = ""
 
@@ -87,6 +88,7 @@ def from_issue(issue: Issue) -> IssueStructure:
         day=issue.day, number=issue.number, subject=issue.subject, preheader=issue.preheader,
         archive_url=issue.archive_url, sections=sections,
         note_title=issue.note.title if issue.note else "",
+        note_summary=first_sentence(issue.note.body_html) if issue.note else "",
         feature_title=issue.feature.title if issue.feature else "",
         feature_link=issue.feature.link if issue.feature else "",
     )
@@ -113,7 +115,7 @@ def to_json(structure: IssueStructure) -> str:
             {"name": s.name, "anchor": s.anchor, "articles": [article(a) for a in s.articles]}
             for s in structure.sections
         ],
-        "note": {"title": structure.note_title} if structure.note_title else None,
+        "note": {"title": structure.note_title, "summary": structure.note_summary} if structure.note_title else None,
         "feature": {"title": structure.feature_title, "link": structure.feature_link}
         if structure.feature_title else None,
     }, ensure_ascii=False, indent=1)
@@ -134,7 +136,8 @@ def from_json(text: str, where: str) -> IssueStructure:
         return IssueStructure(
             day=date.fromisoformat(data["day"]), number=int(data["number"]), subject=data["subject"],
             preheader=data["preheader"], archive_url=data["archive_url"], sections=sections,
-            note_title=note.get("title", ""), feature_title=feature.get("title", ""),
+            note_title=note.get("title", ""), note_summary=note.get("summary", ""),
+            feature_title=feature.get("title", ""),
             feature_link=feature.get("link", ""),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as err:
@@ -151,6 +154,27 @@ def _article(data: dict[str, Any]) -> ArticleEntry:
             for r in data.get("cross_references", ())
         ),
     )
+
+
+def first_sentence(body_html: str, limit: int = 200) -> str:
+    """Return the first sentence of BODY_HTML's text, cut at LIMIT characters on a word."""
+    from lxml import html as lxml_html
+
+    if not body_html.strip():
+        return ""
+    from newsletter.builder import _NOT_SENTENCE_END  # the abbreviations a sentence does not end at
+
+    words = visible_text(lxml_html.fragment_fromstring(body_html, create_parent="div").text_content()).split(" ")
+    for i, word in enumerate(words[:-1]):
+        bare = word.rstrip("\"'”’)")
+        if bare.endswith(("!", "?")) or (bare.endswith(".") and bare[:-1] not in _NOT_SENTENCE_END
+                                         and words[i + 1][:1].isupper()):
+            words = words[: i + 1]
+            break
+    text = " ".join(words)
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
+    return text
 
 
 def visible_text(text: str) -> str:
@@ -183,5 +207,5 @@ def from_html(html: str, *, day: date, number: int, subject: str) -> IssueStruct
 
 __all__ = [
     "ArticleEntry", "Headline", "IssueStructure", "SectionEntry", "VERSION",
-    "from_html", "from_issue", "from_json", "to_json", "visible_text",
+    "first_sentence", "from_html", "from_issue", "from_json", "to_json", "visible_text",
 ]

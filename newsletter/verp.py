@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from newsletter.signing import Signer
+from newsletter.weeks import DigestKey, IsoWeek
 
 PURPOSE = "verp"
 MAC_BYTES = 10  # 80 bits: forging one takes 2**80 tries, each one a bounce message
@@ -52,8 +53,8 @@ class Verp:
         self._signer = Signer(key, PURPOSE, list_id, numbers=2, separator="-", mac_bytes=MAC_BYTES)
 
     def tag(self, day: date, subscriber_id: int) -> str:
-        """Return the tag of the message of DAY to SUBSCRIBER_ID."""
-        return self._signer.sign(day.year * 10000 + day.month * 100 + day.day, subscriber_id)
+        """Return the tag of the message of DAY (or of a digest) to SUBSCRIBER_ID."""
+        return self._signer.sign(_number(day), subscriber_id)
 
     def address(self, day: date, subscriber_id: int) -> str:
         """Return the envelope sender of the message of DAY to SUBSCRIBER_ID."""
@@ -72,10 +73,26 @@ class Verp:
             raise Forged(f"{address}: the tag's signature does not match")
         number, subscriber_id = found
         try:
-            day = date(number // 10000, number // 100 % 100, number % 100)
+            day = _day(number)
         except ValueError:
             raise Forged(f"{address}: the tag names no real day") from None
         return Tag(day, subscriber_id, text)
+
+
+# a day is YYYYMMDD (8 digits); a digest YYYYWWNNN (9 digits: year, ISO week, variant)
+_DIGEST_NUMBER = 10**8
+
+
+def _number(day: date) -> int:
+    if isinstance(day, DigestKey):
+        return (day.week.year * 100 + day.week.week) * 1000 + day.variant
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def _day(number: int) -> date:
+    if number >= _DIGEST_NUMBER:
+        return IsoWeek(number // 100_000, number // 1000 % 100).key(number % 1000)
+    return date(number // 10000, number // 100 % 100, number % 100)
 
 
 __all__ = ["Forged", "MAC_BYTES", "PURPOSE", "Tag", "Verp"]

@@ -20,6 +20,7 @@ from newsletter.delivery.states import (  # noqa: F401 - the ledger's names for 
     UNFINISHED, InDoubt, IssueState, Reason, State,
 )
 from newsletter.models import Subscriber
+from newsletter.weeks import DIGEST_KEY_LIKE, ledger_key
 
 _SUBSCRIBER_FIELDS = tuple(Subscriber.__dataclass_fields__)
 
@@ -163,7 +164,7 @@ def freeze_and_snapshot(
                 "INSERT OR IGNORE INTO deliveries (issue_day, subscriber_id, state, attempts, message_id,"
                 " email, updated_at)"
                 " SELECT ?, id, 'pending', 0, newsletter_message_id(id), email, ? FROM subscribers"
-                " WHERE status = 'active' ORDER BY id",
+                " WHERE status = 'active' AND frequency = 'daily' ORDER BY id",
                 (day.isoformat(), now),
             )
     finally:
@@ -493,9 +494,11 @@ def expire_superseded(conn: sqlite3.Connection, *, now: str) -> dict[date, int]:
     with store.write(conn):
         # superseded: a later day's issue started after this one did (so an older day sent by hand
         # after newer ones is not expired at its own start)
+        # a daily issue by a later day's, a digest by a later week's (not by another variant of its week)
         superseded = conn.execute(
-            "SELECT i.day, max(j.day) FROM issues i JOIN issues j"
-            " ON j.day > i.day AND j.rowid > i.rowid"
+            f"SELECT i.day, max(j.day) FROM issues i JOIN issues j"
+            f" ON {_EDITION.format(t='j')} > {_EDITION.format(t='i')} AND j.rowid > i.rowid"
+            f" AND (i.day LIKE '{DIGEST_KEY_LIKE}') = (j.day LIKE '{DIGEST_KEY_LIKE}')"
             " WHERE i.status != 'done' GROUP BY i.day").fetchall()
         for key, newest in superseded:
             count = conn.execute(
@@ -509,8 +512,12 @@ def expire_superseded(conn: sqlite3.Connection, *, now: str) -> dict[date, int]:
             if left == 0:
                 conn.execute("UPDATE issues SET status = 'done', updated_at = ? WHERE day = ?", (now, key))
             if count:
-                expired[date.fromisoformat(key)] = count
+                expired[ledger_key(key)] = count
     return expired
+
+
+# what one issue supersedes by: a daily issue its day, a digest's variant its week (2026-W48)
+_EDITION = f"CASE WHEN {{t}}.day LIKE '{DIGEST_KEY_LIKE}' THEN substr({{t}}.day, 1, 8) ELSE {{t}}.day END"
 
 
 def set_issue_state(conn: sqlite3.Connection, day: date, state: IssueState, *, now: str) -> None:
