@@ -363,12 +363,20 @@ def _send_digest(week, transport: Optional[TransportName], force: bool, in_doubt
 def status_command(
     day: Optional[str] = typer.Option(None, "--date", "-d", help="The issue's day, YYYY-MM-DD (default: today)."),
     format: StatusFormat = typer.Option(StatusFormat.text, "--format", "-f", help="text, or json for machines."),
+    digest: bool = typer.Option(False, "--digest", help="Show the weekly digest's variants instead of a day's issue."),
+    week: Optional[str] = typer.Option(
+        None, "--week", "-w", help="With --digest: the ISO week, e.g. 2026-W48 (default: last week)."),
 ) -> None:
     """Show where the day's issue stands (not started, sending, paused, done), its deliveries per state,
     and the recipients that failed or are in doubt, with the server's reply."""
     from newsletter import reputation
     from newsletter.delivery.ledger import issue_status
 
+    if digest or week is not None:
+        if not digest or day is not None:
+            output.fail("--week goes with --digest" if not digest else "--digest does not take --date")
+        _digest_status(parse_week(week), format)
+        return
     when = parse_day(day)
     try:
         conn = store()
@@ -407,6 +415,31 @@ def status_command(
 
 
 _STATUS_PROBLEMS_SHOWN = 50
+
+
+def _digest_status(week, format: StatusFormat) -> None:
+    """Show each frozen variant of WEEK's digest: its state and its deliveries per state."""
+    from newsletter.delivery.digests import frozen_keys
+    from newsletter.delivery.ledger import issue_status
+
+    try:
+        conn = store()
+        states = [issue_status(conn, key) for key in frozen_keys(conn, week)]
+    except NewsletterError as err:
+        output.fail(err)
+    if format is StatusFormat.json:
+        import json
+
+        typer.echo(json.dumps({"week": str(week), "variants": [state.to_dict() for state in states]}, indent=2))
+        return
+    if not states:
+        typer.echo(f"{week}: digest not started (run `newsletter send --digest --week {week}`)")
+        return
+    for state in states:
+        counts = ", ".join(f"{count:,} {name}" for name, count in state.counts.items() if count)
+        typer.echo(f"{state.day}: {state.state}: {state.subject}; {counts or 'no reader'}")
+        for problem in state.problems[:_STATUS_PROBLEMS_SHOWN]:
+            typer.echo(f"  {problem.email}  {problem.state}: {problem.reply or '-'}")
 
 
 # ----------------------------------------------------------------------------- check

@@ -164,6 +164,15 @@ def pause_for_tests(progress, stop, after: int):
     return pausing
 
 
+def _command(name: str, when: date) -> str:
+    """Return the command that sends (or shows) WHEN again: a day's issue, or a week's digest."""
+    from newsletter.weeks import DigestKey
+
+    if isinstance(when, DigestKey):
+        return f"newsletter {name} --digest --week {when.week}"
+    return f"newsletter {name} --date {when}"
+
+
 def report_send(report, when: date) -> None:
     """Print the outcome of a send: one summary line and a hint."""
     if report.nothing_to_do:
@@ -195,18 +204,18 @@ def report_send(report, when: date) -> None:
         typer.echo(f"Skipped {report.skipped:,} subscriber(s) who left after the send started")
     if report.failed:
         bounced = f" ({report.bounced:,} bounced: those subscribers are now marked bounced)" if report.bounced else ""
-        typer.echo(f"Warning: {report.failed:,} message(s) {report.failed_means}{bounced}; see `newsletter status --date {when}`",
+        typer.echo(f"Warning: {report.failed:,} message(s) {report.failed_means}{bounced}; see `{_command('status', when)}`",
                    err=True)
     if report.in_doubt:
         typer.echo(f"Warning: {report.in_doubt:,} message(s) in doubt (the connection dropped after the final \".\"); "
-                   f"see `newsletter status --date {when}`", err=True)
+                   f"see `{_command('status', when)}`", err=True)
     if report.stopped:
         typer.echo(f"Stopped at a clean point: {report.sent:,} of {report.total:,} written; "
-                   f"`newsletter send --date {when}` resumes")
+                   f"`{_command('send', when)}` resumes")
         return
     if report.waiting_retries:
         typer.echo(f"{report.waiting_retries:,} message(s) deferred by the server (4xx), next retry at "
-                   f"{report.next_retry_at or 'once due'}: run `newsletter send --date {when}` again then "
+                   f"{report.next_retry_at or 'once due'}: run `{_command('send', when)}` again then "
                    "(or with --retry-now)")
     if report.hint:
         typer.echo(report.hint)
@@ -219,8 +228,10 @@ def report_digest(result) -> None:
         typer.echo(f"{week}: no reader is owed a digest (weekly readers, and readers who switched mid-week, "
                    "get the week's issues they did not get as dailies)")
         return
-    for report in result.sent:
-        report_send(report, report.day)
+    import dataclasses
+
+    for n, report in enumerate(result.sent, 1):  # the transport's hint once, after the last
+        report_send(report if n == len(result.sent) else dataclasses.replace(report, hint=""), report.day)
     if result.nothing:
         typer.echo(f"{week}: {result.nothing:,} reader(s) had no article in their sections this week: no digest")
     outboxes = sorted({shown(r.destination) + "/" for r in result.sent if isinstance(r.destination, Path)})

@@ -126,7 +126,7 @@ def owed(conn: sqlite3.Connection, issues: list[WeekIssue]) -> dict[int, tuple[f
     for issue in issues:
         rows = conn.execute(
             "SELECT s.id, s.sections FROM subscribers s WHERE s.status = 'active'"
-            " AND (s.frequency = 'weekly' OR s.preferences_at > ?)"
+            " AND (s.frequency = 'weekly' OR s.preferences_at >= ?)"
             " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.issue_day = ? AND d.subscriber_id = s.id)",
             (issue.started, issue.day.isoformat()),
         )

@@ -36,6 +36,7 @@ from newsletter.delivery.lock import held_lock
 from newsletter.errors import LockedError, NewsletterError
 from newsletter.sending import stop_on_signals  # noqa: F401 - the scheduler's name for it too
 from newsletter.settings import Settings
+from newsletter.weeks import WEEKDAYS, IsoWeek
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class RunResult:
 
     day: date
     outcome: Outcome
+    kind: str = "issue"  # or "digest": then DAY is the week (weeks.DigestKey, variant 0)
     articles: int = 0
     messages: int = 0  # messages written by this run
     failures: int = 0  # messages that could not be made in this run
@@ -105,7 +107,7 @@ class RunResult:
 
     def summary(self) -> str:
         """Return the one line the scheduler logs for this run."""
-        issue = f"issue of {self.day}" + (f" (No. {self.number})" if self.number else "")
+        issue = f"{self.kind} of {self.day}" + (f" (No. {self.number})" if self.number else "")
         line = (f"{issue}: {self.outcome}; {self.articles} article{'' if self.articles == 1 else 's'}, "
                 f"{self.messages:,} message{'' if self.messages == 1 else 's'}, "
                 f"{self.failures:,} failure{'' if self.failures == 1 else 's'}, {self.seconds:.2f} s")
@@ -327,14 +329,70 @@ def _cause(err: BaseException) -> str:
 
 def run_slot(settings: Settings, now: datetime, *, stop: threading.Event | None = None,
              lock_wait: float = 0.0) -> RunResult | None:
-    """Run the issue due at NOW and log its summary; return None (and log why) when none is due."""
+    """Run the issue due at NOW, then the digest due (if any), and log their summaries; return the
+    issue's result (the digest's when only it failed), or None (and log why) when no slot is due."""
     day = due_slot(now, settings)
     if day is None:
         _log_nothing_due(settings, now)
         return None
     result = run_due_issue(settings, day, stop=stop, lock_wait=lock_wait)
     log_result(result)
-    return result
+    week = digest_week_due(day, settings)
+    if week is None or (stop is not None and stop.is_set()):
+        return result
+    digest = run_due_digest(settings, week, today=day, stop=stop, lock_wait=lock_wait)
+    # due at every slot from [digest] weekday to Sunday: said on the weekday, later only when it does something
+    if digest.outcome not in (ALREADY_SENT, SKIPPED) or day.weekday() == WEEKDAYS.index(settings.digest.weekday):
+        log_result(digest)
+    return digest if result.ok and not digest.ok else result
+
+
+def digest_week_due(day: date, settings: Settings) -> IsoWeek | None:
+    """Return the week whose digest is due at DAY's slot: the week before DAY's, from [digest] weekday on."""
+    if day.weekday() < WEEKDAYS.index(settings.digest.weekday):
+        return None
+    return IsoWeek.of(day).previous()
+
+
+def run_due_digest(settings: Settings, week: IsoWeek, *, today: date, stop: threading.Event | None = None,
+                   lock_wait: float = 0.0) -> RunResult:
+    """Send WEEK's digest (sending.send_digest); like `run_due_issue`, this never raises a NewsletterError."""
+    from newsletter import store
+    from newsletter.delivery.digests import frozen_keys
+    from newsletter.sending import CheckFailedError, send_digest
+
+    started = time.perf_counter()
+
+    def result(outcome: Outcome, **fields: Any) -> RunResult:
+        return RunResult(week.key(0), outcome, kind="digest", seconds=time.perf_counter() - started, **fields)
+
+    try:
+        conn = store.connect(settings.database_path)
+        try:
+            keys = frozen_keys(conn, week)
+            if keys and all(issue_status(conn, key).state is IssueState.DONE for key in keys):
+                return result(ALREADY_SENT, detail="sent earlier; nothing to do")
+            sent = send_digest(settings, week, today=today, conn=conn, stop=stop, lock_wait=lock_wait)
+        finally:
+            conn.close()
+    except CheckFailedError as err:
+        first = err.report.errors[0]
+        return result(NOT_SENT, detail=f"the check of {err.prepared.day} found {len(err.report.errors)} error(s), "
+                                       f"first {first.where or err.prepared.day}: {first.message}")
+    except LockedError as err:
+        stopped = stop is not None and stop.is_set()
+        return result(STOPPED if stopped else FAILED, detail=_cause(err))
+    except NewsletterError as err:
+        return result(FAILED, detail=_cause(err))
+    fields = dict(articles=0, messages=sent.written, failures=sum(r.failed for r in sent.sent))
+    done = sum(r.sent for r in sent.sent)
+    if not sent.sent:
+        return result(SKIPPED, detail="no reader is owed a digest this week")
+    if any(r.stopped for r in sent.sent) or len(sent.sent) < len(sent.checks):
+        return result(STOPPED, **fields, detail=f"{done:,} of {sent.total:,} written; the next run resumes")
+    if any(r.status is not IssueState.DONE for r in sent.sent):
+        return result(INCOMPLETE, **fields, detail=f"{done:,} of {sent.total:,} written; the next run resumes")
+    return result(SENT, **fields, detail=f"{done:,} of {sent.total:,} written in {len(sent.sent)} variant(s)")
 
 
 def log_result(result: RunResult) -> None:
