@@ -144,7 +144,9 @@ def plan(conn: sqlite3.Connection, settings: Settings, week: IsoWeek) -> Plan:
     for subscriber_id, wanted in owed(conn, issues).items():
         groups[wanted].append(subscriber_id)
     by_day = {issue.day: issue for issue in issues}
-    variants, recipients, nothing = [], {}, 0
+    variants: list[Digest] = []
+    recipients: dict[DigestKey, tuple[int, ...]] = {}
+    nothing = 0
     for chosen, days in sorted(groups, key=lambda g: (sorted(g[0]), g[1])):
         content = tuple(day for day in (_digest_day(by_day[d], chosen, settings) for d in days) if day.articles)
         ids = tuple(sorted(groups[chosen, days]))

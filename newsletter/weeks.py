@@ -121,12 +121,12 @@ class DigestKey(date):
         return date(self.year, self.month, self.day)
 
     # arithmetic leaves the digest: `key - timedelta(days=2)` is a plain day, as for a daily issue
-    def __add__(self, other):  # type: ignore[override]
+    def __add__(self, other):
         return self.as_day() + other
 
     __radd__ = __add__
 
-    def __sub__(self, other):  # type: ignore[override]
+    def __sub__(self, other):
         return self.as_day() - (other.as_day() if isinstance(other, DigestKey) else other)
 
     def __eq__(self, other: object) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import shutil
 import sqlite3
 from datetime import date, datetime
 from pathlib import Path
