@@ -134,6 +134,10 @@ class DigestKey(date):
             return (self.toordinal(), self.variant) == (other.toordinal(), other.variant)
         return False if isinstance(other, date) else NotImplemented
 
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
     def __hash__(self) -> int:
         return hash((self.toordinal(), self.variant, "digest"))
 

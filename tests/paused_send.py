@@ -15,9 +15,10 @@ def send_command(project: Path, day: str) -> list[str]:
     return [sys.executable, "-m", "newsletter", "--project", str(project), "send", "--date", day]
 
 
-def start_paused(project: Path, day: str, after: int) -> tuple[subprocess.Popen, int]:
-    """Start a send that pauses once it reports AFTER messages done; return it and the count it reported."""
-    process = subprocess.Popen(send_command(project, day), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def start_paused(project: Path, day: str, after: int, command: list[str] | None = None) -> tuple[subprocess.Popen, int]:
+    """Start a send (COMMAND, default DAY's) that pauses once it reports AFTER messages done; return it and
+    the count it reported."""
+    process = subprocess.Popen(command or send_command(project, day), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, TEST_PAUSE_AFTER: str(after)})
     assert process.stdout is not None and process.stderr is not None
     for line in process.stdout:

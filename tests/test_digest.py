@@ -285,3 +285,46 @@ def test_a_bad_digest_setting_names_the_file_and_key(project, runner, old, new, 
 
     assert result.exit_code == 1
     assert f"{config}: {message}" in result.output
+
+
+def test_a_digest_expires_only_an_older_weeks_digest_and_a_daily_issue_only_an_older_day(tmp_path):
+    from factories import make_rendered
+
+    from newsletter.delivery import digests as frozen, ledger
+    from newsletter.models import RenderedIssue, Issue
+
+    settings = load_settings(_init(tmp_path))
+    conn = store.connect(settings.database_path)
+    for n in range(4):
+        subscribers.add(conn, f"reader{n}@example.org")
+    daily = ledger.freeze_and_snapshot(conn, date(2026, 11, 26), number=4, subject="s", html="h", text="t",
+                                       message_id=lambda sid: f"<d{sid}@x>", now="2026-11-26T05:00:00+00:00")
+
+    def freeze(week: IsoWeek, readers: dict[int, tuple[int, ...]]) -> None:
+        variants = []
+        for variant, ids in readers.items():
+            base = make_rendered()
+            issue = Issue(day=week.key(variant), number=0, subject="d", preheader="p", sections=(),
+                          archive_url=base.issue.archive_url)
+            variants.append((RenderedIssue(issue, base.html, base.text), "{}", ids))
+        assert frozen.freeze_week(conn, settings, week, variants, now="2026-11-30T05:00:00+00:00")
+
+    freeze(IsoWeek(2026, 48), {1: (1, 2), 2: (3,)})
+    assert ledger.expire_superseded(conn, now="2026-11-30T05:00:01+00:00") == {}
+    assert not frozen.freeze_week(conn, settings, IsoWeek(2026, 48), [], now="2026-11-30T05:00:02+00:00")
+    ledger.freeze_and_snapshot(conn, date(2026, 11, 27), number=5, subject="s", html="h", text="t",
+                               message_id=lambda sid: f"<e{sid}@x>", now="2026-11-27T05:00:00+00:00")
+    assert ledger.expire_superseded(conn, now="2026-11-30T05:00:03+00:00") == {daily.day: 4}
+    freeze(IsoWeek(2026, 49), {1: (1, 2, 3)})
+    expired = ledger.expire_superseded(conn, now="2026-12-07T05:00:00+00:00")
+    assert expired == {IsoWeek(2026, 48).key(1): 2, IsoWeek(2026, 48).key(2): 1}
+    assert [str(k) for k in frozen.frozen_keys(conn, IsoWeek(2026, 48))] == ["2026-W48.1", "2026-W48.2"]
+    conn.close()
+
+
+def _init(tmp_path: Path) -> Path:
+    from conftest import fill_postal_address
+
+    folder = tmp_path / "p"
+    assert CliRunner().invoke(app, ["init", str(folder)]).exit_code == 0
+    return fill_postal_address(folder)

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from newsletter.verp import MAC_BYTES, Forged, Verp
+from newsletter.weeks import IsoWeek
 
 KEY = b"k" * 32
 VERP = Verp(KEY, "ssb.newsletter.example.org", "bounces@bounces.example.org")
@@ -22,6 +23,15 @@ def test_every_address_reads_back_as_its_day_and_subscriber_in_any_letter_case(d
     for shown in (address, address.upper(), f"<{address}>"):
         tag = VERP.read(shown)
         assert tag is not None and (tag.day, tag.subscriber_id) == (day, subscriber_id)
+
+
+@given(day=st.dates(min_value=date(1000, 1, 4), max_value=date(9999, 12, 24)), variant=st.integers(1, 999),
+       subscriber_id=st.integers(0, 10**18 - 1))
+def test_a_digest_message_reads_back_as_its_week_and_variant_never_as_a_day(day, variant, subscriber_id):
+    key = IsoWeek.of(day).key(variant)
+    tag = VERP.read(VERP.address(key, subscriber_id))
+    assert tag is not None and tag.issue_day == key.isoformat() and tag.subscriber_id == subscriber_id
+    assert VERP.address(key, subscriber_id) != VERP.address(key.as_day(), subscriber_id)
 
 
 def test_a_tag_changed_in_any_way_is_forged():

@@ -99,8 +99,9 @@ class TemplateSources:
         env = renderer.make_environment(settings)
         project = settings.templates_dir.resolve()
         sources = []
-        roots = ((renderer.HTML_TEMPLATE, renderer.NOTICE_HTML_TEMPLATE, False),
-                 (renderer.TEXT_TEMPLATE, renderer.NOTICE_TEXT_TEMPLATE, True))
+        # the digest's first: the queue below reads the last first, so the templates keep the lead
+        roots = ((renderer.DIGEST_HTML_TEMPLATE, renderer.HTML_TEMPLATE, renderer.NOTICE_HTML_TEMPLATE, False),
+                 (renderer.DIGEST_TEXT_TEMPLATE, renderer.TEXT_TEMPLATE, renderer.NOTICE_TEXT_TEMPLATE, True))
         for *names, is_text in roots:
             for name, source, filename in _referenced_templates(env, names):
                 path = Path(filename).resolve()
