@@ -19,13 +19,11 @@ from pathlib import Path
 
 import jinja2
 
-from newsletter import structure
-from newsletter.builder import long_date
+from newsletter import i18n, structure
 from newsletter.errors import BuildError, NewsletterError
 from newsletter.files import PUBLIC_DIR, PUBLIC_FILE, make_dirs, write_atomic
 from newsletter.models import Issue, RenderedIssue
 from newsletter.settings import Settings
-from newsletter.rules import MONTHS
 from newsletter.structure import Headline, IssueStructure
 
 logger = logging.getLogger(__name__)
@@ -47,6 +45,7 @@ class ArchivedIssue:
     html: str
     structure: IssueStructure
     updated: str  # ISO 8601 with offset: when the issue was frozen for sending
+    language: str = i18n.SOURCE_LANGUAGE  # the newsletter's, for the dates its pages show
 
     @property
     def headlines(self) -> tuple[Headline, ...]:
@@ -59,7 +58,7 @@ class ArchivedIssue:
 
     @property
     def long_date(self) -> str:
-        return long_date(self.day)
+        return i18n.long_date(self.day, self.language)
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def archived_issues(conn: sqlite3.Connection, settings: Settings) -> list[Archiv
         else:
             outline = structure.from_json(row["structure"], f"{settings.database_path}: issue {day}")
         issues.append(ArchivedIssue(day, row["number"], row["subject"], public, outline,
-                                    _rfc3339(row["created_at"])))
+                                    _rfc3339(row["created_at"]), settings.newsletter.language))
     return issues
 
 
@@ -158,9 +157,11 @@ def _relative_links(body, base_url: str, depth: int) -> None:
 
 
 def _page_context(settings: Settings, root: str, title: str) -> dict:
+    from newsletter.renderer import direction_values
+
     sender = settings.sender
     return {
-        "language": settings.newsletter.language,
+        **direction_values(settings.newsletter.language),
         "site_name": settings.newsletter.name,
         "tagline": settings.newsletter.tagline,
         "postal_address": sender.postal_address,
@@ -203,7 +204,7 @@ def index_page(env: jinja2.Environment, settings: Settings, issues: list[Archive
     """Render the front page: the subscribe form and every issue by month, newest first."""
     months: list[dict] = []
     for issue in issues:
-        name = f"{MONTHS[issue.day.month - 1]} {issue.day.year}"
+        name = i18n.month_year(issue.day, settings.newsletter.language)
         if not months or months[-1]["name"] != name:
             months.append({"name": name, "issues": []})
         months[-1]["issues"].append({
@@ -216,7 +217,9 @@ def index_page(env: jinja2.Environment, settings: Settings, issues: list[Archive
 def unsubscribe_page(env: jinja2.Environment, settings: Settings) -> str:
     """Render the page the public copy's Unsubscribe link opens: each email has a personal link."""
     contact = settings.sender.reply_to or settings.sender.unsubscribe_mailto
-    return render_page(env, "unsubscribe.html.j2", settings, "../", f"Unsubscribe: {settings.newsletter.name}",
+    _ = i18n.gettext_for(settings)
+    title = _("Unsubscribe: %(name)s") % {"name": settings.newsletter.name}
+    return render_page(env, "unsubscribe.html.j2", settings, "../", title,
                        contact=contact)
 
 
@@ -232,7 +235,7 @@ def atom_feed(settings: Settings, issues: list[ArchivedIssue], now: datetime, li
         return element
 
     latest = issues[:limit]
-    feed = ET.Element(f"{{{ATOM}}}feed", {"xml:lang": settings.newsletter.language})
+    feed = ET.Element(f"{{{ATOM}}}feed", {"xml:lang": i18n.html_lang(settings.newsletter.language)})
     add(feed, "id", f"{base}/")
     add(feed, "title", settings.newsletter.name)
     add(feed, "subtitle", settings.newsletter.tagline)

@@ -10,7 +10,7 @@ import string
 from datetime import date
 from typing import Sequence
 
-from newsletter import files, findings
+from newsletter import files, findings, i18n
 from newsletter.errors import BuildError
 from newsletter.findings import Finding
 from newsletter.models import Article, CrossReference, DayContent, Issue, IssueArticle, IssueSection
@@ -21,7 +21,6 @@ from newsletter.rules import MONTHS, PREHEADER_MAX, PREHEADER_MIN, Rule
 from newsletter.settings import CONFIG_NAME, Settings
 from newsletter.tokens import link_phrases, plain_text
 
-WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 SUBJECT_KEYS = ("name", "short_name", "long_date", "date", "number", "lead_title")
 ELLIPSIS = "…"
 TITLE_JOINER = " · "
@@ -38,9 +37,9 @@ _NOT_SENTENCE_END = {m.capitalize() for m in _MONTH_NUMBER} | {
 }
 
 
-def long_date(day: date) -> str:
-    """Return DAY as 'Thursday, November 26, 2026' (English names, whatever the locale)."""
-    return f"{WEEKDAYS[day.weekday()]}, {MONTHS[day.month - 1]} {day.day}, {day.year}"
+def long_date(day: date, language: str = i18n.SOURCE_LANGUAGE) -> str:
+    """Return DAY in full in LANGUAGE, from CLDR: 'Thursday, November 26, 2026', 'jeudi 26 novembre 2026'."""
+    return i18n.long_date(day, language)
 
 
 def archive_url(settings: Settings, day: date) -> str:
@@ -197,7 +196,7 @@ def _subject(settings: Settings, day: date, number: int, lead: Article | None) -
             raise refuse(f" uses unknown key {shown}; allowed keys: {allowed}")
     values = {
         "name": settings.newsletter.name, "short_name": settings.newsletter.short_name,
-        "long_date": long_date(day), "date": day.isoformat(), "number": number,
+        "long_date": long_date(day, settings.newsletter.language), "date": day.isoformat(), "number": number,
         "lead_title": lead.title if lead else "",
     }
     try:
@@ -221,21 +220,23 @@ def _preheader(
     lead: Article | None, ordered: list[Article], subject: str, settings: Settings, day: date,
     number: int,
 ) -> str:
+    _ = i18n.gettext_for(settings)
+    when = long_date(day, settings.newsletter.language)
     if lead is None:
-        return _trim(f"No articles today · {settings.newsletter.name} · {long_date(day)}")
+        return _trim(f"{_('No articles today')}{TITLE_JOINER}{settings.newsletter.name}{TITLE_JOINER}{when}")
     text = _one_line(lead.summary) or _first_sentence(plain_text(lead.tokens), settings)
     text = _trim(text)
     fillers = [a.title for a in ordered if a is not lead]
     if not text:
         text = lead.title
-    fillers += [settings.newsletter.name, long_date(day)]
+    fillers += [settings.newsletter.name, when]
     for filler in fillers:
         if len(text) >= PREHEADER_MIN:
             break
         text = f"{text}{TITLE_JOINER}{_one_line(filler)}"
     text = _trim(text)
     if text.casefold() == subject.casefold():
-        text = _trim(f"{text}{TITLE_JOINER}No. {number}")
+        text = _trim(f"{text}{TITLE_JOINER}" + _("No. %(number)s") % {"number": number})
     return text
 
 

@@ -11,6 +11,7 @@ out identical to the reference. tests/test_messages.py holds the two paths again
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import logging
@@ -21,8 +22,10 @@ from email import policy as email_policy
 from email import quoprimime
 from email.message import EmailMessage
 from email.utils import format_datetime
+from pathlib import Path
 
 
+from newsletter import i18n
 from newsletter.addresses import ascii_address, ascii_domain, ascii_mailbox
 from newsletter.dkim import DKIM_SIGNED_HEADERS, DkimSigner, dkim_signer, sign
 from newsletter.errors import BuildError, SettingsError
@@ -101,7 +104,21 @@ def _subscriber_name(subscriber: Subscriber) -> str:
 # --- personal values: the one place where greeting and name are made and escaped -----------------
 
 def _greeting(name: str, settings: Settings) -> str:
-    return settings.issue.greeting.format(name=name) if name else settings.issue.greeting_fallback
+    greeting, fallback = greetings(settings)
+    return greeting.format(name=name) if name else fallback
+
+
+def greetings(settings: Settings) -> tuple[str, str]:
+    """Return the greeting template and the fallback: the settings', or the catalog's when they are empty."""
+    issue = settings.issue
+    return _greetings(issue.greeting, issue.greeting_fallback, settings.newsletter.language, settings.root)
+
+
+@functools.lru_cache(maxsize=16)
+def _greetings(greeting: str, fallback: str, language: str, root: Path) -> tuple[str, str]:
+    # cached: the greeting is made for every message, and looking up the catalogs stats their files
+    _ = i18n.load(language, root).translations.gettext
+    return greeting or _("Good morning, {name}."), fallback or _("Good morning.")
 
 
 def _personal_values(name: str, token: str, settings: Settings,
@@ -181,15 +198,15 @@ def _check_settings(rendered: RenderedIssue, settings: Settings) -> None:
     check_header_value("sender.unsubscribe_mailto", settings.sender.unsubscribe_mailto)
     check_header_value("newsletter.name", settings.newsletter.name)
     check_header_value("newsletter.base_url", settings.newsletter.base_url)
-    for field, template in (("issue.greeting", settings.issue.greeting),
-                            ("issue.greeting_fallback", settings.issue.greeting_fallback)):
+    greeting, fallback = greetings(settings)
+    for field, template in (("issue.greeting", greeting), ("issue.greeting_fallback", fallback)):
         if FORBIDDEN_CHARS.search(template):
             raise BuildError.about(Rule.MESSAGE, f"{field} {template!r}: contains a control character or line break")
     try:
-        settings.issue.greeting.format(name="Ada")
+        greeting.format(name="Ada")
     except (KeyError, IndexError, ValueError, AttributeError) as err:
         raise BuildError.about(
-            Rule.MESSAGE, f"issue.greeting {settings.issue.greeting!r}: not a template with only {{name}} in it ({err!r})"
+            Rule.MESSAGE, f"issue.greeting {greeting!r}: not a template with only {{name}} in it ({err!r})"
         ) from err
     for part, body in (("HTML", rendered.html), ("text", rendered.text)):
         if TOKEN_PLACEHOLDER not in body:

@@ -16,15 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
-from newsletter import findings
-from newsletter.builder import long_date
+from newsletter import findings, i18n
 from newsletter.errors import BuildError, ClippedError
 from newsletter.findings import Finding
 from newsletter.models import GREETING_PLACEHOLDER, PREFERENCES_PLACEHOLDER, TOKEN_PLACEHOLDER, Issue, RenderedIssue
 from newsletter.project import packaged_templates
 from newsletter.rules import GMAIL_CLIP_BYTES, SIZE_WARNING_BYTES, Rule, https_only
 from newsletter.settings import Settings
+from newsletter.textwidth import display_width, fill
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +37,6 @@ DIGEST_HTML_TEMPLATE = "digest.html.j2"
 DIGEST_TEXT_TEMPLATE = "digest.txt.j2"
 
 TEXT_WIDTH = 78
-
-# Languages written right to left: the wrapper gets dir="rtl" for them.
-_RTL_LANGUAGES = frozenset({"ar", "arc", "ckb", "dv", "fa", "ha", "he", "khw", "ks", "ps", "sd", "ur", "yi"})
 
 # An href carrying the unsubscribe or preferences token: moved onto a line of its own (whitespace
 # between attributes does not change the rendering), so quoted-printable encoding never splits it.
@@ -65,6 +63,8 @@ def make_environment(settings: Settings) -> jinja2.Environment:
         auto_reload=False,
     )
     env.filters["wrap"] = wrap
+    env.filters["nbsp"] = nbsp
+    i18n.install(env, settings)
     env.filters["html_to_text"] = html_to_text
     env.filters["underline"] = underline
     return env
@@ -84,13 +84,13 @@ def render_issue(issue: Issue, settings: Settings, env: jinja2.Environment | Non
 
 def render_notice(day: date, settings: Settings, env: jinja2.Environment | None = None) -> RenderedIssue:
     """Render the short "no issue today" message sent when the empty policy is "notice"."""
-    when = long_date(day)
-    name = settings.newsletter.name
+    _ = i18n.gettext_for(settings)
+    values = {"name": settings.newsletter.name, "date": i18n.long_date(day, settings.newsletter.language)}
     notice = Issue(
         day=day,
         number=0,
-        subject=f"{name}: no issue today, {when}",
-        preheader=f"There is no issue of {name} today, {when}. We will be back with the next one.",
+        subject=_("%(name)s: no issue today, %(date)s") % values,
+        preheader=_("There is no issue of %(name)s today, %(date)s. We will be back with the next one.") % values,
         sections=(),
         archive_url=settings.newsletter.base_url.rstrip("/") + "/",
     )
@@ -131,36 +131,32 @@ def size_warnings(html: str, day: date | None = None) -> list[Finding]:
 
 
 def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", hang: str | None = None) -> str:
-    """Wrap TEXT to WIDTH columns; INDENT starts the first line, HANG (default INDENT) the others."""
-    return _fill(_SPACES.sub(" ", str(text)).strip(" "), width, indent, indent if hang is None else hang)
+    """Wrap TEXT to WIDTH columns (a wide CJK character takes two); INDENT starts the first line, HANG the others."""
+    return fill(_SPACES.sub(" ", str(text)).strip(" "), width, indent, indent if hang is None else hang)
+
+
+def nbsp(text: str) -> Markup:
+    """Return TEXT escaped, its spaces no-break (`No.&nbsp;6`): a short label never splits over two lines."""
+    return Markup(escape(text).replace(" ", Markup("&nbsp;")))
+
+
+def direction_values(language: str) -> dict:
+    """Return the template values that follow the writing direction: `<html lang dir>`, start/end, arrows."""
+    rtl = i18n.direction(language) == "rtl"
+    return {
+        "language": i18n.html_lang(language),
+        "direction": "rtl" if rtl else "ltr",
+        "start": "right" if rtl else "left",
+        "end": "left" if rtl else "right",
+        "forward": Markup("&larr;" if rtl else "&rarr;"),
+        "back": Markup("&rarr;" if rtl else "&larr;"),
+    }
 
 
 def underline(text: str, char: str = "=", width: int = TEXT_WIDTH) -> str:
     """Wrap TEXT and underline it with CHAR as long as its longest line."""
     lines = wrap(text, width).split("\n")
-    return "\n".join(lines) + "\n" + char * max(len(line) for line in lines)
-
-
-def _fill(text: str, width: int, first: str, rest: str) -> str:
-    """Return textwrap.fill(TEXT, WIDTH, initial_indent=FIRST, subsequent_indent=REST,
-    break_long_words=False, break_on_hyphens=False) for single-spaced TEXT, several times faster.
-
-    URLs and other long words stay whole on a line of their own: a broken URL no longer works.
-    """
-    lines: list[str] = []
-    words: list[str] = []
-    prefix, used = first, 0
-    for word in text.split(" "):
-        if not word:
-            continue
-        if words and used + 1 + len(word) > width - len(prefix):
-            lines.append(prefix + " ".join(words))
-            prefix, words, used = rest, [], 0
-        used += len(word) + (1 if words else 0)
-        words.append(word)
-    if words:
-        lines.append(prefix + " ".join(words))
-    return "\n".join(lines) or first.rstrip()
+    return "\n".join(lines) + "\n" + char * max(display_width(line) for line in lines)
 
 
 # --- HTML → text ---
@@ -323,7 +319,7 @@ def html_to_text(html: str, width: int = TEXT_WIDTH) -> str:
             # <br> lines each wrap on their own, all but the first with the hanging prefix.
             parts = block.text.split("\n")
             out.append("\n".join(
-                _fill(part, width, block.first if i == 0 else block.rest, block.rest)
+                fill(part, width, block.first if i == 0 else block.rest, block.rest)
                 for i, part in enumerate(parts)
             ))
         previous = block
@@ -340,9 +336,8 @@ def _context(issue: Issue, settings: Settings) -> dict:
         "settings": settings,
         "newsletter": settings.newsletter,
         "sender": settings.sender,
-        "long_date": long_date(issue.day),
-        "language": language,
-        "direction": "rtl" if language.split("-")[0].lower() in _RTL_LANGUAGES else "ltr",
+        "long_date": i18n.long_date(issue.day, language),
+        **direction_values(language),
         "greeting": GREETING_PLACEHOLDER,
         "unsubscribe_url": f"{settings.newsletter.base_url.rstrip('/')}/u/{TOKEN_PLACEHOLDER}",
         "preferences_url": f"{settings.newsletter.base_url.rstrip('/')}/p/{PREFERENCES_PLACEHOLDER}",

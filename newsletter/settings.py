@@ -17,6 +17,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from newsletter.errors import NewsletterError, ProjectError, SettingsError
+from newsletter.i18n import check_language
 from newsletter.rules import https_only
 
 CONFIG_NAME = "newsletter.toml"
@@ -57,8 +58,8 @@ class IssueSettings:
     min_articles: int = 1
     empty_policy: str = "skip"
     subject: str = "{name}, {long_date}"
-    greeting: str = "Good morning, {name}."
-    greeting_fallback: str = "Good morning."
+    greeting: str = ""  # empty: "Good morning, {name}." in the newsletter's language (its catalog)
+    greeting_fallback: str = ""  # empty: "Good morning." in the newsletter's language
 
 
 @dataclass(frozen=True)
@@ -342,6 +343,7 @@ def _check_values(path: Path, settings: Settings) -> None:
             raise SettingsError(
                 f"{path}: {section}.{key} must be one of {', '.join(map(repr, allowed))}, not {value!r}"
             )
+    check_language(f"{path}: newsletter.language", settings.newsletter.language)
     try:
         ZoneInfo(settings.newsletter.timezone)
     except (ZoneInfoNotFoundError, ValueError):

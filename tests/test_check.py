@@ -136,7 +136,7 @@ def test_template_syntax_left_by_a_raw_block_is_an_error(tmp_path):
 def test_a_layout_without_unsubscribe_link_is_an_error(tmp_path):
     folder = small_project(tmp_path)
     layout = (REPO / "templates" / "partials" / "layout.html.j2").read_text(encoding="utf-8")
-    link = '<a href="{{ unsubscribe_url }}">Unsubscribe</a> &middot; '
+    link = '<a href="{{ unsubscribe_url }}">{{ _("Unsubscribe") }}</a> &middot; '
     assert link in layout
     (folder / "templates" / "partials").mkdir(parents=True)
     (folder / "templates" / "partials" / "layout.html.j2").write_text(layout.replace(link, ""), encoding="utf-8")

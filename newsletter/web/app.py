@@ -39,9 +39,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from newsletter import archive, signing, store, subscribers
+from newsletter import archive, i18n, signing, store, subscribers
 from newsletter.delivery.single import send_single
 from newsletter.errors import NewsletterError
+from newsletter.i18n import N_
 from newsletter.models import Subscriber
 from newsletter.settings import Settings, secret_key
 from newsletter.web import outgoing, signup
@@ -56,17 +57,23 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 _READ_WRITE = ("GET", "HEAD", "POST")
 MAX_CONNECTIONS = 2000  # open connections before uvicorn answers 503; each waits at most request_timeout
 
-_HEADINGS = {
-    400: "This link or request is not valid",
-    404: "Page not found",
-    405: "Method not allowed",
-    403: "Request refused",
-    408: "Request took too long",
-    413: "Request too large",
-    415: "Unsupported form",
-    429: "Too many requests",
-    500: "Something went wrong",
-    503: "Try again in a few minutes",
+_HEADINGS = {  # translated where the page is made
+    400: N_("This link or request is not valid"),
+    404: N_("Page not found"),
+    405: N_("Method not allowed"),
+    403: N_("Request refused"),
+    408: N_("Request took too long"),
+    413: N_("Request too large"),
+    415: N_("Unsupported form"),
+    429: N_("Too many requests"),
+    500: N_("Something went wrong"),
+    503: N_("Try again in a few minutes"),
+}
+# What a page says for these, whatever the detail was (a number of bytes or seconds in English).
+_DETAILS = {
+    408: N_("The request took too long to arrive. Try again."),
+    413: N_("The request is larger than this site accepts."),
+    415: N_("The form could not be read. Use the form on this site's own pages."),
 }
 RETRY_AFTER = 300  # seconds, when the database cannot be written
 # The archive's files: public and the same for everyone, so caches may keep them a little while.
@@ -113,6 +120,9 @@ class WebApp:
         self.settings = settings
         self.key = secret_key(settings)
         self.env = make_environment(settings)
+        self._ = i18n.gettext_for(settings)
+        self.ngettext = i18n.ngettext_for(settings)  # the pages' and answers' fixed strings, in the newsletter's language
+        self.name = {"name": settings.newsletter.name}
         self.now = now
         self.own = {_origin(settings.newsletter.base_url)}
         self.allowed = set(settings.web.allowed_origins)
@@ -123,8 +133,8 @@ class WebApp:
     def page(self, root: str, heading: str, *paragraphs: str, status: int = 200, address: str = "",
              form: dict | None = None, headers: dict[str, str] | None = None) -> HTMLResponse:
         """Return a page of the site: a heading, paragraphs, maybe an address and a one-button form."""
-        html = archive.render_page(self.env, "page.html.j2", self.settings, root,
-                                   f"{heading}: {self.settings.newsletter.name}", heading=heading,
+        title = self._("%(heading)s: %(name)s") % {"heading": heading, **self.name}
+        html = archive.render_page(self.env, "page.html.j2", self.settings, root, title, heading=heading,
                                    paragraphs=paragraphs, address=address, form=form, error="")
         return HTMLResponse(html, status_code=status, headers={**_PAGE_HEADERS, **(headers or {})})
 
@@ -146,8 +156,8 @@ class WebApp:
                 raise
             # read-only, disk full, locked past the busy timeout: nothing changed; the sender retries
             logger.error("the database cannot be used, answered 503: %s", err)
-            raise HTTPException(503, "The list cannot be changed at the moment; nothing was changed. "
-                                     "Try again in a few minutes.",
+            raise HTTPException(503, self._("The list cannot be changed at the moment; nothing was changed. "
+                                            "Try again in a few minutes."),
                                 headers={"Retry-After": str(RETRY_AFTER)}) from err
 
     def check_origin(self, request: Request) -> None:
@@ -168,16 +178,16 @@ class WebApp:
                 return
         elif fetch_site not in ("same-site", "cross-site"):
             return
-        raise HTTPException(403, "This form was sent from another site. Use the form on this site's own pages.")
+        raise HTTPException(403, self._("This form was sent from another site. Use the form on this site's own pages."))
 
     # ------------------------------------------------------------------ unsubscribe
 
     def _unsubscribe_id(self, token: str) -> int:
         subscriber_id = signing.verify_token(self.key, token, self.settings.sender.list_id)
         if subscriber_id is None:
-            raise HTTPException(400, "This unsubscribe link is not one of ours, or it was cut short. "
-                                     "Copy the whole link from the email, or use the Unsubscribe link of "
-                                     "a more recent email.")
+            raise HTTPException(400, self._("This unsubscribe link is not one of ours, or it was cut short. "
+                                            "Copy the whole link from the email, or use the Unsubscribe link of "
+                                            "a more recent email."))
         return subscriber_id
 
     async def unsubscribe_page(self, request: Request) -> Response:
@@ -186,33 +196,33 @@ class WebApp:
         if person is None:
             return self._unsubscribed_generic()
         if person.status in (subscribers.ACTIVE, subscribers.PENDING):
-            form = {"action": request.path_params["token"], "button": "Unsubscribe",
+            form = {"action": request.path_params["token"], "button": self._("Unsubscribe"),
                     "fields": [("List-Unsubscribe", ONE_CLICK)]}
-            return self.page("../", "Unsubscribe?",
-                             f"Press the button to stop {self.settings.newsletter.name} being sent to",
+            return self.page("../", self._("Unsubscribe?"),
+                             self._("Press the button to stop %(name)s being sent to") % self.name,
                              address=person.email, form=form)
-        return self.page("../", "You are unsubscribed",
-                         f"{self.settings.newsletter.name} is no longer sent to", address=person.email)
+        return self.page("../", self._("You are unsubscribed"),
+                         self._("%(name)s is no longer sent to") % self.name, address=person.email)
 
     async def unsubscribe(self, request: Request) -> Response:
         subscriber_id = self._unsubscribe_id(request.path_params["token"])
         self.check_origin(request)
         form = await read_form(request)
         if form.get("List-Unsubscribe") != ONE_CLICK:
-            raise HTTPException(400, "The request has no List-Unsubscribe=One-Click field; "
-                                     "use the button on this link's page.")
+            raise HTTPException(400, self._("The request has no List-Unsubscribe=One-Click field; "
+                                            "use the button on this link's page."))
         change = await self._in_thread(lambda conn: subscribers.unsubscribe_id(conn, subscriber_id))
         if change is None:
             return self._unsubscribed_generic()
         if change.changed:
             logger.info("subscriber %s unsubscribed by link", subscriber_id)
-        return self.page("../", "You are unsubscribed",
-                         f"No more emails of {self.settings.newsletter.name} will be sent to",
+        return self.page("../", self._("You are unsubscribed"),
+                         self._("No more emails of %(name)s will be sent to") % self.name,
                          address=change.subscriber.email)
 
     def _unsubscribed_generic(self) -> HTMLResponse:
-        return self.page("../", "You are unsubscribed",
-                         f"No more emails of {self.settings.newsletter.name} will be sent to this address.")
+        return self.page("../", self._("You are unsubscribed"),
+                         self._("No more emails of %(name)s will be sent to this address.") % self.name)
 
     # ------------------------------------------------------------------ sign-up
 
@@ -221,19 +231,22 @@ class WebApp:
         form = await read_form(request)
         email = form.get("email", "").strip()
         if not email:
-            raise HTTPException(400, "Enter your email address in the form to subscribe.")
+            raise HTTPException(400, self._("Enter your email address in the form to subscribe."))
         client = request.client.host if request.client else ""
         now = self.now()
         try:
             await self._in_thread(lambda conn: signup.request_sign_up(conn, email, client, now))
         except signup.LimitReached as err:
-            raise HTTPException(429, f"Sorry: {err}.", headers={"Retry-After": str(err.retry_after)}) from err
+            raise HTTPException(429, self._("Too many sign-up requests from your network; try again later."),
+                                headers={"Retry-After": str(err.retry_after)}) from err
         except subscribers.SubscriberError as err:
-            raise HTTPException(400, f"{err}. Check the address and try again.") from err
+            logger.info("sign-up refused: %s", err)
+            raise HTTPException(400, self._("%(address)s is not a valid address for this list. Check the address and "
+                                            "try again.") % {"address": email}) from err
         self.worker.wake()
-        return self.page("./", "Check your inbox",
-                         "If this address can receive our emails, a message with a link to confirm the "
-                         "subscription is on its way to it. Nothing more is sent until the link is followed.",
+        return self.page("./", self._("Check your inbox"),
+                         self._("If this address can receive our emails, a message with a link to confirm the "
+                                "subscription is on its way to it. Nothing more is sent until the link is followed."),
                          address=email)
 
     async def _confirming(self, token: str) -> tuple[Subscriber, str]:
@@ -243,22 +256,25 @@ class WebApp:
         rejoin = person.updated_at if person is not None and person.status == subscribers.UNSUBSCRIBED else ""
         if signing.verify_confirm_token(self.key, token, self.settings.sender.list_id, self.now(),
                                        rejoin=rejoin) is None:
-            raise HTTPException(400, "This confirmation link is not valid or has expired (links work for "
-                                     f"{signup.CONFIRM_DAYS} days). Subscribe again from the archive's front page.")
+            raise HTTPException(400, self.ngettext(
+                "This confirmation link is not valid or has expired (links work for %(days)s day). "
+                "Subscribe again from the archive's front page.",
+                "This confirmation link is not valid or has expired (links work for %(days)s days). "
+                "Subscribe again from the archive's front page.", signup.CONFIRM_DAYS) % {"days": signup.CONFIRM_DAYS})
         if person is None or person.status not in (subscribers.PENDING, subscribers.ACTIVE, subscribers.UNSUBSCRIBED):
-            raise HTTPException(400, "This confirmation link is no longer valid. Subscribe again from the "
-                                     "archive's front page.")
+            raise HTTPException(400, self._("This confirmation link is no longer valid. Subscribe again from the "
+                                            "archive's front page."))
         return person, rejoin
 
     async def confirm_page(self, request: Request) -> Response:
         person, _ = await self._confirming(request.path_params["token"])
         if person.status == subscribers.ACTIVE:
-            return self.page("../", "You are subscribed", f"{self.settings.newsletter.name} is sent to",
+            return self.page("../", self._("You are subscribed"), self._("%(name)s is sent to") % self.name,
                              address=person.email)
-        form = {"action": request.path_params["token"], "button": "Confirm my subscription",
+        form = {"action": request.path_params["token"], "button": self._("Confirm my subscription"),
                 "fields": [("confirm", "yes")]}
-        return self.page("../", "Confirm your subscription",
-                         f"Press the button to receive {self.settings.newsletter.name} at",
+        return self.page("../", self._("Confirm your subscription"),
+                         self._("Press the button to receive %(name)s at") % self.name,
                          address=person.email, form=form)
 
     async def confirm(self, request: Request) -> Response:
@@ -269,12 +285,12 @@ class WebApp:
         change = await self._in_thread(lambda conn: subscribers.confirm_id(conn, subscriber_id,
                                                                           unsubscribed_at=rejoin))
         if change is None or change.subscriber.status != subscribers.ACTIVE:
-            raise HTTPException(400, "This confirmation link is no longer valid. Subscribe again from the "
-                                     "archive's front page.")
+            raise HTTPException(400, self._("This confirmation link is no longer valid. Subscribe again from the "
+                                            "archive's front page."))
         if change.changed:
             logger.info("subscriber %s confirmed", subscriber_id)
-        return self.page("../", "You are subscribed",
-                         f"Thank you. The next issue of {self.settings.newsletter.name} will be sent to",
+        return self.page("../", self._("You are subscribed"),
+                         self._("Thank you. The next issue of %(name)s will be sent to") % self.name,
                          address=change.subscriber.email)
 
     # ------------------------------------------------------------------ errors
@@ -291,10 +307,16 @@ class WebApp:
         status = getattr(exc, "status_code", 500)
         detail = getattr(exc, "detail", "") or ""
         if status == 404:
-            detail = "There is no page at this address. The archive's front page lists every issue."
+            detail = self._("There is no page at this address. The archive's front page lists every issue.")
         elif status == 405:
-            detail = "This address does not answer that kind of request."
-        heading = _HEADINGS.get(status, "Request refused")
+            detail = self._("This address does not answer that kind of request.")
+        elif status in _DETAILS:
+            detail = self._(_DETAILS[status])
+        elif status == 500:
+            detail = self._("Something went wrong on our side; nothing was changed. Try again later.")
+        else:
+            detail = self._(detail) if detail else ""  # the details raised outside WebApp are marked N_ (read_form)
+        heading = self._(_HEADINGS.get(status, _HEADINGS[403]))
         root = "../" * (request.url.path.count("/") - 1) or "./"  # relative: works under any prefix
         return self.page(root, heading, detail, status=status, headers=getattr(exc, "headers", None) or {})
 
@@ -313,7 +335,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect:
         # nobody is left to answer: one line in the log, no traceback
         logger.info("%s: the client went away before its request's body arrived", request.url.path)
-        raise HTTPException(400, "The request's body did not arrive.") from None
+        raise HTTPException(400, N_("The request's body did not arrive.")) from None
     return bytes(body)
 
 
@@ -326,7 +348,7 @@ async def read_form(request: Request, limit: int = FORM_LIMIT) -> dict[str, str]
             pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True,
                                            strict_parsing=False, max_num_fields=20)
         except (UnicodeDecodeError, ValueError) as err:
-            raise HTTPException(400, "The form could not be read.") from err
+            raise HTTPException(400, N_("The form could not be read.")) from err
         return dict(pairs)
     if content_type == "multipart/form-data":
         async def replay() -> AsyncGenerator[bytes, None]:
@@ -337,7 +359,8 @@ async def read_form(request: Request, limit: int = FORM_LIMIT) -> dict[str, str]
             form = await MultiPartParser(Headers(scope=request.scope), replay(), max_files=0,
                                          max_fields=20, max_part_size=limit).parse()
         except MultiPartException as err:
-            raise HTTPException(400, f"The form could not be read: {err.message}.") from err
+            logger.info("%s: the form could not be read: %s", request.url.path, err.message)
+            raise HTTPException(400, N_("The form could not be read.")) from err
         return {name: value for name, value in form.multi_items() if isinstance(value, str)}
     raise HTTPException(415, "Send the form as application/x-www-form-urlencoded or multipart/form-data.")
 

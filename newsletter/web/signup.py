@@ -18,7 +18,7 @@ from email.utils import format_datetime, make_msgid
 
 import jinja2
 
-from newsletter import store, subscribers
+from newsletter import i18n, store, subscribers
 from newsletter.addresses import ascii_address, ascii_domain, ascii_mailbox
 from newsletter.errors import HeaderError, NewsletterError, SubscriberError
 from newsletter.headers import check_header_value
@@ -90,13 +90,17 @@ def confirmation_message(
     from newsletter import messages
     from newsletter.renderer import _render
 
+    from newsletter.renderer import direction_values
+
+    _ = i18n.gettext_for(settings)
     name = settings.newsletter.name
-    subject = f"Confirm your subscription to {name}" if url else f"You are already subscribed to {name}"
+    subject = (_("Confirm your subscription to %(name)s") if url else _("You are already subscribed to %(name)s")) % {
+        "name": name}
     template = "confirm_email" if url else "already_email"
     check_header_value("confirmation subject", subject)
     check_header_value("sender.from", settings.sender.from_address)
     context = {
-        "language": settings.newsletter.language, "site_name": name, "subject": subject,
+        **direction_values(settings.newsletter.language), "site_name": name, "subject": subject,
         "address": subscriber.email, "confirm_url": url, "valid_days": CONFIRM_DAYS,
         "postal_address": settings.sender.postal_address,
     }

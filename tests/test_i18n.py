@@ -1,0 +1,188 @@
+"""Languages: the catalogs shipped and their completeness, the language setting, a project's own
+catalog, localized dates, and the text part's wrapping by display width."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import date
+from pathlib import Path
+
+import pytest
+from babel.messages.pofile import read_po
+from hypothesis import given, settings as hypothesis_settings, strategies as st
+
+from newsletter import i18n
+from newsletter.errors import SettingsError
+from newsletter.renderer import html_to_text, wrap
+from newsletter.settings import load_settings
+from newsletter.textwidth import display_width
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(p.parent.parent.name for p in (REPO / "newsletter" / "locales").glob("*/LC_MESSAGES/messages.po"))
+
+
+def _set_language(project: Path, language: str) -> None:
+    config = project / "newsletter.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace('language = "en"', f'language = "{language}"', 1), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory) -> dict[str, object]:
+    """Every msgid `pybabel extract -F babel.cfg` finds in the code and the templates, as a user runs it."""
+    pot = tmp_path_factory.mktemp("pot") / "messages.pot"
+    pybabel = Path(sys.executable).parent / "pybabel"
+    subprocess.run([str(pybabel), "-q", "extract", "-F", "babel.cfg", "-o", str(pot), "."], cwd=REPO, check=True)
+    with pot.open("rb") as handle:
+        return {message.id if isinstance(message.id, str) else message.id[0]: message
+                for message in read_po(handle) if message.id}
+
+
+
+@pytest.mark.parametrize("language", SHIPPED)
+def test_every_extracted_string_is_translated_in_every_shipped_catalog(extracted, language):
+    path = REPO / "newsletter" / "locales" / language / "LC_MESSAGES" / "messages.po"
+    catalog = i18n.read_catalog(path, language)
+    missing, stale, wrong_forms = [], [], []
+    for msgid, template in extracted.items():
+        message = catalog.get(template.id)
+        strings = [] if message is None else (list(message.string) if template.pluralizable else [message.string])
+        if message is None or not all(strings) or message.fuzzy:
+            missing.append(msgid)
+        elif template.pluralizable and len(strings) != catalog.num_plurals:
+            wrong_forms.append(msgid)
+    for message in catalog:
+        key = message.id if isinstance(message.id, str) else message.id[0]
+        if message.id and key not in extracted:
+            stale.append(key)
+    assert not missing, f"{path}: untranslated: {missing}"
+    assert not wrong_forms, f"{path}: plural forms other than {catalog.num_plurals}: {wrong_forms}"
+    assert not stale, f"{path}: strings no template or module uses any more: {stale}"
+
+
+@pytest.mark.parametrize("language", SHIPPED)
+def test_every_translation_keeps_the_placeholders_of_its_msgid(language):
+    path = REPO / "newsletter" / "locales" / language / "LC_MESSAGES" / "messages.po"
+    import re
+
+    field = re.compile(r"%\(\w+\)s|\{\w+\}")
+    for message in i18n.read_catalog(path, language):
+        if not message.id:
+            continue
+        ids = [message.id] if isinstance(message.id, str) else list(message.id)
+        strings = [message.string] if isinstance(message.string, str) else list(message.string)
+        wanted = set(field.findall(ids[-1])) | set(field.findall(ids[0]))
+        for string in strings:
+            found = set(field.findall(string))
+            # a plural form may leave the number out ("one day" for 1, Arabic's dual)
+            assert found <= wanted and (found >= wanted - {"%(count)s"}), (path, message.id, string)
+
+
+def test_a_locale_with_a_region_is_accepted_and_tagged_for_html(project):
+    _set_language(project, "pt_BR")
+    settings = load_settings(project)
+    assert i18n.html_lang(settings.newsletter.language) == "pt-BR"
+    assert i18n.long_date(date(2026, 11, 26), "pt-BR") == "quinta-feira, 26 de novembro de 2026"
+
+
+@pytest.mark.parametrize(("written", "suggested"), [("fr_XX", "'fr'"), ("French", "'fr'"), ("Français", "'fr'"),
+                                                    ("pt-br", None), ("xx-klingon", None)])
+def test_an_unknown_language_is_an_error_naming_the_setting_and_close_locales(project, written, suggested):
+    _set_language(project, written)
+    if written == "pt-br":  # any case of a real locale is that locale
+        assert i18n.html_lang(load_settings(project).newsletter.language) == "pt-BR"
+        return
+    with pytest.raises(SettingsError) as caught:
+        load_settings(project)
+    message = str(caught.value)
+    assert message.startswith(f"{project / 'newsletter.toml'}: newsletter.language {written!r} is not a locale")
+    if suggested:
+        assert f"(did you mean {suggested}" in message
+
+
+def test_the_cli_says_which_setting_is_wrong(project, runner):
+    from newsletter.cli import app
+
+    _set_language(project, "klingon")
+    result = runner.invoke(app, ["--project", str(project), "build"])
+    assert result.exit_code == 1
+    assert "newsletter.language 'klingon' is not a locale" in result.output
+
+
+def test_a_project_catalog_overrides_a_shipped_string(project):
+    (project / "translations").mkdir()
+    (project / "translations" / "en.po").write_text(textwrap.dedent('''\
+        msgid ""
+        msgstr ""
+        "Content-Type: text/plain; charset=utf-8\\n"
+
+        msgid "View in browser"
+        msgstr "Read it on the web"
+        '''), encoding="utf-8")
+    settings = load_settings(project)
+    from newsletter.pipeline import prepare_issue
+
+    day = next(p.name for p in (project / "articles").iterdir())
+    rendered = prepare_issue(settings, date.fromisoformat(day)).rendered
+    assert rendered is not None
+    assert "Read it on the web</a>" in rendered.html and "View in browser" not in rendered.html
+    assert "Unsubscribe</a>" in rendered.html  # what the project leaves alone comes from the package
+
+
+def test_an_unreadable_project_catalog_names_its_file(project):
+    (project / "translations").mkdir()
+    bad = project / "translations" / "en.po"
+    bad.write_bytes(b'msgid "View in browser"\nmsgstr "Lire en ligne \xff"\n')  # not UTF-8
+    with pytest.raises(SettingsError, match=str(bad)):
+        i18n.language_of(load_settings(project))
+
+
+@pytest.mark.parametrize(("language", "expected"), [
+    ("en", "Thursday, November 26, 2026"), ("fr", "jeudi 26 novembre 2026"),
+    ("de", "Donnerstag, 26. November 2026"), ("es", "jueves, 26 de noviembre de 2026"),
+    ("pt", "quinta-feira, 26 de novembro de 2026"), ("ar", "الخميس، 26 نوفمبر 2026"),
+])
+def test_dates_are_written_as_cldr_writes_them(language, expected):
+    assert i18n.long_date(date(2026, 11, 26), language) == expected
+
+
+# --- the text part by display width ----------------------------------------------------------------
+
+def test_japanese_wraps_at_78_columns_not_78_characters():
+    sentence = "東京の会議では新しい条約について長い議論が続きました。" * 6
+    lines = wrap(sentence).split("\n")
+    assert len(lines) > 2
+    assert all(display_width(line) <= 78 for line in lines)
+    assert all(display_width(line) >= 74 for line in lines[:-1])  # full lines, not 39 characters of 78
+    assert not any(line.startswith(("。", "、")) for line in lines)  # no line opens with a stop
+    assert "".join(lines) == sentence
+
+
+def test_an_underline_is_as_wide_as_its_wide_title():
+    title, rule = wrap("会議の記録").split("\n")[0], None
+    from newsletter.renderer import underline
+
+    title, rule = underline("会議の記録", "=").split("\n")
+    assert rule == "=" * 10
+
+
+_NARROW = st.text(st.sampled_from("abcdefghij KLMNOé́ß-"), min_size=1, max_size=12)
+_WIDE = st.text(st.sampled_from("東京会議条約の「」。、한국어ＡＢ"), min_size=1, max_size=30)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_NARROW, _WIDE), min_size=1, max_size=40), st.sampled_from(["", "  - ", "> "]))
+def test_wrapped_mixed_width_text_stays_within_78_columns_and_keeps_every_character(pieces, indent):
+    text = " ".join(pieces)
+    wrapped = wrap(text, indent=indent, hang=" " * len(indent))
+    for line in wrapped.split("\n"):
+        assert display_width(line) <= 78, line
+    squash = lambda s: "".join(s.split())  # noqa: E731
+    assert squash(wrapped).removeprefix(squash(indent)) == squash(text)
+
+
+def test_html_to_text_wraps_cjk_paragraphs_by_width():
+    text = html_to_text("<p>" + "한국어 문장이 계속됩니다 " * 12 + "</p><ul><li>" + "条約" * 50 + "</li></ul>")
+    assert all(display_width(line) <= 78 for line in text.split("\n"))
