@@ -7,6 +7,8 @@
 - `POST /subscribe` queues the request (web/outgoing.py mails a confirmation link, or an "already
   subscribed" note, from its own thread); `GET /confirm/TOKEN` shows a button, its POST makes the
   subscriber active. The page, and its time, are the same whatever the address's status.
+- `GET /p/TOKEN` is the reader's preferences page (sections, daily or weekly, unsubscribe) and its
+  POST saves them: web/preferences.py.
 - Everything else is the static archive (`newsletter archive`), served from its folder with a
   Content-Security-Policy and cache headers.
 
@@ -46,6 +48,7 @@ from newsletter.i18n import N_
 from newsletter.models import Subscriber
 from newsletter.settings import Settings, secret_key
 from newsletter.web import outgoing, signup
+from newsletter.web.preferences import PreferencesPage
 from newsletter.web.server import BodyDeadline, bounded_protocol
 from newsletter.web.webhooks import Webhooks
 
@@ -133,9 +136,14 @@ class WebApp:
     def page(self, root: str, heading: str, *paragraphs: str, status: int = 200, address: str = "",
              form: dict | None = None, headers: dict[str, str] | None = None) -> HTMLResponse:
         """Return a page of the site: a heading, paragraphs, maybe an address and a one-button form."""
-        title = self._("%(heading)s: %(name)s") % {"heading": heading, **self.name}
-        html = archive.render_page(self.env, "page.html.j2", self.settings, root, title, heading=heading,
-                                   paragraphs=paragraphs, address=address, form=form, error="")
+        return self.render("page.html.j2", root, heading, status=status, headers=headers, heading=heading,
+                           paragraphs=paragraphs, address=address, form=form, error="")
+
+    def render(self, template: str, root: str, title: str, *, status: int = 200,
+               headers: dict[str, str] | None = None, **values: object) -> HTMLResponse:
+        """Return the web TEMPLATE as a page titled TITLE, for an address with a token: not cached, not framed."""
+        title = self._("%(heading)s: %(name)s") % {"heading": title, **self.name}
+        html = archive.render_page(self.env, template, self.settings, root, title, **values)
         return HTMLResponse(html, status_code=status, headers={**_PAGE_HEADERS, **(headers or {})})
 
     def connect(self) -> sqlite3.Connection:
@@ -341,15 +349,19 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def read_form(request: Request, limit: int = FORM_LIMIT) -> dict[str, str]:
     """Read a urlencoded or multipart form of at most LIMIT bytes; 413 above, 415 for another type."""
+    return dict(await read_pairs(request, limit))
+
+
+async def read_pairs(request: Request, limit: int = FORM_LIMIT, max_fields: int = 20) -> list[tuple[str, str]]:
+    """Read a form's (name, value) pairs in order, a name as often as it comes (checkboxes); as `read_form`."""
     body = await read_body(request, limit)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/x-www-form-urlencoded" or (not content_type and not body):
         try:
-            pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True,
-                                           strict_parsing=False, max_num_fields=20)
+            return urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                                          strict_parsing=False, max_num_fields=max_fields)
         except (UnicodeDecodeError, ValueError) as err:
             raise HTTPException(400, N_("The form could not be read.")) from err
-        return dict(pairs)
     if content_type == "multipart/form-data":
         async def replay() -> AsyncGenerator[bytes, None]:
             yield bytes(body)
@@ -357,11 +369,11 @@ async def read_form(request: Request, limit: int = FORM_LIMIT) -> dict[str, str]
 
         try:
             form = await MultiPartParser(Headers(scope=request.scope), replay(), max_files=0,
-                                         max_fields=20, max_part_size=limit).parse()
+                                         max_fields=max_fields, max_part_size=limit).parse()
         except MultiPartException as err:
             logger.info("%s: the form could not be read: %s", request.url.path, err.message)
             raise HTTPException(400, N_("The form could not be read.")) from err
-        return {name: value for name, value in form.multi_items() if isinstance(value, str)}
+        return [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
     raise HTTPException(415, "Send the form as application/x-www-form-urlencoded or multipart/form-data.")
 
 
@@ -370,7 +382,7 @@ def make_app(settings: Settings, site_dir: Path | None = None,
     """Return the web application; with SITE_DIR it also serves the archive built there."""
     web = WebApp(settings, now)
     hooks = Webhooks(settings, now, web._in_thread, read_body)  # a secret missing from the environment stops here
-    routes: list = [*hooks.routes(),
+    routes: list = [*hooks.routes(), *PreferencesPage(web, read_pairs).routes(),
         Route("/u/{token}", web.unsubscribe_page, methods=["GET"]),
         Route("/u/{token}", web.unsubscribe, methods=["POST"]),
         Route("/subscribe", web.subscribe, methods=["POST"]),
@@ -414,4 +426,4 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-__all__ = ["FORM_LIMIT", "WebApp", "make_app", "read_form", "serve"]
+__all__ = ["FORM_LIMIT", "WebApp", "make_app", "read_form", "read_pairs", "serve"]
