@@ -1,4 +1,4 @@
-"""`newsletter subscribers …`: the list's commands (add, unsubscribe, show, count, list, import, export)."""
+"""`newsletter subscribers …`: the list's commands (add, set, unsubscribe, show, count, list, import, export)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Optional
 import typer
 
 from newsletter import cli_output as output
-from newsletter.cli_context import store
+from newsletter.cli_context import settings, store
 from newsletter.errors import NewsletterError
+from newsletter.models import Frequency
 
 subscribers_app = typer.Typer(help="Manage the subscriber list.", no_args_is_help=True)
 
@@ -27,6 +28,29 @@ class ExportFormat(str, enum.Enum):
     json = "json"
 
 
+_SECTIONS_HELP = "Only these sections, by name, comma-separated (as in [issue] sections, any letter case)."
+
+
+def _sections(names: Optional[str], option: str = "--sections") -> Optional[frozenset[str]]:
+    """Return OPTION's names as [issue] sections spells them (None when not given); an unknown name is an error."""
+    from newsletter import subscribers as subscribers_module
+
+    if names is None:
+        return None
+    try:
+        chosen = subscribers_module.known_sections(names.split(","), settings().issue.sections)
+    except NewsletterError as err:
+        output.fail(f"{option}: {err}")
+    if not chosen:
+        output.fail(f"{option} {names!r}: name at least one section")
+    return chosen
+
+
+def describe_preferences(sections: frozenset[str], frequency: Frequency) -> str:
+    """Return a reader's choice in words: `sections Chemical, Nuclear; weekly`."""
+    return f"sections {', '.join(sorted(sections)) or 'all'}; {frequency}"
+
+
 # ----------------------------------------------------------------------------- newsletter subscribers …
 
 
@@ -37,21 +61,54 @@ def subscribers_add(
     resubscribe: bool = typer.Option(
         False, "--resubscribe", help="Make an unsubscribed or bounced address active again (they asked to rejoin)."
     ),
+    sections: Optional[str] = typer.Option(None, "--sections", "-s", help=_SECTIONS_HELP + " Default: all."),
+    frequency: Frequency = typer.Option(Frequency.DAILY, "--frequency", help="daily: every issue; weekly: the digest."),
 ) -> None:
-    """Add EMAIL to the list; an address already there (in any letter case) is left alone."""
+    """Add EMAIL to the list; an address already there (in any letter case) is left alone (`set` changes it)."""
     from newsletter import subscribers as subscribers_module
 
+    chosen = _sections(sections) or frozenset()
     try:
-        result = subscribers_module.add(store(), email, name=name, resubscribe=resubscribe)
+        result = subscribers_module.add(store(), email, name=name, resubscribe=resubscribe,
+                                        sections=chosen, frequency=frequency)
     except NewsletterError as err:
         output.fail(err)
     person = result.subscriber
     if result.outcome == "added":
-        typer.echo(f"Added {person.email}")
+        typer.echo(f"Added {person.email} ({describe_preferences(person.sections, person.frequency)})")
     elif result.outcome == "resubscribed":
         typer.echo(f"Resubscribed {person.email}")
     else:
         typer.echo(f"{person.email} is already on the list ({person.status}); nothing changed")
+    if result.outcome != "added" and (sections is not None or frequency != Frequency.DAILY):
+        typer.echo(f"  to change their sections or frequency: newsletter subscribers set {person.email} …")
+
+
+@subscribers_app.command("set")
+def subscribers_set(
+    email: str = typer.Argument(..., help="The subscriber's address."),
+    sections: Optional[str] = typer.Option(None, "--sections", "-s", help=_SECTIONS_HELP),
+    all_sections: bool = typer.Option(False, "--all-sections", help="Every section, new ones included (the default)."),
+    frequency: Optional[Frequency] = typer.Option(None, "--frequency", help="daily: every issue; weekly: the digest."),
+) -> None:
+    """Set the sections EMAIL receives and how often (from the next issue not yet started); the rest stays."""
+    from newsletter import events, subscribers as subscribers_module
+
+    if sections is not None and all_sections:
+        output.fail("--sections and --all-sections: pass one of them, not both")
+    if sections is None and not all_sections and frequency is None:
+        output.fail("nothing to set: pass --sections, --all-sections or --frequency")
+    chosen = frozenset() if all_sections else _sections(sections)
+    conn = store()
+    try:
+        person = subscribers_module.get(conn, email)
+        changed = subscribers_module.set_preferences(conn, person.id, sections=chosen, frequency=frequency,
+                                                     source=events.CLI)
+        person = subscribers_module.get(conn, email)
+    except NewsletterError as err:
+        output.fail(err)
+    now = describe_preferences(person.sections, person.frequency)
+    typer.echo(f"Set {person.email}: {now}" if changed else f"{person.email} already has {now}; nothing changed")
 
 
 @subscribers_app.command("unsubscribe")
@@ -118,6 +175,8 @@ def subscribers_show(email: str = typer.Argument(..., help="The address to show.
     typer.echo(f"email:    {person.email}")
     typer.echo(f"name:     {person.name}")
     typer.echo(f"status:   {person.status}")
+    typer.echo(f"receives: {describe_preferences(person.sections, person.frequency)}"
+               + (f" (chosen {person.preferences_at})" if person.preferences_at else ""))
     typer.echo(f"added:    {person.created_at}")
     typer.echo(f"updated:  {person.updated_at}")
     history = events.history(conn, person.id)
@@ -150,22 +209,27 @@ def subscribers_count() -> None:
 def subscribers_list(
     status: Optional[str] = typer.Option(None, "--status", help="Only this status: active, unsubscribed, bounced or pending."),
     search: Optional[str] = typer.Option(None, "--search", help="Only addresses or names containing this text."),
+    section: Optional[str] = typer.Option(None, "--section", help="Only who receives this section (chose it, or all)."),
     format: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
 ) -> None:
-    """List the subscribers (all, or by status or search)."""
+    """List the subscribers (all, or by status, search or section) with what each receives."""
     from newsletter import subscribers as subscribers_module
 
+    wanted = None if section is None else next(iter(_sections(section, "--section")))  # type: ignore[arg-type]
     conn = store()
     try:
         if format is not Format.table:
-            subscribers_module.export(conn, sys.stdout, format=format.value, status=status, search=search)
+            subscribers_module.export(conn, sys.stdout, format=format.value, status=status, search=search,
+                                      section=wanted)
             return
-        width = max(subscribers_module.longest_email(conn, status=status, search=search), len("email"))
-        rows = subscribers_module.iter_subscribers(conn, status=status, search=search)
-        typer.echo(f"{'email':<{width}}  {'status':<12}  {'added':<25}  name")
+        width = max(subscribers_module.longest_email(conn, status=status, search=search, section=wanted), len("email"))
+        rows = subscribers_module.iter_subscribers(conn, status=status, search=search, section=wanted)
+        typer.echo(f"{'email':<{width}}  {'status':<12}  {'frequency':<9}  {'added':<25}  {'name':<20}  sections")
         shown = 0
         for person in rows:
-            typer.echo(f"{person.email:<{width}}  {person.status:<12}  {person.created_at:<25}  {person.name}".rstrip())
+            sections = ", ".join(sorted(person.sections)) or "all"
+            typer.echo(f"{person.email:<{width}}  {person.status:<12}  {person.frequency.value:<9}  "
+                       f"{person.created_at:<25}  {person.name:<20}  {sections}")
             shown += 1
     except NewsletterError as err:
         output.fail(err)
@@ -187,7 +251,8 @@ def subscribers_import(
 
     try:
         report = importer.import_file(
-            store(), file, dry_run=dry_run, resubscribe=resubscribe, skip_invalid=skip_invalid, encoding=encoding
+            store(), file, dry_run=dry_run, resubscribe=resubscribe, skip_invalid=skip_invalid, encoding=encoding,
+            sections=settings().issue.sections,
         )
     except NewsletterError as err:
         output.fail(err)
@@ -199,6 +264,14 @@ def subscribers_import(
     typer.echo(f"  kept unsubscribed: {report.kept_unsubscribed:,}{hint}")
     output.echo_lines(f"  merged duplicates: {len(report.merged):,}", report.merged)
     output.echo_lines(f"  invalid, skipped: {len(report.invalid):,}", report.invalid)
+    if report.with_sections or report.unmatched_sections:
+        typer.echo(f"  with chosen sections: {report.with_sections:,}")
+    if report.weekly:
+        typer.echo(f"  weekly digest: {report.weekly:,}")
+    if report.unmatched_sections:
+        names = [f"{name} ({rows:,} row{'' if rows == 1 else 's'})" for name, rows in report.unmatched_sections.items()]
+        output.echo_lines(f"  not a section of this newsletter, left out: {len(names):,} "
+                          f"(the sections are: {', '.join(settings().issue.sections)})", names)
     if dry_run:
         typer.echo("dry run: nothing changed")
 

@@ -2,9 +2,9 @@
 unsubscribe.
 
 The header row says which tool wrote the file (Mailchimp, Substack, Ghost, listmonk, our own
-export, or any file with an `email` column); status columns are honoured; every row is validated
-and reported by the line it starts on; case-only duplicates merge; nothing changes unless the
-whole file can be applied.
+export, or any file with an `email` column); status columns are honoured; sections and frequency
+are read where the file has them (import_choices.py); every row is validated and reported by the
+line it starts on; case-only duplicates merge; nothing changes unless the whole file can be applied.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import csv
 import logging
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,9 +22,11 @@ from pathlib import Path
 from newsletter import events, store
 from newsletter.errors import ImportFileError, SubscriberError
 from newsletter.events import Event, Kind
+from newsletter.import_choices import Choices, choices
+from newsletter.models import Frequency, decode_sections, encode_sections
 from newsletter.subscribers import (
-    ACTIVE, BOUNCED, EXPORT_COLUMNS, PENDING, UNSUBSCRIBED, clean_name, imported_status, normalize_email, unescape_cell,
-    writing,
+    ACTIVE, BOUNCED, EXPORT_COLUMNS, PENDING, UNSUBSCRIBED, clean_name, imported_status, normalize_email,
+    preferences_detail, unescape_cell, writing,
 )
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,9 @@ class ImportReport:
     merged: list[MergedRow] = field(default_factory=list)
     invalid: list[RowProblem] = field(default_factory=list)
     dry_run: bool = False
+    with_sections: int = 0  # distinct addresses whose sections the file names (and that match ours)
+    weekly: int = 0         # distinct addresses the file says receive the weekly digest
+    unmatched_sections: dict[str, int] = field(default_factory=dict)  # a name that is no section -> rows
 
 
 # ----------------------------------------------------------------------------- import: reading the file
@@ -150,9 +155,10 @@ class _Layout:
     created_at: int | None
     updated_at: int | None
     file_status: str | None  # Mailchimp unsubscribed/cleaned exports: every row
+    choices: Choices         # where the rows say sections and frequency
 
 
-def _layout(path: Path, header: list[str]) -> _Layout:
+def _layout(path: Path, header: list[str], sections: Sequence[str] = ()) -> _Layout:
     keys = [_header_key(c) for c in header]
 
     def find(*names: str) -> int | None:
@@ -177,8 +183,8 @@ def _layout(path: Path, header: list[str]) -> _Layout:
         source = "Ghost"
     elif "status" in present and present & {"uuid", "attributes"}:
         source = "listmonk"
-    elif keys == [_header_key(c) for c in EXPORT_COLUMNS]:
-        source = "newsletter export"
+    elif keys in ([_header_key(c) for c in EXPORT_COLUMNS], [_header_key(c) for c in EXPORT_COLUMNS[:5]]):
+        source = "newsletter export"  # with sections and frequency, or as it was before them
     else:
         source = "plain"
     file_status = None
@@ -199,6 +205,7 @@ def _layout(path: Path, header: list[str]) -> _Layout:
         created_at=find("created at", "created"),
         updated_at=find("updated at", "updated"),
         file_status=file_status,
+        choices=choices(source, header, keys, sections),
     )
 
 
@@ -269,6 +276,8 @@ class _Wanted:
     status: str | None
     created_at: str | None
     updated_at: str | None
+    sections: frozenset[str] | None = None  # None: the file does not say
+    frequency: Frequency | None = None
 
 
 def _parse_row(layout: _Layout, cells: list[str], line: int) -> _Wanted:
@@ -286,6 +295,8 @@ def _parse_row(layout: _Layout, cells: list[str], line: int) -> _Wanted:
         status=_row_status(layout, cells),
         created_at=_timestamp(cells[layout.created_at]) if layout.created_at is not None else None,
         updated_at=_timestamp(cells[layout.updated_at]) if layout.updated_at is not None else None,
+        frequency=layout.choices.frequency_of([unescape_cell(c) for c in cells]),
+        sections=layout.choices.sections([unescape_cell(c) for c in cells]),
     )
 
 
@@ -293,7 +304,8 @@ def _cells(n: int) -> str:
     return "1 cell" if n == 1 else f"{n} cells"
 
 
-def _read_import(path: Path, codec: str, encoding: str, report: ImportReport) -> dict[str, _Wanted]:
+def _read_import(path: Path, codec: str, encoding: str, report: ImportReport,
+                 sections: Sequence[str] = ()) -> dict[str, _Wanted]:
     """Read PATH into one _Wanted per distinct address, recording invalid rows and merges in REPORT."""
     lines = _decoded_lines(path, codec, encoding)
     first = next(lines, None)
@@ -310,7 +322,7 @@ def _read_import(path: Path, codec: str, encoding: str, report: ImportReport) ->
     line = 1
     try:
         header = next(reader)
-        layout = _layout(path, header)
+        layout = _layout(path, header, sections)
         report.source_format = layout.source_format
         line = reader.line_num + 1
         for cells in reader:
@@ -335,8 +347,13 @@ def _read_import(path: Path, codec: str, encoding: str, report: ImportReport) ->
             report.merged.append(MergedRow(start, row.email, f"line {earlier.line}"))
             earlier.name = earlier.name or row.name
             earlier.status = _strongest((earlier.status, row.status))
+            earlier.sections = earlier.sections if earlier.sections is not None else row.sections
+            earlier.frequency = earlier.frequency or row.frequency
     except csv.Error as err:
         raise ImportFileError(f"{path}:{line}: not readable as CSV: {err}") from err
+    report.unmatched_sections = layout.choices.not_matched()
+    report.with_sections = sum(1 for row in wanted.values() if row.sections)
+    report.weekly = sum(1 for row in wanted.values() if row.frequency == Frequency.WEEKLY)
     return wanted
 
 
@@ -349,7 +366,8 @@ def _existing(conn: sqlite3.Connection, keys: list[str]) -> dict[str, sqlite3.Ro
         batch = keys[i : i + 500]
         marks = ",".join("?" * len(batch))
         for row in conn.execute(
-            f"SELECT id, email, email_key, name, status FROM subscribers WHERE email_key IN ({marks})", batch
+            f"SELECT id, email, email_key, name, status, sections, frequency, preferences_at FROM subscribers "
+            f"WHERE email_key IN ({marks})", batch
         ):
             found[row["email_key"]] = row
     return found
@@ -374,22 +392,30 @@ def _plan(
         current = existing.get(key)
         if current is None:
             created = row.created_at or now
-            inserts.append(
-                (row.email, key, row.name, row.status or ACTIVE, created, row.updated_at or created)
-            )
+            inserts.append((row.email, key, row.name, row.status or ACTIVE, created, row.updated_at or created,
+                            encode_sections(row.sections or ()), (row.frequency or Frequency.DAILY).value))
             report.added += 1
             continue
         if current["email"] != row.email:
             report.merged.append(MergedRow(row.line, row.email, f"the list entry {current['email']}"))
         status, kept = imported_status(current["status"], row.status, resubscribe)
         name = row.name or current["name"]
-        if status != current["status"] or name != current["name"]:
-            updates.append((name, status, now, current["id"]))
+        # what the file says a reader chose replaces what the list holds; where it says nothing, it stays
+        before = (decode_sections(current["sections"]), Frequency(current["frequency"]))
+        chosen = (before[0] if row.sections is None else row.sections, row.frequency or before[1])
+        preferences_at = now if chosen != before else current["preferences_at"]
+        changed = status != current["status"] or name != current["name"] or chosen != before
+        if changed:
+            updates.append((name, status, encode_sections(chosen[0]), chosen[1].value, preferences_at, now,
+                            current["id"]))
         if status != current["status"]:
             changes.append(Event(current["id"], _change_kind(current["status"], status), events.IMPORT, now))
+        if chosen != before:
+            changes.append(Event(current["id"], Kind.PREFERENCES, events.IMPORT, now,
+                                 detail=preferences_detail(*chosen)))
         if kept:
             report.kept_unsubscribed += 1
-        elif status != current["status"] or name != current["name"]:
+        elif changed:
             report.updated += 1
         else:
             report.unchanged += 1
@@ -414,8 +440,14 @@ def import_file(
     resubscribe: bool = False,
     skip_invalid: bool = False,
     encoding: str = "utf-8",
+    sections: Sequence[str] = (),
 ) -> ImportReport:
-    """Import the subscribers in the CSV file PATH in one transaction, and report what changed."""
+    """Import the subscribers in the CSV file PATH in one transaction, and report what changed.
+
+    SECTIONS are the newsletter's `[issue] sections`: the names a file gives readers (our export's
+    sections, Ghost newsletters, listmonk lists, Mailchimp groups and tags) become theirs where they
+    match one, ignoring letter case; the report counts the others by name.
+    """
     path = Path(path)
     try:
         codec = codecs.lookup(encoding).name
@@ -425,7 +457,7 @@ def import_file(
         codec = "utf-8-sig"  # tolerate the byte order mark Excel writes
     report = ImportReport(path=path, source_format="plain", dry_run=dry_run)
     try:
-        wanted = _read_import(path, codec, encoding, report)
+        wanted = _read_import(path, codec, encoding, report, sections)
     except OSError as err:
         raise ImportFileError(f"{path}: cannot read the file: {err.strerror}") from err
     if report.invalid and not skip_invalid:
@@ -437,11 +469,12 @@ def import_file(
         inserts, updates, changes = _plan(conn, wanted, resubscribe, report)
         last_id = conn.execute("SELECT coalesce(max(id), 0) FROM subscribers").fetchone()[0]
         conn.executemany(
-            "INSERT INTO subscribers (email, email_key, name, status, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO subscribers (email, email_key, name, status, created_at, updated_at, sections, frequency)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             inserts,
         )
-        conn.executemany("UPDATE subscribers SET name = ?, status = ?, updated_at = ? WHERE id = ?", updates)
+        conn.executemany("UPDATE subscribers SET name = ?, status = ?, sections = ?, frequency = ?, "
+                         "preferences_at = ?, updated_at = ? WHERE id = ?", updates)
         now = store.now_iso()
         added = conn.execute("SELECT id FROM subscribers WHERE id > ?", (last_id,))
         events.record_many(conn, [*changes, *(Event(row[0], Kind.IMPORTED, events.IMPORT, now) for row in added)])

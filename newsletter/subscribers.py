@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 ACTIVE, UNSUBSCRIBED, BOUNCED = "active", "unsubscribed", "bounced"
 PENDING = "pending"  # signed up on the web, not yet confirmed: receives no issue
 STATUSES: tuple[str, ...] = (ACTIVE, UNSUBSCRIBED, BOUNCED, PENDING)
-EXPORT_COLUMNS: tuple[str, ...] = ("email", "name", "status", "created_at", "updated_at")
+EXPORT_COLUMNS: tuple[str, ...] = ("email", "name", "status", "created_at", "updated_at", "sections", "frequency")
+SECTIONS_SEPARATOR = ";"  # between a reader's sections in an export's cell (empty: all sections)
 MAX_NAME_LENGTH = 200
 
 _COLUMNS = "id, email, email_key, name, status, created_at, updated_at, sections, frequency, preferences_at"
@@ -267,6 +268,11 @@ def known_sections(names: Iterable[str], settings_sections: Iterable[str]) -> fr
     return frozenset(chosen)
 
 
+def preferences_detail(sections: Iterable[str], frequency: Frequency) -> str:
+    """Return what a `preferences` event says a reader chose: `sections: Chemical, Nuclear; frequency: weekly`."""
+    return f"sections: {', '.join(sorted(sections)) or 'all'}; frequency: {Frequency(frequency).value}"
+
+
 def set_preferences(
     conn: sqlite3.Connection, subscriber_id: int, *,
     sections: Iterable[str] | None = None, frequency: Frequency | None = None, source: str, at: str = "",
@@ -291,8 +297,8 @@ def set_preferences(
             "UPDATE subscribers SET sections = ?, frequency = ?, preferences_at = ?, updated_at = ? WHERE id = ?",
             (encode_sections(new_sections), new_frequency.value, at, at, subscriber_id),
         )
-        detail = f"sections: {', '.join(sorted(new_sections)) or 'all'}; frequency: {new_frequency.value}"
-        events.record(conn, Event(subscriber_id, Kind.PREFERENCES, source, at, detail=detail))
+        events.record(conn, Event(subscriber_id, Kind.PREFERENCES, source, at,
+                                  detail=preferences_detail(new_sections, new_frequency)))
         return True
 
 
@@ -418,24 +424,36 @@ def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
     return counts
 
 
-def _filters(status: str | None, search: str | None) -> tuple[str, list[object]]:
+def _like(text: str) -> str:
+    return re.sub(r"([\\%_])", r"\\\1", text)
+
+
+def _filters(status: str | None, search: str | None, section: str | None = None) -> tuple[str, list[object]]:
     clauses: list[str] = []
     params: list[object] = []
     if status is not None:
         clauses.append("status = ?")
         params.append(_check_status(status))
     if search:
-        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", search.strip().casefold()) + "%"
+        pattern = "%" + _like(search.strip().casefold()) + "%"
         clauses.append("(email_key LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\')")
         params += [pattern, pattern]
+    if section is not None:
+        # who receives SECTION: a reader who chose it, or one who chose none (all); one name a line
+        clauses.append("(sections = '' OR ? || sections || ? LIKE ? ESCAPE '\\')")
+        params += ["\n", "\n", "%\n" + _like(section) + "\n%"]
     return "".join(f" AND {c}" for c in clauses), params
 
 
 def iter_subscribers(
-    conn: sqlite3.Connection, status: str | None = None, search: str | None = None, batch_size: int = 1000
+    conn: sqlite3.Connection, status: str | None = None, search: str | None = None, batch_size: int = 1000,
+    section: str | None = None,
 ) -> Iterator[Subscriber]:
-    """Yield subscribers in id order, BATCH_SIZE at a time (keyset pagination: memory stays flat)."""
-    where, params = _filters(status, search)
+    """Yield subscribers in id order, BATCH_SIZE at a time (keyset pagination: memory stays flat).
+
+    With SECTION (a name as `[issue] sections` spells it), only those who receive it: who chose it or chose all.
+    """
+    where, params = _filters(status, search, section)
     last_id = 0
     while True:
         rows = conn.execute(
@@ -449,11 +467,17 @@ def iter_subscribers(
         last_id = rows[-1]["id"]
 
 
-def longest_email(conn: sqlite3.Connection, status: str | None = None, search: str | None = None) -> int:
+def longest_email(conn: sqlite3.Connection, status: str | None = None, search: str | None = None,
+                  section: str | None = None) -> int:
     """Return the length of the longest address that `iter_subscribers` would yield (for table columns)."""
-    where, params = _filters(status, search)
+    where, params = _filters(status, search, section)
     row = conn.execute(f"SELECT max(length(email)) FROM subscribers WHERE 1{where}", params).fetchone()
     return row[0] or 0
+
+
+def sections_cell(subscriber: Subscriber) -> str:
+    """Return SUBSCRIBER's sections as an export writes them: `Chemical;Nuclear`, '' for all."""
+    return SECTIONS_SEPARATOR.join(sorted(subscriber.sections))
 
 
 # ----------------------------------------------------------------------------- export
@@ -475,10 +499,12 @@ def export(
     format: str = "csv",
     status: str | None = None,
     search: str | None = None,
+    section: str | None = None,
 ) -> int:
-    """Write the list (or those with STATUS, matching SEARCH) to OUT_STREAM as CSV or JSON; return the count.
+    """Write the list (or those with STATUS, matching SEARCH, receiving SECTION) to OUT_STREAM as CSV or JSON.
 
-    JSON carries each subscriber's history too (events.py); CSV stays what `import` reads back.
+    Both carry each reader's sections and frequency; JSON carries each subscriber's history too
+    (events.py); CSV stays what `import` reads back. Return the count.
     """
     if format not in ("csv", "json"):
         raise SubscriberError(f"format: {format!r} is not csv or json")
@@ -486,14 +512,16 @@ def export(
     if format == "csv":
         writer = csv.writer(out_stream, lineterminator="\n")
         writer.writerow(EXPORT_COLUMNS)
-        for s in iter_subscribers(conn, status=status, search=search):
-            writer.writerow([escape_cell(v) for v in (s.email, s.name, s.status, s.created_at, s.updated_at)])
+        for s in iter_subscribers(conn, status=status, search=search, section=section):
+            writer.writerow([escape_cell(v) for v in (s.email, s.name, s.status, s.created_at, s.updated_at,
+                                                      sections_cell(s), s.frequency.value)])
             count += 1
         return count
     out_stream.write("[")
-    for s in iter_subscribers(conn, status=status, search=search):
+    for s in iter_subscribers(conn, status=status, search=search, section=section):
         record = {"email": s.email, "name": s.name, "status": s.status,
                   "created_at": s.created_at, "updated_at": s.updated_at,
+                  "sections": sorted(s.sections), "frequency": s.frequency.value, "preferences_at": s.preferences_at,
                   "events": [{"at": e.at, "kind": str(e.kind), "source": e.source, "status": e.status,
                               "detail": e.detail, "issue_day": e.issue_day} for e in events.history(conn, s.id)]}
         out_stream.write(("\n  " if count == 0 else ",\n  ") + json.dumps(record, ensure_ascii=False))

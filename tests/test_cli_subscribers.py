@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,8 @@ def ok(result) -> str:
 
 def test_every_subscribers_command_has_help(runner):
     names = [command.name for command in subscribers_app.registered_commands]
-    assert set(names) == {"add", "unsubscribe", "resubscribe", "remove", "show", "count", "list", "import", "export"}
+    assert set(names) == {"add", "set", "unsubscribe", "resubscribe", "remove", "show", "count", "list", "import",
+                          "export"}
     for name in names:
         result = runner.invoke(app, ["subscribers", name, "--help"])
         assert result.exit_code == 0, result.output
@@ -43,7 +45,7 @@ def test_every_subscribers_command_has_help(runner):
 
 
 def test_add_then_add_again_in_another_case(run):
-    assert ok(run("add", "Ada@Example.COM", "--name", "Ada Lovelace")) == "Added Ada@example.com\n"
+    assert ok(run("add", "Ada@Example.COM", "--name", "Ada Lovelace")) == "Added Ada@example.com (sections all; daily)\n"
     assert ok(run("add", "ADA@example.com")) == "Ada@example.com is already on the list (active); nothing changed\n"
     assert ok(run("count")).splitlines()[-1].split() == ["total", "1"]
 
@@ -97,7 +99,8 @@ def test_show_prints_what_the_list_holds(run):
     ok(run("add", "ada@example.com", "--name", "Ada"))
     lines = ok(run("show", "Ada@example.com")).splitlines()
     assert lines[:3] == ["email:    ada@example.com", "name:     Ada", "status:   active"]
-    assert lines[3].startswith("added:    20") and lines[4].startswith("updated:  20")
+    assert lines[3] == "receives: sections all; daily"
+    assert lines[4].startswith("added:    20") and lines[5].startswith("updated:  20")
 
 
 def test_count_shows_each_status_and_the_total(run):
@@ -118,10 +121,10 @@ def test_list_as_a_table_csv_and_json(run):
     ok(run("add", "bob@example.com"))
     ok(run("unsubscribe", "bob@example.com"))
     table = ok(run("list")).splitlines()
-    assert table[0].split() == ["email", "status", "added", "name"]
-    assert table[1].startswith("ada.lovelace@example.com  active        20")
-    assert table[1].endswith("  Ada Lovelace")
-    assert table[2].startswith("bob@example.com           unsubscribed  20")
+    assert table[0].split() == ["email", "status", "frequency", "added", "name", "sections"]
+    assert table[1].startswith("ada.lovelace@example.com  active        daily      20")
+    assert table[1].endswith("  Ada Lovelace          all")
+    assert table[2].startswith("bob@example.com           unsubscribed  daily      20")
     assert table[-1] == "(2 subscribers)"
     assert table[0].index("status") == table[1].index("active") == table[2].index("unsubscribed")
 
@@ -210,7 +213,7 @@ def test_export_to_stdout_and_to_a_file_round_trips(run, runner, tmp_path):
     ok(run("import", str(FIXTURES / "formula.csv")))
     ok(run("unsubscribe", "formula.two@example.com"))
     csv_text = ok(run("export"))
-    assert csv_text.splitlines()[0] == "email,name,status,created_at,updated_at"
+    assert csv_text.splitlines()[0] == "email,name,status,created_at,updated_at,sections,frequency"
     assert "formula.three@example.com,'@SUM(A1:A2)," in csv_text
     assert ok(run("export", "-")) == csv_text
 
@@ -252,3 +255,61 @@ def test_subscribers_count_does_not_load_heavy_modules(project):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "heavy: []"
     assert "total" in result.stdout
+
+
+# ----------------------------------------------------------------------------- sections and frequency
+
+
+def test_add_with_sections_and_weekly_then_set_them_and_list_by_section(run):
+    # `newsletter init` writes sections = ["News", "Analysis"]; names match in any letter case
+    assert ok(run("add", "ada@example.com", "--sections", "analysis", "--frequency", "weekly")) == (
+        "Added ada@example.com (sections Analysis; weekly)\n")
+    ok(run("add", "bob@example.com", "--sections", "News"))
+    ok(run("add", "cy@example.com"))
+    shown = ok(run("show", "ada@example.com"))
+    assert "receives: sections Analysis; weekly\n" in shown
+
+    def listed(*args: str) -> list[str]:
+        return [line.split()[0] for line in ok(run("list", *args)).splitlines()[1:-1]]
+
+    assert listed("--section", "Analysis") == ["ada@example.com", "cy@example.com"]  # cy receives all
+    assert listed("--section", "NEWS") == ["bob@example.com", "cy@example.com"]
+    assert "weekly" in ok(run("list", "--section", "analysis")).splitlines()[1]
+
+    assert ok(run("set", "bob@example.com", "--sections", "News, Analysis", "--frequency", "weekly")) == (
+        "Set bob@example.com: sections Analysis, News; weekly\n")
+    assert ok(run("set", "bob@example.com", "--frequency", "weekly")) == (
+        "bob@example.com already has sections Analysis, News; weekly; nothing changed\n")
+    assert ok(run("set", "ada@example.com", "--all-sections", "--frequency", "daily")) == (
+        "Set ada@example.com: sections all; daily\n")
+    shown = ok(run("show", "bob@example.com"))
+    assert "receives: sections Analysis, News; weekly (chosen 20" in shown
+    assert re.search(r"preferences\s+cli\s+sections: Analysis, News; frequency: weekly", shown)
+    ok(run("set", "cy@example.com", "--sections", "Analysis"))
+    assert ok(run("list", "--section", "News", "--format", "csv")).splitlines()[1:] == [
+        line for line in ok(run("export")).splitlines()[1:] if not line.startswith("cy@")]
+
+
+def test_an_unknown_section_is_an_error_naming_it_and_changes_nothing(run):
+    ok(run("add", "ada@example.com", "--sections", "News"))
+    for args in (("add", "bob@example.com", "--sections", "News,Sport"),
+                 ("set", "ada@example.com", "--sections", "Sport"),
+                 ("list", "--section", "Sport")):
+        result = run(*args)
+        assert result.exit_code == 1, args
+        option = "--section" if args[0] == "list" else "--sections"
+        assert result.stderr == (f"Error: {option}: 'Sport' is not a section of this newsletter; "
+                                 "the sections are: News, Analysis\n"), args
+    assert ok(run("list")).splitlines()[-1] == "(1 subscriber)"
+    assert "receives: sections News; daily\n" in ok(run("show", "ada@example.com"))
+
+
+def test_set_refuses_nothing_to_set_both_section_flags_an_unknown_frequency_and_an_unknown_address(run):
+    ok(run("add", "ada@example.com"))
+    assert run("set", "ada@example.com").stderr == "Error: nothing to set: pass --sections, --all-sections or --frequency\n"
+    both = run("set", "ada@example.com", "--sections", "News", "--all-sections")
+    assert both.exit_code == 1 and both.stderr == "Error: --sections and --all-sections: pass one of them, not both\n"
+    monthly = run("set", "ada@example.com", "--frequency", "monthly")
+    assert monthly.exit_code == 2 and "monthly" in monthly.stderr
+    nobody = run("set", "nobody@example.com", "--frequency", "weekly")
+    assert nobody.exit_code == 1 and nobody.stderr == "Error: nobody@example.com is not on the list\n"

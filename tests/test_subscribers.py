@@ -205,7 +205,7 @@ def test_export_csv_guards_cells_against_formulas(conn):
     out = io.StringIO()
     assert subscribers.export(conn, out) == 5
     rows = out.getvalue().splitlines()
-    assert rows[0] == "email,name,status,created_at,updated_at"
+    assert rows[0] == "email,name,status,created_at,updated_at,sections,frequency"
     assert [r.split(",")[:2] for r in rows[1:]] == [
         ["'-dash@example.com", "'=1+1"], ["plus@example.com", "'+SUM(A1)"], ["at@example.com", "'@cmd"],
         ["quote@example.com", "''=already"], ["ok@example.com", "O'Brien"]]
@@ -220,7 +220,9 @@ def test_export_json_is_an_array_of_objects(conn):
     data = json.loads(out.getvalue())
     assert [(d["email"], d["name"], d["status"]) for d in data] == [
         ("ada@example.com", 'Ada "Countess" L\u00f8velace', "active"), ("bob@example.com", "", "unsubscribed")]
-    assert set(data[0]) == {"email", "name", "status", "created_at", "updated_at", "events"}
+    assert set(data[0]) == {"email", "name", "status", "created_at", "updated_at", "sections", "frequency",
+                            "preferences_at", "events"}
+    assert (data[0]["sections"], data[0]["frequency"]) == ([], "daily")
     assert [e["kind"] for e in data[1]["events"]][-1] == "unsubscribed"  # the history comes along
     only = io.StringIO()
     subscribers.export(conn, only, format="json", status="bounced")
