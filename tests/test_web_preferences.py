@@ -89,7 +89,7 @@ def test_saving_sections_and_weekly_records_them_with_the_time(client, config, c
     url = link(config, conn)
     answer = client.post(url, data={"section": ["Nuclear", "Chemical"], "frequency": "weekly", "save": "yes"})
     assert answer.status_code == 200
-    assert "Saved. You receive a weekly digest of Nuclear, Chemical from the next issue." in answer.text
+    assert "Saved. From the next issue, you receive a weekly digest of Nuclear, Chemical." in answer.text
     person = subscribers.get(conn, READER)
     assert person.sections == frozenset({"Nuclear", "Chemical"}) and person.frequency is Frequency.WEEKLY
     assert person.preferences_at

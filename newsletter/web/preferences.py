@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from newsletter import events, signing, subscribers
 from newsletter.errors import SubscriberError
+from newsletter.i18n import N_
 from newsletter.models import Frequency, Subscriber
 
 if TYPE_CHECKING:
@@ -58,8 +59,9 @@ class PreferencesPage:
     def _subscriber_id(self, token: str) -> int:
         found = self.signer.verify(token) if self.signer is not None else None
         if not found:
-            raise HTTPException(400, "This preferences link is not one of ours, or it was cut short. Copy the "
-                                     "whole link from the foot of the email, or use the link of a more recent email.")
+            raise HTTPException(400, N_("This preferences link is not one of ours, or it was cut short. Copy the "
+                                        "whole link from the foot of the email, or use the link of a more recent "
+                                        "email."))
         return found[0]
 
     async def show(self, request: Request) -> Response:
@@ -80,16 +82,18 @@ class PreferencesPage:
         person = await self.web._in_thread(lambda conn: subscribers.get_id(conn, subscriber_id))
         if person is None or person.status != subscribers.ACTIVE:
             return self._not_receiving(person)
-        try:
-            sections = subscribers.known_sections(chosen, self.sections)
-        except SubscriberError as err:
-            return self._form(person, token, error=f"{err}. Nothing was changed.", status=400)
+        _ = self.web._
+        known = {name.casefold() for name in self.sections}
+        if unknown := [name for name in chosen if name.strip().casefold() not in known]:
+            return self._form(person, token, status=400, error=_(
+                "%(section)s is not a section of this newsletter. Nothing was changed.") % {"section": unknown[0]})
         if frequency not in tuple(Frequency):
-            return self._form(person, token, status=400, error="Choose how often: every issue, or a weekly "
-                                                                "digest. Nothing was changed.")
+            return self._form(person, token, status=400, error=_(
+                "Choose how often: every issue, or a weekly digest. Nothing was changed."))
+        sections = subscribers.known_sections(chosen, self.sections)
         if not sections:
-            return self._form(person, token, status=400, error="Tick at least one section, or unsubscribe with "
-                                                                "the button below. Nothing was changed.")
+            return self._form(person, token, status=400, error=_(
+                "Tick at least one section, or unsubscribe with the button below. Nothing was changed."))
         if sections == frozenset(self.sections):
             sections = frozenset()  # every section: new ones too, as for a reader who never chose
 
@@ -106,36 +110,39 @@ class PreferencesPage:
             return self._not_receiving(None)
         if changed:
             logger.info("subscriber %s changed their preferences on the web", subscriber_id)
-        notice = ("Saved. " + self._summary(after) + " from the next issue." if changed
-                  else "Nothing changed: " + self._summary(after) + ".")
+        choice = {"choice": self._summary(after)}
+        notice = (_("Saved. From the next issue, %(choice)s.") if changed else _("Nothing changed: %(choice)s.")) % choice
         return self._form(after, token, notice=notice)
 
     # ------------------------------------------------------------------ pages
 
     def _summary(self, person: Subscriber) -> str:
-        sections = [s for s in self.sections if s in person.sections] if person.sections else ["every section"]
-        how = "a weekly digest of" if person.frequency == Frequency.WEEKLY else "every issue with"
-        return f"You receive {how} {', '.join(sections)}"
+        _ = self.web._
+        named = ", ".join(s for s in self.sections if s in person.sections) or _("every section")
+        if person.frequency == Frequency.WEEKLY:
+            return _("you receive a weekly digest of %(sections)s") % {"sections": named}
+        return _("you receive every issue with %(sections)s") % {"sections": named}
 
     def _form(self, person: Subscriber, token: str, *, notice: str = "", error: str = "",
               status: int = 200) -> Response:
         ticked = person.sections or frozenset(self.sections)
         unsubscribe = signing.unsubscribe_token(self.web.key, person.id, self.settings.sender.list_id)
         return self.web.render(
-            TEMPLATE, ROOT, "Your preferences", status=status, address=person.email, action=token,
+            TEMPLATE, ROOT, self.web._("Your preferences"), status=status, address=person.email, action=token,
             unsubscribe_action=f"{ROOT}u/{unsubscribe}", notice=notice, error=error,
             sections=[{"name": name, "checked": name in ticked} for name in self.sections],
             frequency=str(person.frequency),
         )
 
     def _not_receiving(self, person: Subscriber | None) -> Response:
-        name = self.settings.newsletter.name
+        _, name = self.web._, self.web.name
         if person is None:
-            return self.web.page(ROOT, "Not on the list", f"This address is no longer on the list of {name}, "
-                                 "so there is nothing to choose. Subscribe again from the archive's front page.")
-        return self.web.page(ROOT, "You are not subscribed",
-                             f"{name} is not sent to this address at the moment, so there is nothing to choose. "
-                             "To receive it again, subscribe from the archive's front page.", address=person.email)
+            return self.web.page(ROOT, _("Not on the list"), _(
+                "This address is no longer on the list of %(name)s, so there is nothing to choose. Subscribe "
+                "again from the archive's front page.") % name)
+        return self.web.page(ROOT, _("You are not subscribed"), _(
+            "%(name)s is not sent to this address at the moment, so there is nothing to choose. To receive it "
+            "again, subscribe from the archive's front page.") % name, address=person.email)
 
 
 __all__ = ["PreferencesPage"]
