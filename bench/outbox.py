@@ -38,32 +38,20 @@ WORDS = (
 NON_ASCII_NAMES = ("Zoë Ångström", "José Núñez", "Łukasz Żółć", "Ærøskøbing Ødegaard", "Søren Kierk")
 
 
-def make_project(root: Path, subscribers: int, seed: int = 7) -> Path:
-    """Create a project in ROOT with DAY's 15 articles and SUBSCRIBERS active subscribers."""
+def make_project(root: Path, subscribers: int, seed: int = 7, size_kb: float = 0) -> Path:
+    """Create a project in ROOT with DAY's articles and SUBSCRIBERS active subscribers.
+
+    Without SIZE_KB the issue is 15 articles of 30 sentences (about 172 KB per message); with it,
+    the articles are sized so that one message is about SIZE_KB kilobytes (see `fit_size`).
+    """
     from newsletter import store
     from newsletter.project import init_project
 
     project = init_project(root / "project", "The Benchmark Bulletin", "TBB", DAY.isoformat(), "November 26")
-    rng = random.Random(seed)
-    day_dir = project / "articles" / DAY.isoformat()
-    shutil.rmtree(day_dir)
-    day_dir.mkdir(parents=True)
-    for n in range(15):
-        paragraphs = []
-        for _ in range(6):
-            sentences = []
-            for _ in range(5):
-                words = rng.choices(WORDS, k=20)
-                sentences.append(" ".join(words).capitalize() + ".")
-            paragraphs.append(" ".join(sentences) + " (Interfax, November 25)")
-        (day_dir / f"article-{n:02d}.md").write_text(textwrap.dedent(f"""\
-            ---
-            title: Article {n + 1} on regional security talks
-            section: {"News" if n % 2 else "Analysis"}
-            summary: One sentence about article {n + 1}.
-            sources: ["Interfax, November 25", "Wire, November 24"]
-            ---
-            """) + "\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    if size_kb:
+        fit_size(project, size_kb, seed)
+    else:
+        write_articles(project, 15, 30, seed)
     conn = store.connect(project / "subscribers" / "newsletter.db")
     now = store.now_iso()
     with store.write(conn):
@@ -78,6 +66,61 @@ def make_project(root: Path, subscribers: int, seed: int = 7) -> Path:
             " VALUES (?, ?, ?, ?, ?, ?)", rows)
     conn.close()
     return project
+
+
+def write_articles(project: Path, articles: int, sentences: int, seed: int = 7) -> None:
+    """Replace DAY's articles with ARTICLES synthetic ones of SENTENCES sentences each (5 to a paragraph)."""
+    rng = random.Random(seed)
+    day_dir = project / "articles" / DAY.isoformat()
+    shutil.rmtree(day_dir, ignore_errors=True)
+    day_dir.mkdir(parents=True)
+    for n in range(articles):
+        paragraphs = []
+        for first in range(0, sentences, 5):
+            words = ((" ".join(rng.choices(WORDS, k=20)).capitalize() + ".")
+                     for _ in range(min(5, sentences - first)))
+            paragraphs.append(" ".join(words) + " (Interfax, November 25)")
+        (day_dir / f"article-{n:02d}.md").write_text(textwrap.dedent(f"""\
+            ---
+            title: Article {n + 1} on regional security talks
+            section: {"News" if n % 2 else "Analysis"}
+            summary: One sentence about article {n + 1}.
+            sources: ["Interfax, November 25", "Wire, November 24"]
+            ---
+            """) + "\n\n".join(paragraphs) + "\n", encoding="utf-8")
+
+
+def message_bytes(project: Path) -> int:
+    """Return the size of one subscriber's message of DAY's issue in PROJECT."""
+    from newsletter import messages
+    from newsletter.models import Subscriber
+    from newsletter.pipeline import prepare_issue
+    from newsletter.settings import load_settings, secret_key
+
+    settings = load_settings(project)
+    template = messages.MessageTemplate.build(prepare_issue(settings, DAY).rendered, settings,
+                                              secret_key(settings), datetime(2026, 11, 26, 5, 0, tzinfo=timezone.utc))
+    return len(template.personalize(Subscriber(1, "reader1@example.org", "reader1@example.org", "Reader 1",
+                                               "active", "", "")))
+
+
+def fit_size(project: Path, size_kb: float, seed: int = 7) -> int:
+    """Write DAY's articles so that one message is about SIZE_KB kB; return its size in bytes.
+
+    Eight articles (like the sample issues) below 100 kB, fifteen above; the sentences per article
+    are fitted on a straight line through two trial builds (a message grows linearly with them).
+    """
+    articles = 8 if size_kb < 100 else 15
+    target = size_kb * 1000
+    low, high = 5, 30
+    sizes = {}
+    for sentences in (low, high):
+        write_articles(project, articles, sentences, seed)
+        sizes[sentences] = message_bytes(project)
+    per_sentence = (sizes[high] - sizes[low]) / (high - low)
+    sentences = max(1, round(low + (target - sizes[low]) / per_sentence))
+    write_articles(project, articles, sentences, seed)
+    return message_bytes(project)
 
 
 def dd_seconds(folder: Path, nbytes: int) -> float:
@@ -149,7 +192,7 @@ def run(args: argparse.Namespace) -> dict:
 
     base = Path(tempfile.mkdtemp(prefix="outbox-bench-", dir=args.dir))
     try:
-        project = make_project(base, args.subscribers)
+        project = make_project(base, args.subscribers, size_kb=args.size)
         settings = load_settings(project)
         if args.batch_size:
             settings = settings.replace("delivery", batch_size=args.batch_size)
@@ -252,6 +295,8 @@ def compare_memory(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--size", type=float, default=0, metavar="KB",
+                        help="build the issue to about KB kilobytes per message (default: 15 articles, about 172 KB)")
     parser.add_argument("--runs", type=int, default=3, help="send runs (the median is reported)")
     parser.add_argument("--batch-size", type=int, default=0, help="override [delivery] batch_size")
     parser.add_argument("--sync", choices=("auto", "syncfs", "fsync"), default="auto")

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace, sink_tool: str, source_tool: str) -> dict:
     sink = start_sink(sink_tool, port)
     base = Path(tempfile.mkdtemp(prefix="smtp-bench-", dir=args.dir))
     try:
-        project = make_project(base, args.subscribers)
+        project = make_project(base, args.subscribers, size_kb=args.size)
         settings = load_settings(project)
         settings = settings.replace("delivery", transport="smtp", concurrency=args.concurrency)
         settings = settings.replace("smtp", host="127.0.0.1", port=port, security="none")
@@ -191,6 +191,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscribers", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=4, help="SMTP connections (and smtp-source sessions)")
+    parser.add_argument("--size", type=float, default=0, metavar="KB",
+                        help="build the issue to about KB kilobytes per message (default: 15 articles, about 172 KB)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each (the median is reported)")
     parser.add_argument("--reference-sample", type=int, default=200, help="messages for the reference path")
     parser.add_argument("--dkim", action="store_true", help="sign every message (a fresh 2048-bit key)")
