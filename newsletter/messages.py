@@ -95,6 +95,11 @@ def message_id(day: date, subscriber_id: int, domain: str) -> str:
     return _MessageIds(day, domain)(subscriber_id)
 
 
+def message_ids(day: date, domain: str) -> Callable[[int], str]:
+    """Return `message_id` for DAY's issue as a function of the subscriber id (the per-issue work done once)."""
+    return _MessageIds(day, domain)
+
+
 # --- input checks --------------------------------------------------------------------------------
 
 def _subscriber_name(subscriber: Subscriber) -> str:
@@ -457,5 +462,5 @@ class MessageTemplate:
 __all__ = [
     "DKIM_SIGNED_HEADERS", "DkimSigner", "MessageTemplate", "WIRE_POLICY", "ascii_address", "build_reference",
     "check_header_value", "dkim_signer",
-    "message_id", "personal_html", "public_html", "sign", "unsubscribe_token", "verify_token",
+    "message_id", "message_ids", "personal_html", "public_html", "sign", "unsubscribe_token", "verify_token",
 ]

@@ -161,6 +161,25 @@ def test_unsubscribing_between_snapshot_and_claim_is_honoured(settings, conn) ->
     assert issue_status(conn, DAY).counts == {**{s: 0 for s in ledger.STATES}, "sent": 6, "skipped": 1}
 
 
+def test_recording_with_a_claim_is_one_transaction_that_fails_whole(settings, conn) -> None:
+    add_subscribers(conn, 6)
+    frozen = ledger.freeze_and_snapshot(conn, DAY, number=1, subject="s", html="h", text="t",
+                                        message_id=str, now=store.now_iso())
+    first = ledger.claim_batch(conn, DAY, 2, sha256=frozen.sha256, now=store.now_iso()).rows
+    before = issue_status(conn, DAY).counts
+    bad = ledger.Outcome(first[1].subscriber.id, ledger.PENDING)  # no attempt ends in pending
+
+    with pytest.raises(ValueError):
+        ledger.record(conn, DAY, data_sent=[first[0].subscriber.id], outcomes=[bad], now=store.now_iso(),
+                      claim=3, sha256=frozen.sha256)
+    assert issue_status(conn, DAY).counts == before  # nothing recorded, nothing claimed
+
+    claim = ledger.record(conn, DAY, data_sent=[first[0].subscriber.id], now=store.now_iso(), claim=3,
+                          sha256=frozen.sha256)
+    assert len(claim.rows) == 3 and issue_status(conn, DAY).counts == {
+        **{s: 0 for s in ledger.STATES}, "pending": 1, "claimed": 4, "data_sent": 1}
+
+
 def test_every_message_of_an_issue_carries_the_date_it_was_frozen_with(settings, conn) -> None:
     add_subscribers(conn, 6)
     stop, progress = stop_after_first_batch()

@@ -199,6 +199,35 @@ def test_every_subscriber_gets_one_message_over_a_few_reused_connections(project
         assert parsed["Subject"] == "MDB November 26: Talks resume"
 
 
+def transactions(statements: list[str]) -> list[list[str]]:
+    """Group traced SQL STATEMENTS by write transaction (BEGIN IMMEDIATE … COMMIT)."""
+    grouped: list[list[str]] = []
+    for statement in statements:
+        if statement.startswith("BEGIN IMMEDIATE"):
+            grouped.append([])
+        elif grouped and statement != "COMMIT":
+            grouped[-1].append(statement)
+    return grouped
+
+
+def test_a_busy_send_claims_rows_in_the_commits_that_record_data_sent_not_in_commits_of_their_own(
+        project, conn, server):
+    # every commit is an fsync: claims riding with the data_sent commits save one per batch
+    everyone = add_subscribers(conn, 120)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        report = send_issue(conn, smtp_settings(project, server.port), make_rendered(), policy=FAST)
+    finally:
+        conn.set_trace_callback(None)
+
+    assert report.written == 120 and server.copies() == Counter({address: 1 for address in everyone})
+    claiming = [t for t in transactions(statements) if any("SET state = 'claimed'" in s for s in t)]
+    # alone: a transaction that records nothing else (neither data_sent nor a result)
+    alone = [t for t in claiming if not any("SET state = 'data_sent'" in s or "last_reply = '" in s for s in t)]
+    assert len(claiming) >= 120 // 32 and len(alone) == 1  # the first claim, before any message
+
+
 def test_greylisted_messages_wait_for_a_later_send_and_arrive_once(project, conn, server):
     everyone = add_subscribers(conn, 6)
     for address in everyone[:2]:

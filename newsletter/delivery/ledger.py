@@ -210,44 +210,50 @@ def claim_batch(
     A row whose subscriber is no longer active (unsubscribed or bounced after the snapshot, or
     removed) becomes `skipped`; the others become `claimed` with the content fingerprint they get.
     """
-    key = day.isoformat()
-    columns = (
-        "d.subscriber_id AS delivery_id, d.message_id, d.attempts, d.last_reply, s.id, s.email, s.email_key,"
-        " s.name, s.status, s.created_at, s.updated_at, s.sections, s.frequency, s.preferences_at"
-    )
+    with store.write(conn):
+        return _claim(conn, day.isoformat(), limit, sha256=sha256, now=now)
+
+
+_CLAIM_COLUMNS = (
+    "d.subscriber_id AS delivery_id, d.message_id, d.attempts, d.last_reply, s.id, s.email, s.email_key,"
+    " s.name, s.status, s.created_at, s.updated_at, s.sections, s.frequency, s.preferences_at"
+)
+
+
+def _claim(conn: sqlite3.Connection, key: str, limit: int, *, sha256: str, now: str) -> Claim:
+    """Claim up to LIMIT due rows of the issue KEY inside the caller's transaction (see claim_batch)."""
     claimed: list[Claimed] = []
     skipped: list[int] = []
-    with store.write(conn):
-        # due retries first, then pending rows in snapshot order (the index on (issue_day, state)
-        # yields them in rowid order, so no sort over the remaining list per batch)
-        rows = conn.execute(
-            f"SELECT {columns} FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id"
-            " WHERE d.issue_day = ? AND d.state = 'retry' AND coalesce(d.next_attempt_at, '') <= ?"
-            " ORDER BY d.next_attempt_at LIMIT ?",
-            (key, now, limit),
+    # due retries first, then pending rows in snapshot order (the index on (issue_day, state)
+    # yields them in rowid order, so no sort over the remaining list per batch)
+    rows = conn.execute(
+        f"SELECT {_CLAIM_COLUMNS} FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id"
+        " WHERE d.issue_day = ? AND d.state = 'retry' AND coalesce(d.next_attempt_at, '') <= ?"
+        " ORDER BY d.next_attempt_at LIMIT ?",
+        (key, now, limit),
+    ).fetchall()
+    if len(rows) < limit:
+        rows += conn.execute(
+            f"SELECT {_CLAIM_COLUMNS} FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id"
+            " WHERE d.issue_day = ? AND d.state = 'pending' ORDER BY d.rowid LIMIT ?",
+            (key, limit - len(rows)),
         ).fetchall()
-        if len(rows) < limit:
-            rows += conn.execute(
-                f"SELECT {columns} FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id"
-                " WHERE d.issue_day = ? AND d.state = 'pending' ORDER BY d.rowid LIMIT ?",
-                (key, limit - len(rows)),
-            ).fetchall()
-        for row in rows:
-            if row["id"] is None or row["status"] != "active":
-                skipped.append(row["delivery_id"])
-                continue
-            subscriber = Subscriber.from_row({name: row[name] for name in _SUBSCRIBER_FIELDS})
-            claimed.append(Claimed(subscriber, row["message_id"], row["attempts"] + 1, row["last_reply"] or ""))
-        conn.executemany(
-            "UPDATE deliveries SET state = 'skipped', updated_at = ? WHERE issue_day = ? AND subscriber_id = ?",
-            [(now, key, sid) for sid in skipped],
-        )
-        # the address used is recorded: it is the subscriber's current one, which may have changed
-        conn.executemany(
-            "UPDATE deliveries SET state = 'claimed', attempts = attempts + 1, sha256 = ?, email = ?,"
-            " updated_at = ? WHERE issue_day = ? AND subscriber_id = ?",
-            [(sha256, c.subscriber.email, now, key, c.subscriber.id) for c in claimed],
-        )
+    for row in rows:
+        if row["id"] is None or row["status"] != "active":
+            skipped.append(row["delivery_id"])
+            continue
+        subscriber = Subscriber.from_row({name: row[name] for name in _SUBSCRIBER_FIELDS})
+        claimed.append(Claimed(subscriber, row["message_id"], row["attempts"] + 1, row["last_reply"] or ""))
+    conn.executemany(
+        "UPDATE deliveries SET state = 'skipped', updated_at = ? WHERE issue_day = ? AND subscriber_id = ?",
+        [(now, key, sid) for sid in skipped],
+    )
+    # the address used is recorded: it is the subscriber's current one, which may have changed
+    conn.executemany(
+        "UPDATE deliveries SET state = 'claimed', attempts = attempts + 1, sha256 = ?, email = ?,"
+        " updated_at = ? WHERE issue_day = ? AND subscriber_id = ?",
+        [(sha256, c.subscriber.email, now, key, c.subscriber.id) for c in claimed],
+    )
     return Claim(tuple(claimed), len(skipped))
 
 
@@ -366,11 +372,15 @@ def record(
     outcomes: Iterable[Outcome] = (),
     now: str,
     in_doubt: InDoubt = InDoubt.RETRY,
-) -> None:
+    claim: int = 0,
+    sha256: str = "",
+) -> Claim:
     """Record, in one transaction, rows about to get their body (`data_sent`) and attempts' results.
 
     An IN_DOUBT outcome counts one more doubt; under the `retry` policy a row in doubt for the first
-    time goes straight back to `retry` (due at its retry_at), keeping its Message-ID.
+    time goes straight back to `retry` (due at its retry_at), keeping its Message-ID. With CLAIM,
+    up to that many due rows are claimed too, as `claim_batch` does (SHA256 is their content), in the
+    same transaction: one commit instead of two. Returns what was claimed.
     """
     key = day.isoformat()
     data_sent, outcomes = list(data_sent), list(outcomes)
@@ -402,6 +412,7 @@ def record(
             )
             if outcome.bounce:
                 subscribers.record_bounce(conn, outcome.subscriber_id, now=now)
+        return _claim(conn, key, claim, sha256=sha256, now=now) if claim > 0 else Claim((), 0)
 
 
 def release(conn: sqlite3.Connection, day: date, subscriber_ids: Iterable[int], *, now: str) -> int:

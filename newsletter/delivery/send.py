@@ -232,7 +232,7 @@ def _start(conn: sqlite3.Connection, settings: Settings, rendered: RenderedIssue
         frozen = ledger.freeze_and_snapshot(
             conn, day, number=rendered.issue.number, subject=rendered.issue.subject,
             html=rendered.html, text=rendered.text, now=stamp(), structure=structured,
-            message_id=lambda sid: messages.message_id(day, sid, settings.sender_domain),
+            message_id=messages.message_ids(day, settings.sender_domain),
         )
     elif frozen.sha256 != sha:
         changed = True

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from newsletter.delivery import ledger
+from newsletter.delivery.group_commit import GroupCommit
 from newsletter.delivery.connection import (
     Attempt, AttemptKind, ConnectionTrouble, Reply, SmtpConfig, SmtpConnection, send_message, send_one,
     smtp_config,
@@ -152,6 +153,8 @@ def recent_sends(conn, day: date, hourly_cap: int) -> list[float]:
 class DataSent:  # the server accepted the recipient: record data_sent, then set RECORDED
     subscriber_id: int
     recorded: threading.Event
+    worker: int = 0  # which connection asks
+    at: float = 0.0  # when (time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -307,10 +310,12 @@ class _PoolRun:
         self.held: list[ledger.Outcome] = []  # results not yet committed
         self.held_since = 0.0
         self.streak: RefusalStreak[ledger.Outcome] = RefusalStreak()  # refusals that may blame us
+        self.group = GroupCommit()  # how long to wait for more data_sent requests before a commit
+        self.claim_wanted = False  # the next commit also claims rows (one commit instead of two)
 
     def run(self) -> Totals:
         """Claim, hand out and record until nothing is due, a stop, or a trip."""
-        workers = [threading.Thread(target=_Worker(self).run, name=f"smtp-{n}", daemon=True)
+        workers = [threading.Thread(target=_Worker(self, n).run, name=f"smtp-{n}", daemon=True)
                    for n in range(self.pool.concurrency)]
         for worker in workers:
             worker.start()
@@ -322,6 +327,8 @@ class _PoolRun:
         finally:
             self._finish(workers)
         self.totals.seconds = time.perf_counter() - started
+        logger.debug("%s: commits of data_sent took %.1f ms, a connection's cycle %.1f ms (running averages)",
+                     self.claims.day, self.group.commit_seconds * 1e3, self.group.cycle_seconds * 1e3)
         self.totals.waiting_retries = ledger.counts(self.claims.conn, self.claims.day)[ledger.RETRY]
         return self.totals
 
@@ -330,22 +337,30 @@ class _PoolRun:
         if self.halt is not None or self.claims.stop.is_set():
             return self._wind_down()
         if self.in_flight <= self.ahead // 2 and time.monotonic() >= self.claim_pause_until:
-            self.flush()
-            claim = self.claims.take(self.ahead - self.in_flight, now=self.claims.now_ms())
-            self.totals.skipped += claim.skipped
-            for row in claim.rows:
-                self.work.put(row)
-            self.in_flight += len(claim.rows)
-            if not claim.rows and not claim.skipped:
-                if self.in_flight == 0:
+            if self.in_flight > self.pool.concurrency:
+                self.claim_wanted = True  # the workers have rows left: the claim rides with the next commit
+            else:
+                self.flush()
+                self._hand_out(self.claims.take(self.ahead - self.in_flight, now=self.claims.now_ms()))
+                if self.in_flight == 0 and self.claim_pause_until > time.monotonic():
                     return self._wait_for_retries()
-                self.claim_pause_until = time.monotonic() + 0.05
         self.pump(0.05 if self.in_flight else 0.0)
         return True
+
+    def _hand_out(self, claim: ledger.Claim) -> None:
+        """Queue CLAIM's rows for the workers; after an empty claim, claim again only in a while."""
+        self.claim_wanted = False
+        self.totals.skipped += claim.skipped
+        for row in claim.rows:
+            self.work.put(row)
+        self.in_flight += len(claim.rows)
+        if not claim.rows and not claim.skipped:
+            self.claim_pause_until = time.monotonic() + 0.05
 
     def _wind_down(self) -> bool:
         """A stop or a trip: release rows no worker took, then wait for those in flight."""
         self.quit_waits.set()
+        self.claim_wanted = False
         drained = []
         while True:
             try:
@@ -378,6 +393,7 @@ class _PoolRun:
 
     def _finish(self, workers: list[threading.Thread]) -> None:
         """Record what is held and let the workers go, whatever ended the run."""
+        self.claim_wanted = False  # nobody would send what a claim now took
         if not self.abort.is_set():
             # a streak too short to blame us: those rows failed; after a trip they wait for the resume
             left = self.streak.release()
@@ -413,13 +429,18 @@ class _PoolRun:
         return [ledger.Outcome(o.subscriber_id, ledger.RETRY, o.reply, retry_at=when) for o in outcomes]
 
     def flush(self, data_sent: Sequence[int] = (), released: Sequence[int] = ()) -> None:
-        """Commit DATA_SENT and the held results in one transaction; release RELEASED rows."""
+        """Commit DATA_SENT and the held results in one transaction (with a claim, when one is wanted);
+        release RELEASED rows."""
         conn, day = self.claims.conn, self.claims.day
         try:
             if data_sent or self.held:
-                ledger.record(conn, day, data_sent=data_sent, outcomes=self.held, now=self.claims.now_ms(),
-                              in_doubt=self.pool.in_doubt)
+                wanted = self.claim_wanted and self.halt is None and not self.claims.stop.is_set()
+                claim = ledger.record(conn, day, data_sent=data_sent, outcomes=self.held, now=self.claims.now_ms(),
+                                      in_doubt=self.pool.in_doubt, sha256=self.claims.sha256,
+                                      claim=self.ahead - self.in_flight if wanted else 0)
                 self.held.clear()
+                if wanted:
+                    self._hand_out(claim)
             if released:
                 self.totals.released += ledger.release(conn, day, released, now=self.claims.now_ms())
         except BaseException:
@@ -441,12 +462,14 @@ class _PoolRun:
                 batch.append(self.events.get_nowait())
             except queue.Empty:
                 break
+        self._gather(batch)
         data_sent, outcomes, waiters, released = [], [], [], []
         now = datetime.now(timezone.utc)
         for event in batch:
             if isinstance(event, DataSent):
                 data_sent.append(event.subscriber_id)
-                waiters.append(event.recorded)
+                waiters.append(event)
+                self.group.asked(event.worker, event.at)
             elif isinstance(event, Unstarted):
                 released.append(event.row.subscriber.id)
                 self.in_flight -= 1
@@ -467,15 +490,43 @@ class _PoolRun:
         try:
             if data_sent or released or len(self.held) >= self.ahead or (
                     self.held and time.monotonic() - self.held_since >= _HOLD_SECONDS):
+                started = time.monotonic()
                 self.flush(data_sent, released)
+                if data_sent:
+                    self.group.committed((event.worker for event in waiters), started, time.monotonic())
         finally:
             for waiter in waiters:
-                waiter.set()
+                waiter.recorded.set()
         if self.halt is None and self.drops_in_a_row >= self.pool.policy.drops_in_a_row:
             self.halt = ConnectionTrouble(f"{self.last_drop} ({self.drops_in_a_row} messages in a row failed "
                                           "this way)", fatal=True)
         if outcomes:
             self.claims.done(self.done_count)
+
+    def _gather(self, batch: list[Event]) -> None:
+        """Wait a moment for more data_sent requests, so that one commit covers every busy connection.
+
+        BATCH grows with the events that come meanwhile. The wait ends when every worker holding
+        a row has asked, or when group_commit says the others are not worth waiting for.
+        """
+        asking = sum(isinstance(event, DataSent) for event in batch)
+        if not asking:
+            return
+        until = self.group.wait_until(time.monotonic())
+        ended = len(batch) - asking  # events that give a row back (not yet counted in in_flight)
+        while asking < min(self.pool.concurrency, self.in_flight - ended - self.work.qsize()):
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                return
+            batch.append(event)
+            if isinstance(event, DataSent):
+                asking += 1
+            else:
+                ended += 1
 
     def _on_trouble(self, trouble: ConnectionTrouble) -> None:
         if trouble.fatal:
@@ -512,9 +563,10 @@ class _PoolRun:
 class _Worker:
     """One connection's thread: take a row, make its bytes, wait for a slot, send, report."""
 
-    def __init__(self, run: _PoolRun) -> None:
+    def __init__(self, run: _PoolRun, number: int = 0) -> None:
         self.run_, self.pool = run, run.pool
         self.events = run.events
+        self.number = number
 
     def run(self) -> None:
         from newsletter.addresses import ascii_address
@@ -558,7 +610,7 @@ class _Worker:
 
         def before_data() -> Callable[[], None]:
             recorded = threading.Event()
-            self.events.put(DataSent(row.subscriber.id, recorded))
+            self.events.put(DataSent(row.subscriber.id, recorded, self.number, time.monotonic()))
 
             def wait() -> None:
                 recorded.wait()
