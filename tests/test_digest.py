@@ -188,6 +188,7 @@ def test_a_week_is_sent_once_a_week_not_over_is_refused_and_status_shows_the_var
     not_over = runner.invoke(app, ["--project", str(sample), "send", "--digest", "--week", "2099-W02"])
     bad = runner.invoke(app, ["--project", str(sample), "send", "--digest", "--week", "2026-W54"])
     status = cli(sample, "status", "--digest", "--week", WEEK)
+    archive = cli(sample, "archive")
 
     assert f"{WEEK}.1: already sent to 1; nothing to do" in again
     assert len(digests(sample)) == 1
@@ -195,6 +196,7 @@ def test_a_week_is_sent_once_a_week_not_over_is_refused_and_status_shows_the_var
     assert "Error: 2099-W02: the week is not over until the end of Sunday 2099-01-11" in not_over.output
     assert bad.exit_code == 1 and "Error: --week '2026-W54': not an ISO week" in bad.output
     assert f"{WEEK}.1: done:" in status and "1 sent" in status
+    assert "Archive of 4 issues" in archive  # the daily issues; a digest is no archive page
 
 
 def test_preview_shows_the_whole_week_or_what_one_reader_is_owed(sample):
