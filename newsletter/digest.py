@@ -180,7 +180,7 @@ def _digest_day(issue: WeekIssue, sections: frozenset[str], settings: Settings) 
     """Return ISSUE as a digest shows it: the sections chosen (all when none), the note in short."""
     content = issue.content
     kept = tuple(s for s in content.sections if s.articles and (not sections or s.name in sections))
-    return DigestDay(issue.day, content.number, long_date(issue.day),
+    return DigestDay(issue.day, content.number, long_date(issue.day, settings.newsletter.language),
                      content.archive_url or archive_url(settings, issue.day), kept,
                      content.note_title, content.note_summary)
 
@@ -190,7 +190,7 @@ def make_digest(key: DigestKey, sections: frozenset[str], days: tuple[DigestDay,
     articles = [a for day in days for a in day.articles]
     values = {
         "name": settings.newsletter.name, "short_name": settings.newsletter.short_name, "week": str(key.week),
-        "dates": key.week.dates(), "issues": len(days), "articles": len(articles),
+        "dates": key.week.dates(settings.newsletter.language), "issues": len(days), "articles": len(articles),
         "lead_title": articles[0].headline if articles else "",
     }
     subject = _one_line(_fill("subject", settings.digest.subject, values, settings)).rstrip(" :-–—·|,")

@@ -54,7 +54,7 @@ catch_up_hours = 6.0                  # after a restart, a missed slot younger t
 
 [digest]
 weekday = "monday"                    # weekly readers get the past week's digest on this day, at send_time
-# keys: {{name}} {{short_name}} {{week}} (2026-W48) {{dates}} (November 23–29, 2026) {{issues}} {{articles}} {{lead_title}}
+# keys: {{name}} {{short_name}} {{week}} (2026-W48) {{dates}} (Nov 23 – 29, 2026) {{issues}} {{articles}} {{lead_title}}
 subject = "{{name}}: the week of {{dates}}"
 preheader = "{{articles}} articles from {{issues}} issues: {{lead_title}}"
 

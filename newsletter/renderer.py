@@ -106,7 +106,8 @@ def render_digest(issue: Issue, digest: Any, settings: Settings, env: jinja2.Env
                   *, summaries: bool = True) -> RenderedIssue:
     """Render a weekly DIGEST (digest.Digest) whose ISSUE carries its subject and preheader; refuse a clipped one."""
     env = env or make_environment(settings)
-    context = {**_context(issue, settings), "digest": digest, "dates": digest.week.dates(), "summaries": summaries}
+    context = {**_context(issue, settings), "digest": digest, "dates": digest.week.dates(settings.newsletter.language),
+               "summaries": summaries}
     html = _inline(_render(env, DIGEST_HTML_TEMPLATE, context))
     text = _render(env, DIGEST_TEXT_TEMPLATE, context)
     size_warnings(html, issue.day)

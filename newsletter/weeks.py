@@ -65,14 +65,13 @@ class IsoWeek:
     def following(self) -> IsoWeek:
         return IsoWeek.of(self.monday + timedelta(days=7))
 
-    def dates(self) -> str:
-        """Return the week's days as a reader says them: 'November 23–29, 2026', 'December 28, 2026 – January 3, 2027'."""
-        first, last = self.monday, self.sunday
-        if first.year != last.year:
-            return f"{first:%B} {first.day}, {first.year} – {last:%B} {last.day}, {last.year}"
-        if first.month != last.month:
-            return f"{first:%B} {first.day} – {last:%B} {last.day}, {last.year}"
-        return f"{first:%B} {first.day}–{last.day}, {last.year}"
+    def dates(self, language: str = "en") -> str:
+        """Return the week's days as CLDR writes a span in LANGUAGE: 'Nov 23 – 29, 2026', '23–29 nov. 2026'."""
+        from babel.dates import format_interval
+
+        from newsletter.i18n import locale_of
+
+        return format_interval(self.monday, self.sunday, "yMMMd", locale=locale_of(language))
 
     def key(self, variant: int) -> DigestKey:
         """Return the ledger key of this week's digest VARIANT."""

@@ -117,7 +117,7 @@ def test_a_weekly_reader_gets_no_daily_and_one_digest_with_every_headline_of_the
     got = digests(sample)
     assert set(got) == {weekly}, out
     message = got[weekly]
-    assert message["Subject"] == "SSB weekly, November 23–29, 2026"  # the sample's [digest] subject
+    assert message["Subject"] == "SSB weekly, Nov 23 – 29, 2026"  # the sample's [digest] subject (spaces made plain)
     assert message["List-Unsubscribe"] and message["Message-ID"].startswith("<2026W48v1.")
     text, html = text_of(message), html_of(message)
     for day in DAYS:

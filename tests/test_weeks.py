@@ -34,12 +34,13 @@ def test_a_key_is_named_by_its_week_and_variant_wherever_the_ledger_writes_a_day
 
 
 @pytest.mark.parametrize("week, shown", [
-    (IsoWeek(2026, 48), "November 23–29, 2026"),
-    (IsoWeek(2026, 49), "November 30 – December 6, 2026"),
-    (IsoWeek(2026, 53), "December 28, 2026 – January 3, 2027"),
+    (IsoWeek(2026, 48), "Nov 23\u2009–\u200929, 2026"),
+    (IsoWeek(2026, 49), "Nov 30\u2009–\u2009Dec 6, 2026"),
+    (IsoWeek(2026, 53), "Dec 28, 2026\u2009–\u2009Jan 3, 2027"),
 ])
 def test_a_week_says_its_days_as_a_reader_does(week, shown):
     assert week.dates() == shown
+    assert IsoWeek(2026, 48).dates("fr") == "23–29 nov. 2026"
 
 
 @pytest.mark.parametrize("text", ["2026-48", "2026-W5", "2025-W53", "2026-W00", "W48", ""])
