@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DAY ?= 2026-11-26
+DEMO_WEEK ?= 2026-W48
 SAMPLE_DAYS := $(notdir $(wildcard articles/20*))
 
 .PHONY: demo test bench clean
@@ -15,15 +16,19 @@ $(BIN)/newsletter: pyproject.toml
 
 demo: $(BIN)/newsletter
 	$(BIN)/newsletter subscribers import subscribers/sample.csv
+	$(BIN)/newsletter subscribers import subscribers/sample-weekly.csv
 	$(BIN)/newsletter subscribers count
 	@for day in $(SAMPLE_DAYS); do $(BIN)/newsletter send --date $$day || exit 1; done
+	$(BIN)/newsletter send --digest --week $(DEMO_WEEK)
 	$(BIN)/newsletter archive
 	@echo
 	@echo "Look at:"
 	@echo "  outbox/$(DEMO_DAY)/issue.html      the latest issue in a browser"
 	@echo "  outbox/$(DEMO_DAY)/mail/new/       one .eml per active subscriber (a Maildir any mail client opens)"
+	@echo "  outbox/$(DEMO_WEEK).*/mail/new/        the weekly digest: one .eml per weekly reader, one folder per set of sections"
 	@echo "  outbox/site/index.html             the archive of every sample issue (or: $(BIN)/newsletter serve)"
-	@echo "Next: $(BIN)/newsletter preview --date $(DEMO_DAY), $(BIN)/newsletter status --date $(DEMO_DAY)"
+	@echo "Next: $(BIN)/newsletter preview --date $(DEMO_DAY), $(BIN)/newsletter status --date $(DEMO_DAY),"
+	@echo "      $(BIN)/newsletter preview --digest --week $(DEMO_WEEK), $(BIN)/newsletter status --digest --week $(DEMO_WEEK)"
 
 test: $(BIN)/newsletter
 	$(BIN)/python -m pytest -q

@@ -7,8 +7,10 @@ Week 2026-W48 is Monday November 23 to Sunday November 29; the sample has issues
 
 from __future__ import annotations
 
+import csv
 import email
 import email.policy
+import shutil
 import sqlite3
 from datetime import date, datetime
 from pathlib import Path
@@ -24,6 +26,8 @@ from newsletter.rules import GMAIL_CLIP_BYTES
 from newsletter.settings import load_settings
 from newsletter.structure import ArticleEntry, SectionEntry
 from newsletter.weeks import IsoWeek
+
+from conftest import REPO
 
 WEEK = "2026-W48"
 DAYS = ("2026-11-23", "2026-11-24", "2026-11-25", "2026-11-26")
@@ -330,3 +334,24 @@ def _init(tmp_path: Path) -> Path:
     folder = tmp_path / "p"
     assert CliRunner().invoke(app, ["init", str(folder)]).exit_code == 0
     return fill_postal_address(folder)
+
+
+@pytest.mark.slow  # the six sample days and the digest, as `make demo` sends them
+def test_make_demo_gives_each_sample_weekly_reader_one_digest_of_their_sections_and_no_daily(sample_project):
+    shutil.copy(REPO / "subscribers" / "sample-weekly.csv", sample_project / "subscribers" / "sample-weekly.csv")
+    days = sorted(p.name for p in (sample_project / "articles").iterdir())
+    for args in (["subscribers", "import", "subscribers/sample.csv"],
+                 ["subscribers", "import", "subscribers/sample-weekly.csv"],
+                 *(["send", "--date", day] for day in days), ["send", "--digest", "--week", WEEK]):
+        cli(sample_project, *args)
+
+    with (REPO / "subscribers" / "sample-weekly.csv").open(encoding="utf-8", newline="") as handle:
+        weekly = {row["email"]: row["sections"] for row in csv.DictReader(handle)}
+    got = digests(sample_project)
+    assert set(got) == set(weekly)
+    assert all(not (set(weekly) & dailies(sample_project, day)) for day in days)
+    every = {s.upper() for s in load_settings(sample_project).issue.sections}
+    for address, sections in weekly.items():
+        chosen = {s.upper() for s in sections.split(";") if s}
+        shown = {line.strip() for line in text_of(got[address]).split("\n")} & every
+        assert shown == (chosen or every), (address, shown)
