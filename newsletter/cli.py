@@ -48,13 +48,14 @@ def init(
     folder: Path = typer.Argument(..., help="Folder for the new project (created if missing)."),
     name: str = typer.Option("My Daily Bulletin", help="The newsletter's name."),
     short_name: str = typer.Option("MDB", help="Short name used in cross-references."),
+    language: str = typer.Option("en", help="The newsletter's language, a locale: fr, de, es, pt, ar, pt_BR…"),
 ) -> None:
     """Create a new newsletter project in FOLDER that works as it is."""
     from newsletter.project import init_project
 
     today = date.today()
     try:
-        created = init_project(folder, name, short_name, today.isoformat(), f"{today:%B} {today.day}")
+        created = init_project(folder, name, short_name, today.isoformat(), f"{today:%B} {today.day}", language)
     except NewsletterError as err:
         output.fail(err)
     typer.echo(f"Created a newsletter project in {created}")

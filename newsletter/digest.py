@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 
-from newsletter import structure
+from newsletter import i18n, structure
 from newsletter.builder import _one_line, _trim, archive_url, long_date
 from newsletter.errors import NewsletterError
 from newsletter.headers import has_encoded_word
@@ -193,8 +193,12 @@ def make_digest(key: DigestKey, sections: frozenset[str], days: tuple[DigestDay,
         "dates": key.week.dates(settings.newsletter.language), "issues": len(days), "articles": len(articles),
         "lead_title": articles[0].headline if articles else "",
     }
-    subject = _one_line(_fill("subject", settings.digest.subject, values, settings)).rstrip(" :-–—·|,")
-    preheader = _trim(_fill("preheader", settings.digest.preheader, values, settings))
+    _ = i18n.gettext_for(settings)
+    # empty settings (the default): the catalog's wording, in the newsletter's language
+    subject_template = settings.digest.subject or _("{name}: the week of {dates}")
+    preheader_template = settings.digest.preheader or _("{articles} articles from {issues} issues: {lead_title}")
+    subject = _one_line(_fill("subject", subject_template, values, settings)).rstrip(" :-–—·|,")
+    preheader = _trim(_fill("preheader", preheader_template, values, settings))
     for headline in (a.headline for a in articles[1:]):  # too short for inbox lists: add headlines
         if len(preheader) >= PREHEADER_MIN:
             break

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from importlib import resources
 from pathlib import Path
 
 from newsletter.errors import ProjectError
+from newsletter.i18n import N_
 from newsletter.files import PRIVATE_DIR, PUBLIC_DIR
 from newsletter.settings import CONFIG_NAME, SECRET_KEY_FILE, create_secret_key
 
@@ -27,7 +29,7 @@ name = "{name}"                       # masthead, From name, <title>
 tagline = "Daily news"                # under the masthead
 short_name = "{short_name}"           # used in cross-references: (see {short_name}, May 18)
 base_url = "https://newsletter.example.org"   # where the archive and unsubscribe pages live
-language = "en"                       # <html lang>
+language = "en"                       # a locale: "fr", "de", "pt_BR"… (README: Languages)
 timezone = "UTC"                      # the day of an issue and the send time are in this zone
 
 [sender]
@@ -134,6 +136,54 @@ Run `newsletter preview` to see the issue, and `newsletter send` to write it to 
 """
 
 
+# What init writes in the newsletter's language (the English text above is the msgid of each).
+_INIT_VALUES = (
+    ('tagline = "Daily news"', "tagline", N_("Daily news")),
+    ('sections = ["News", "Analysis"]', "sections", (N_("News"), N_("Analysis"))),
+    ('default_section = "News"', "default_section", N_("News")),
+    ('greeting = "Good morning, {name}."', "greeting", "Good morning, {name}."),
+    ('greeting_fallback = "Good morning."', "greeting_fallback", "Good morning."),
+    ('subject = "{name}: the week of {dates}"', "subject", "{name}: the week of {dates}"),
+    ('preheader = "{articles} articles from {issues} issues: {lead_title}"', "preheader",
+     "{articles} articles from {issues} issues: {lead_title}"),
+)
+
+
+def localized_config(config: str, language: str) -> str:
+    """Return the newsletter.toml CONFIG (English) with its language and wording in LANGUAGE."""
+    from newsletter import i18n
+
+    _ = i18n.load(language, None).translations.gettext
+    config = config.replace('language = "en"      ', f"language = {_toml(language)}", 1)
+    for english, key, msgid in _INIT_VALUES:
+        value = "[" + ", ".join(_toml(_(m)) for m in msgid) + "]" if isinstance(msgid, tuple) else _toml(_(msgid))
+        config = config.replace(english, f"{key} = {value}", 1)
+    return config
+
+
+def localized_article(language: str, name: str) -> str:
+    """Return the welcome article in LANGUAGE (no citation: citations are 'Source, Month Day' in English)."""
+    from newsletter import i18n
+
+    _ = i18n.load(language, None).translations.gettext
+    front = {
+        "title": _("Welcome to %(name)s") % {"name": name}, "section": _("News"),
+        "summary": _("The first article of a new newsletter, showing the article format."),
+    }
+    body = [
+        _("Put each day's articles in `articles/YYYY-MM-DD/`, one Markdown file per article, with a front matter "
+          "block like the one above."),
+        _("Run `newsletter preview` to see the issue, and `newsletter send` to write it to the outbox."),
+    ]
+    lines = ["---", *(f"{key}: {_toml(value)}" for key, value in front.items()), "priority: 1", "---"]
+    return "\n".join(lines) + "\n" + "\n\n".join(body) + "\n"
+
+
+def _toml(value: str) -> str:
+    """Return VALUE as a TOML (and YAML) basic string: JSON's escapes are both."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def packaged_templates() -> Path:
     """Return the folder of the templates shipped with the tool."""
     try:
@@ -145,8 +195,16 @@ def packaged_templates() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"  # running from a source checkout
 
 
-def init_project(folder: Path, name: str, short_name: str, today_iso: str, month_day: str) -> Path:
-    """Create a working project in FOLDER; refuse if one is there already."""
+def init_project(folder: Path, name: str, short_name: str, today_iso: str, month_day: str,
+                 language: str = "en") -> Path:
+    """Create a working project in FOLDER, its settings and welcome article in LANGUAGE; refuse if one is there."""
+    from newsletter import i18n
+
+    try:
+        i18n.parse_locale(language)
+    except ValueError as err:
+        raise ProjectError(f"--language {err}") from None
+    english = i18n.locale_of(language).language == i18n.SOURCE_LANGUAGE
     folder = folder.resolve()
     if (folder / CONFIG_NAME).exists():
         raise ProjectError(f"{folder / CONFIG_NAME}: a project is already here; nothing was changed")
@@ -167,14 +225,11 @@ def init_project(folder: Path, name: str, short_name: str, today_iso: str, month
                     ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
     day_dir = folder / "articles" / today_iso
     day_dir.mkdir(parents=True, exist_ok=True)
-    (day_dir / "welcome.md").write_text(
-        SAMPLE_ARTICLE.format(name=name, month_day=month_day), encoding="utf-8"
-    )
+    article = SAMPLE_ARTICLE.format(name=name, month_day=month_day) if english else localized_article(language, name)
+    (day_dir / "welcome.md").write_text(article, encoding="utf-8")
     (folder / "subscribers" / ".gitignore").write_text("*.db\n*.db-*\nsecret.key\n*.lock\n", encoding="utf-8")
     (folder / "outbox" / ".gitignore").write_text("*\n!.gitignore\n", encoding="utf-8")
-    (folder / CONFIG_NAME).write_text(
-        CONFIG_TEMPLATE.format(name=name, short_name=short_name, postal_placeholder=POSTAL_PLACEHOLDER),
-        encoding="utf-8",
-    )
+    config = CONFIG_TEMPLATE.format(name=name, short_name=short_name, postal_placeholder=POSTAL_PLACEHOLDER)
+    (folder / CONFIG_NAME).write_text(config if english else localized_config(config, language), encoding="utf-8")
     create_secret_key(folder / SECRET_KEY_FILE)
     return folder

@@ -149,6 +149,8 @@ def direction_values(language: str) -> dict:
         "direction": "rtl" if rtl else "ltr",
         "start": "right" if rtl else "left",
         "end": "left" if rtl else "right",
+        # letter-spacing pulls apart the joined letters of Arabic and the scripts like it
+        "spacing": "" if rtl else "letter-spacing: 1px; ",
         "forward": Markup("&larr;" if rtl else "&rarr;"),
         "back": Markup("&rarr;" if rtl else "&larr;"),
     }

@@ -104,6 +104,7 @@ class Rule(StrEnum):
     LIST_ID = "list-id", 18
     AUTO_REPLY = "auto-reply-headers", 18
     DKIM = "dkim", 20
+    TRANSLATION = "translation"  # a fixed string with no translation in the newsletter's language
     # the bulk-sender rules (CAN-SPAM; Gmail and Yahoo)
     POSTAL_ADDRESS = "postal-address"
     COMPLAINT_RATE = "complaint-rate"  # the last 30 days' spam complaints per message delivered

@@ -73,8 +73,8 @@ class DigestSettings:
     """The weekly digest: weekly readers get one on `weekday` at [schedule] send_time, for the week before."""
 
     weekday: str = "monday"
-    subject: str = "{name}: the week of {dates}"  # keys: DIGEST_KEYS
-    preheader: str = "{articles} articles from {issues} issues: {lead_title}"
+    subject: str = ""  # keys: DIGEST_KEYS; empty: "{name}: the week of {dates}" in the newsletter's language
+    preheader: str = ""  # empty: "{articles} articles from {issues} issues: {lead_title}" in its language
 
 
 # what the [digest] subject and preheader templates may use

@@ -116,6 +116,28 @@ def postal_address(ctx: Context) -> Iterator[Finding]:
                     "postal address (CAN-SPAM; Gmail and Yahoo sender rules)", CONFIG_NAME)
 
 
+def translations(ctx: Context) -> Iterator[Finding]:
+    """Every fixed string (the package's, and the project's templates') has a translation in the newsletter's language."""
+    from newsletter import i18n
+
+    settings = ctx.settings
+    found = i18n.template_msgids(settings.templates_dir)
+    missing = i18n.untranslated(settings, [msgid for msgid, _, _ in found])
+    if not missing:
+        return
+    language = settings.newsletter.language
+    catalog = f"{i18n.PROJECT_CATALOGS}/{i18n.locale_of(language)}.po"
+    where = {msgid: (ctx.show(path), line) for msgid, path, line in reversed(found)}
+    shown = 5
+    for msgid in missing[:shown]:
+        path, line = where.get(msgid, (catalog, None))
+        yield error(Rule.TRANSLATION, f"{msgid!r} has no {language!r} translation: readers would see it in English; "
+                    f"add it to {catalog} (README: Languages)", path, line)
+    if len(missing) > shown:
+        yield error(Rule.TRANSLATION, f"{len(missing) - shown} more fixed strings have no {language!r} translation; "
+                    f"`pybabel init` writes a catalog of them all for {catalog} (README: Languages)", catalog)
+
+
 def citation_problem(text: str) -> str:
     """Return what is wrong with a citation such as 'Interfax, June 2', or "" if it is well formed."""
     match = _CITATION_SHAPE.match(" ".join(text.split()))
@@ -132,4 +154,5 @@ def citation_problem(text: str) -> str:
     return ""
 
 
-RULES = (html_leftovers, text_leftovers, sections, references, pipeline_warnings, dkim_settings, postal_address)
+RULES = (html_leftovers, text_leftovers, sections, references, pipeline_warnings, dkim_settings, postal_address,
+         translations)
