@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from importlib import resources
 from pathlib import Path
 
 from newsletter.errors import ProjectError
@@ -186,13 +185,12 @@ def _toml(value: str) -> str:
 
 def packaged_templates() -> Path:
     """Return the folder of the templates shipped with the tool."""
-    try:
-        packaged = Path(str(resources.files("newsletter.templates")))
-        if (packaged / "issue.html.j2").is_file():
-            return packaged
-    except ModuleNotFoundError:  # an editable install maps only `newsletter/`
-        pass
-    return Path(__file__).resolve().parent.parent / "templates"  # running from a source checkout
+    # An installed wheel has newsletter/templates/ (a folder without __init__.py, which
+    # importlib.resources gives as a MultiplexedPath that is no file system path); a source
+    # checkout and an editable install have the repository's templates/ next to newsletter/.
+    here = Path(__file__).resolve().parent
+    installed = here / "templates"
+    return installed if (installed / "issue.html.j2").is_file() else here.parent / "templates"
 
 
 def init_project(folder: Path, name: str, short_name: str, today_iso: str, month_day: str,

@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import cssutils
+import jinja2
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 from lxml import html as lxml_html
@@ -32,6 +33,7 @@ from newsletter.models import (
     Note,
 )
 from newsletter.renderer import (
+    direction_values,
     html_to_text,
     make_environment,
     render_issue,
@@ -475,8 +477,10 @@ def test_stylesheets_and_inline_styles_parse_without_cssutils_errors(rendered):
     log.propagate = False
     log.addHandler(Collect(level=logging.ERROR))
     parser = cssutils.CSSParser(log=log, loglevel=logging.ERROR, raiseExceptions=False, validate=True)
-    for sheet in ("email.css", "email-media.css"):
-        parser.parseString((TEMPLATES / sheet).read_text(encoding="utf-8"))
+    for sheet in ("email.css", "email-media.css"):  # Jinja templates: left to right, and mirrored
+        for language in ("en", "ar"):
+            css = jinja2.Template((TEMPLATES / sheet).read_text(encoding="utf-8")).render(direction_values(language))
+            parser.parseString(css)
     styles = re.findall(r'style="([^"]*)"', rendered.html) + re.findall(r"style='([^']*)'", rendered.html)
     assert len(styles) > 20
     for style in styles:
