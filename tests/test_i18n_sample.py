@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from newsletter import i18n, store, subscribers
 from newsletter.cli import app
 from newsletter.renderer import make_environment
-from newsletter.settings import load_settings
+from newsletter.settings import load_settings, secret_key
+from newsletter.signing import preferences_token
 from newsletter.web import signup
 from newsletter.web.app import make_app
 
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.slow  # two sends and an archive per language
 REPO = Path(__file__).resolve().parent.parent
 DAY = "2026-11-26"
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=timezone.utc)
+READER = "mara.ilves@example.org"  # active in subscribers/sample.csv
 NATIVE = {  # the day, and the archive's month heading, as a reader of each language writes them
     "fr": ("jeudi 26 novembre 2026", "Novembre 2026"),
     "de": ("Donnerstag, 26. November 2026", "November 2026"),
@@ -121,10 +123,18 @@ def test_the_sign_up_flow_has_no_english_fixed_string(sent, tmp_path):
     settings = load_settings(folder)
     fragments = english_fragments(language)
     client = TestClient(make_app(settings, folder / "outbox" / "site", now=lambda: NOW))
+    conn = store.connect(settings.database_path)
+    try:
+        reader = subscribers.get(conn, READER)
+    finally:
+        conn.close()
+    token = preferences_token(secret_key(settings), reader.id, settings.sender.list_id)
     pages = [client.post("/subscribe", data={"email": "new.reader@example.com"}),
              client.post("/subscribe", data={"email": "not an address"}),
-             client.get("/no/such/page"), client.get("/u/forged-token")]
-    assert [p.status_code for p in pages] == [200, 400, 404, 400]
+             client.get("/no/such/page"), client.get("/u/forged-token"),
+             client.get(f"/p/{token}"), client.post(f"/p/{token}", data={"save": "yes", "frequency": "weekly"}),
+             client.post(f"/p/{token}", data={"save": "yes", "frequency": "daily", "section": "Nuclear"})]
+    assert [p.status_code for p in pages] == [200, 400, 404, 400, 200, 400, 200]
     for page in pages:
         assert leftovers(page.text, fragments) == [], page.text
     conn = store.connect(settings.database_path)
