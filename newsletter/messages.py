@@ -115,8 +115,17 @@ def _greeting(name: str, settings: Settings) -> str:
 
 def greetings(settings: Settings) -> tuple[str, str]:
     """Return the greeting template and the fallback: the settings', or the catalog's when they are empty."""
+    global _last_greetings
+    last = _last_greetings  # made for every message: the same Settings object asks again and again
+    if last[0] is settings:
+        return last[1]
     issue = settings.issue
-    return _greetings(issue.greeting, issue.greeting_fallback, settings.newsletter.language, settings.root)
+    found = _greetings(issue.greeting, issue.greeting_fallback, settings.newsletter.language, settings.root)
+    _last_greetings = (settings, found)
+    return found
+
+
+_last_greetings: tuple[object, tuple[str, str]] = (None, ("", ""))
 
 
 @functools.lru_cache(maxsize=16)
