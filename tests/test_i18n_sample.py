@@ -36,7 +36,7 @@ NATIVE = {  # the day, and the archive's month heading, as a reader of each lang
     "pt": ("quinta-feira, 26 de novembro de 2026", "Novembro de 2026"),
     "ar": ("الخميس، 26 نوفمبر 2026", "نوفمبر 2026"),
 }
-_FIELD = re.compile(r"%\(\w+\)s|\{\w+\}")
+_FIELD = re.compile(r"%\(\w+\)[sd]|\{\w+\}")
 
 
 def _sample_text() -> str:
@@ -149,3 +149,11 @@ def test_the_sign_up_flow_has_no_english_fixed_string(sent, tmp_path):
         for part in (message["Subject"], message.get_body(("html",)).get_content(),
                      message.get_body(("plain",)).get_content()):
             assert leftovers(part, fragments) == [], part
+
+
+def test_the_weekly_digest_has_no_english_fixed_string(sent):
+    language, folder = sent
+    result = CliRunner().invoke(app, ["--project", str(folder), "preview", "--digest", "--week", "2026-W48", "--text"])
+    assert result.exit_code == 0, result.output
+    assert leftovers(result.output, english_fragments(language)) == [], result.output
+    assert NATIVE[language][0].upper() in result.output  # the days' dates, in capitals as the text part heads them
