@@ -530,9 +530,9 @@ def run_scheduler(settings: Settings, stop: threading.Event, *,
             scheduler.add_job(_read_inbox, "interval", args=[settings], minutes=settings.inbox.every_minutes,
                               id="inbox", name="read the inbox", next_run_time=started)
         upcoming = next_runs(started, 1, settings)[0]
-        logger.info("newsletter schedule for %s: daily at %s %s; next run %s",
+        logger.info("newsletter schedule for %s: daily at %s %s, last week's digest from %s on; next run %s",
                     settings.root, settings.schedule.send_time, settings.newsletter.timezone,
-                    format_slot(upcoming))
+                    settings.digest.weekday.capitalize(), format_slot(upcoming))
         if due is not None:
             logger.info("catching up: the issue of %s is due (within [schedule] catch_up_hours = %g)",
                         due, settings.schedule.catch_up_hours)

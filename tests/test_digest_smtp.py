@@ -1,5 +1,6 @@
 """A week's digest sent over SMTP to a real server (aiosmtpd), killed mid-send, then run to the end:
-every weekly reader has one digest, the only exceptions being the rows the ledger reports in doubt."""
+every weekly reader has one digest, the only exceptions being the rows the ledger reports in doubt, and
+a reader who changes their preferences after the week was frozen still gets the variant frozen for them."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from newsletter import store
+from newsletter import store, subscribers
 from newsletter.cli import app
+from newsletter.models import Frequency
 
 from factories import LoopbackController
 from paused_send import start_paused
@@ -75,6 +77,11 @@ def test_a_digest_killed_mid_send_resumes_and_each_weekly_reader_gets_one(sample
     process.communicate()
     with server.lock:
         before = sum(server.received.values())
+        assert "reader298@example.org" not in server.bodies  # the last of variant 1 (every section)
+    conn = store.connect(sample_project / "subscribers" / "newsletter.db")
+    subscribers.set_preferences(conn, subscribers.get(conn, "reader298@example.org").id, sections=["Policy"],
+                                frequency=Frequency.DAILY, source="test")  # after the freeze: changes nothing
+    conn.close()
     final = subprocess.run(digest_command(sample_project), capture_output=True, text=True, timeout=120)
 
     assert final.returncode == 0, final.stderr
@@ -96,3 +103,4 @@ def test_a_digest_killed_mid_send_resumes_and_each_weekly_reader_gets_one(sample
     nuclear_only = server.bodies["reader1@example.org"].decode("ascii", "replace")
     everything = server.bodies["reader0@example.org"].decode("ascii", "replace")
     assert "TERRORISM" in everything and "TERRORISM" not in nuclear_only
+    assert "TERRORISM" in server.bodies["reader298@example.org"].decode("ascii", "replace")
