@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from newsletter.weeks import DIGEST_KEY_LIKE
+
 
 class Kind(StrEnum):
     """What happened."""
@@ -85,10 +87,12 @@ def soft_bounce_days(conn: sqlite3.Connection, subscriber_id: int, since: str) -
     A bounce counts for the issue it names, else for the day it arrived: a backlog of reports
     read in one run still counts one day per issue.
     """
+    # a digest's key (2026-W48.1) is no day: its bounces are in the window by the day they arrived
     row = conn.execute(
         "SELECT count(DISTINCT coalesce(issue_day, substr(at, 1, 10))) FROM subscriber_events"
-        " WHERE subscriber_id = ? AND kind = ? AND coalesce(issue_day, substr(at, 1, 10)) >= ?",
-        (subscriber_id, str(Kind.BOUNCE_SOFT), since),
+        " WHERE subscriber_id = ? AND kind = ? AND CASE WHEN issue_day LIKE ? THEN substr(at, 1, 10)"
+        " ELSE coalesce(issue_day, substr(at, 1, 10)) END >= ?",
+        (subscriber_id, str(Kind.BOUNCE_SOFT), DIGEST_KEY_LIKE, since),
     ).fetchone()
     return row[0]
 

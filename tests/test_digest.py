@@ -355,3 +355,16 @@ def test_make_demo_gives_each_sample_weekly_reader_one_digest_of_their_sections_
         chosen = {s.upper() for s in sections.split(";") if s}
         shown = {line.strip() for line in text_of(got[address]).split("\n")} & every
         assert shown == (chosen or every), (address, shown)
+
+
+def test_a_digests_temporary_bounces_leave_the_window_by_the_day_they_arrived(conn):
+    from newsletter import events
+
+    reader = subscribers.add(conn, "reader@example.org").subscriber
+    with store.write(conn):
+        for n, at in enumerate(("2026-11-02T07:00:00+00:00", "2026-11-30T07:00:00+00:00")):
+            events.record(conn, events.Event(reader.id, events.Kind.BOUNCE_SOFT, "inbox", at,
+                                             issue_day=IsoWeek(2026, 44 + 4 * n).key(1).isoformat()))
+
+    assert events.soft_bounce_days(conn, reader.id, since="2026-11-16") == 1  # the week-44 one is too old
+    assert events.soft_bounce_days(conn, reader.id, since="2026-10-01") == 2
