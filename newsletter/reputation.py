@@ -16,6 +16,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from newsletter.events import Kind
+from newsletter.weeks import DIGEST_KEY_LIKE
 
 COMPLAINT_RATE_LIMIT = 0.001  # 0.1%: act before Google's 0.3%
 WINDOW_DAYS = 30
@@ -83,8 +84,11 @@ def complaint_rate(conn: sqlite3.Connection, last: date, days: int = WINDOW_DAYS
     complaints = conn.execute(
         "SELECT count(*) FROM subscriber_events WHERE kind = ? AND substr(at, 1, 10) BETWEEN ? AND ?",
         (str(Kind.COMPLAINT), first.isoformat(), last.isoformat())).fetchone()[0]
-    sent = conn.execute("SELECT count(*) FROM deliveries WHERE state = 'sent' AND issue_day BETWEEN ? AND ?",
-                        (first.isoformat(), last.isoformat())).fetchone()[0]
+    # a digest's rows (keyed 2026-W48.1, no day) count by the day they were sent
+    sent = conn.execute(
+        "SELECT count(*) FROM deliveries WHERE state = 'sent' AND (issue_day BETWEEN ? AND ?"
+        " OR (issue_day LIKE ? AND substr(updated_at, 1, 10) BETWEEN ? AND ?))",
+        (first.isoformat(), last.isoformat(), DIGEST_KEY_LIKE, first.isoformat(), last.isoformat())).fetchone()[0]
     return WindowRate(first, last, complaints, sent)
 
 

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from typer.testing import CliRunner
 
-from newsletter import digest, schedule, store, subscribers
+from newsletter import digest, reputation, schedule, store, subscribers
 from newsletter.cli import app
 from newsletter.models import Frequency
 from newsletter.rules import GMAIL_CLIP_BYTES
@@ -193,6 +193,11 @@ def test_a_week_is_sent_once_a_week_not_over_is_refused_and_status_shows_the_var
     bad = runner.invoke(app, ["--project", str(sample), "send", "--digest", "--week", "2026-W54"])
     status = cli(sample, "status", "--digest", "--week", WEEK)
     archive = cli(sample, "archive")
+    conn = store.connect(sample / "subscribers" / "newsletter.db")
+    window = reputation.complaint_rate(conn, datetime.now(ZoneInfo("UTC")).date())
+    daily_rows = conn.execute("SELECT count(*) FROM deliveries WHERE state = 'sent' AND issue_day BETWEEN ? AND ?",
+                              (window.first.isoformat(), window.last.isoformat())).fetchone()[0]
+    conn.close()
 
     assert f"{WEEK}.1: already sent to 1; nothing to do" in again
     assert len(digests(sample)) == 1
@@ -201,6 +206,7 @@ def test_a_week_is_sent_once_a_week_not_over_is_refused_and_status_shows_the_var
     assert bad.exit_code == 1 and "Error: --week '2026-W54': not an ISO week" in bad.output
     assert f"{WEEK}.1: done:" in status and "1 sent" in status
     assert "Archive of 4 issues" in archive  # the daily issues; a digest is no archive page
+    assert window.sent == daily_rows + 1  # the complaint rate counts the digest sent today too
 
 
 def test_preview_shows_the_whole_week_or_what_one_reader_is_owed(sample):
