@@ -39,14 +39,6 @@ def sample(sample_project: Path, runner: CliRunner) -> Path:
     result = runner.invoke(app, ["--project", str(sample_project), "subscribers", "import",
                                  str(sample_project / "subscribers" / "sample.csv")])
     assert result.exit_code == 0, result.output
-    # the sample's own weekly readers (there for `make demo`) read daily here: each test chooses its own
-    conn = store.connect(sample_project / "subscribers" / "newsletter.db")
-    try:
-        for reader in list(subscribers.iter_subscribers(conn)):
-            if reader.frequency == Frequency.WEEKLY:
-                subscribers.set_preferences(conn, reader.id, frequency=Frequency.DAILY, source="test")
-    finally:
-        conn.close()
     return sample_project
 
 

@@ -42,10 +42,8 @@ def sent(tmp_path_factory) -> Path:
 
 
 def sample_people(project: Path) -> dict[str, tuple[str, str]]:
-    """Each sample reader's name and status; a weekly reader's status reads "weekly" (no daily for them)."""
     with (project / "subscribers" / "sample.csv").open(encoding="utf-8", newline="") as f:
-        return {row["email"].lower(): (row["name"], "weekly" if row["frequency"] == "weekly" else row["status"])
-                for row in csv.DictReader(f)}
+        return {row["email"].lower(): (row["name"], row["status"]) for row in csv.DictReader(f)}
 
 
 def outbox(project: Path) -> list[bytes]:
@@ -60,7 +58,7 @@ def raw_header(raw: bytes, name: str) -> str:
     return re.sub(r"\r\n[ \t]", " ", match[1]).strip()
 
 
-def test_one_message_per_active_daily_subscriber_and_none_for_the_others(sent: Path) -> None:
+def test_one_message_per_active_subscriber_and_none_for_the_others(sent: Path) -> None:
     people = sample_people(sent)
     active = {address for address, (_, status) in people.items() if status == "active"}
     recipients = [email.message_from_bytes(raw, policy=email.policy.default)["To"].addresses[0].addr_spec.lower()
