@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import email
 import email.policy
+import re
 import shutil
 import sqlite3
 from datetime import date, datetime
@@ -19,11 +20,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from typer.testing import CliRunner
 
-from newsletter import digest, reputation, schedule, store, subscribers
+from newsletter import digest, reputation, schedule, signing, store, subscribers
 from newsletter.cli import app
 from newsletter.models import Frequency
 from newsletter.rules import GMAIL_CLIP_BYTES
-from newsletter.settings import load_settings
+from newsletter.settings import load_settings, secret_key
 from newsletter.structure import ArticleEntry, SectionEntry
 from newsletter.weeks import IsoWeek
 
@@ -374,3 +375,22 @@ def test_a_digests_temporary_bounces_leave_the_window_by_the_day_they_arrived(co
 
     assert events.soft_bounce_days(conn, reader.id, since="2026-11-16") == 1  # the week-44 one is too old
     assert events.soft_bounce_days(conn, reader.id, since="2026-10-01") == 2
+
+
+def test_a_digest_links_its_reader_to_their_own_preferences_page_in_both_parts(sample):
+    weekly = addresses(sample, 1)[0]
+    choose(sample, weekly, frequency=Frequency.WEEKLY)
+    for day in DAYS:
+        cli(sample, "send", "--date", day)
+    cli(sample, "send", "--digest", "--week", WEEK)
+    message = digests(sample)[weekly]
+    text = message.get_body(("plain",)).get_content()
+    token = re.search(r"https://ssb\.newsletter\.example\.org/p/([0-9a-f.]+)\s", text)[1]
+    assert f'href="https://ssb.newsletter.example.org/p/{token}"' in message.get_body(("html",)).get_content()
+    settings = load_settings(sample)
+    conn = store.connect(settings.database_path)
+    try:
+        reader = subscribers.get(conn, weekly)
+    finally:
+        conn.close()
+    assert signing.verify_preferences_token(secret_key(settings), token, settings.sender.list_id) == reader.id
