@@ -1,11 +1,33 @@
-"""DKIM signing (EMAIL.md rule 20): one signer per issue from [dkim], or none when it is empty."""
+"""DKIM signing (EMAIL.md rule 20): the one signer of every message, made from [dkim].
+
+`dkim_signer(settings)` is the entry point: it returns `sign` (no signature) when [dkim] is empty,
+else a `DkimSigner`. Call the signer on a message's final bytes (a confirmation, a proof, a
+digest: `sign(raw, settings)` for a one-off); an issue's `MessageTemplate` asks it once for
+`prepare(segments)` and signs each spliced message with the shared body hashed once per issue
+(dkim_canon.SplicedBody). RSA-SHA256 (2048 bits or more) and, when configured, Ed25519-SHA256
+(RFC 8463) as a second signature, both through OpenSSL (`cryptography`). dkimpy verifies in the
+tests; `DkimpySigner` (the signer before, pure-Python RSA) is the reference the benchmark compares.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from newsletter.addresses import ascii_domain
+from newsletter.dkim_canon import (
+    Canonicalization, SplicedBody, body_hash, head_of, signed_header_data, split_message,
+)
 from newsletter.errors import HeaderError, SettingsError
 from newsletter.settings import Settings
 
@@ -19,8 +41,6 @@ def sign(raw: bytes, settings: Settings | None = None) -> bytes:
     return dkim_signer(settings)(raw) if settings is not None else raw
 
 
-# --- DKIM (EMAIL.md rule 20) ---------------------------------------------------------------------
-
 # The headers every signature covers. dkimpy leaves List-Unsubscribe-Post out by default; a mail
 # provider honours one-click unsubscribe only when it is signed. A header named here but absent from
 # a message (Reply-To) is signed as absent, so nobody can add it on the way.
@@ -28,56 +48,203 @@ DKIM_SIGNED_HEADERS: tuple[bytes, ...] = (
     b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version", b"content-type",
     b"list-id", b"list-unsubscribe", b"list-unsubscribe-post", b"precedence", b"auto-submitted",
 )
+MIN_RSA_BITS = 2048
 _DKIM_SELECTOR = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_LINE = 78  # where the DKIM-Signature header is folded
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """One private key and the selector that publishes its public half."""
+
+    selector: bytes
+    private: RSAPrivateKey | Ed25519PrivateKey
+
+    def __repr__(self) -> str:  # never the key
+        return f"SigningKey({self.selector.decode()!r}, {self.algorithm.decode()})"
+
+    @property
+    def algorithm(self) -> bytes:
+        return b"ed25519-sha256" if isinstance(self.private, Ed25519PrivateKey) else b"rsa-sha256"
+
+    def sign(self, data: bytes) -> bytes:
+        """Return the signature of DATA (the header hash input) for the b= tag."""
+        if isinstance(self.private, Ed25519PrivateKey):  # RFC 8463: Ed25519 over the SHA-256 digest
+            return self.private.sign(hashlib.sha256(data).digest())
+        return self.private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def _fold(pieces: Sequence[bytes], line: bytes) -> tuple[bytes, bytes]:
+    """Append PIECES to LINE, starting a new line (CRLF, space) where one would pass _LINE octets."""
+    done = []
+    for piece in pieces:
+        if len(line) + len(piece) > _LINE and line.strip():
+            done.append(line)
+            line = b" " + piece.lstrip(b" ")
+        else:
+            line += piece
+    return b"\r\n".join(done + [b""]) if done else b"", line
 
 
 class DkimSigner:
-    """Sign final message bytes with one key: rsa-sha256, d= the From domain, `relaxed/simple`.
+    """Sign messages for DOMAIN with each of KEYS: one DKIM-Signature header per key, the first on top."""
 
-    Simple body canonicalization: our bodies are 7-bit quoted-printable with short lines and no
-    trailing spaces, which relays leave alone, and it costs a third less than relaxed per message.
-    """
-
-    def __init__(self, selector: str, domain: str, private_key: bytes) -> None:
-        self.selector = selector.encode("ascii")
+    def __init__(self, domain: str, keys: Sequence[SigningKey], canonicalization: str = "relaxed/simple",
+                 headers: Sequence[bytes] = DKIM_SIGNED_HEADERS, clock: Callable[[], float] = time.time) -> None:
         self.domain = domain.encode("ascii")
-        self._key = private_key
+        self.keys = tuple(keys)
+        self.canon = Canonicalization(canonicalization)
+        self.headers = tuple(headers)
+        self._clock = clock
+        names = [name + b":" for name in self.headers]
+        names[-1] = names[-1][:-1]
+        self._h = names  # the h= value, in pieces it may be folded between
 
-    def __repr__(self) -> str:  # never the key
-        return f"DkimSigner(selector={self.selector.decode()!r}, domain={self.domain.decode()!r})"
+    def __repr__(self) -> str:
+        return f"DkimSigner(domain={self.domain.decode()!r}, keys={list(self.keys)!r}, {self.canon.value})"
 
     def __call__(self, raw: bytes) -> bytes:
-        """Return RAW with a DKIM-Signature header in front."""
+        """Return RAW (final bytes, CRLF line ends) with the DKIM-Signature headers in front."""
+        head, body = split_message(raw)
+        return self.signature(head, hashlib.sha256(self.canon.body(body)).digest(), int(self._clock())) + raw
+
+    def prepare(self, segments: Sequence[bytes]) -> SplicedSigner | None:
+        """Return a signer for messages spliced from SEGMENTS, its shared body hashed now (None: sign whole)."""
+        spliced = SplicedBody.make(self.canon, segments)
+        return SplicedSigner(self, tuple(segments), spliced) if spliced is not None else None
+
+    def signature(self, head: bytes, digest: bytes, moment: int) -> bytes:
+        """Return the DKIM-Signature headers for the header block HEAD and the body's SHA-256 DIGEST."""
+        out = []
+        bh = body_hash(digest)
+        for key in self.keys:
+            prefix = self._prefix(key, bh, moment)
+            data = signed_header_data(self.canon, head, self.headers, prefix)
+            value = base64.b64encode(key.sign(data))  # folded: " b=" and 75 octets, then 77 a line
+            rest = b"".join(b"\r\n " + value[i:i + _LINE - 1] for i in range(_LINE - 3, len(value), _LINE - 1))
+            out.append(prefix + value[: _LINE - 3] + rest + b"\r\n")
+        return b"".join(out)
+
+    def _prefix(self, key: SigningKey, bh: bytes, moment: int) -> bytes:
+        """Return KEY's DKIM-Signature header as written, up to its empty b= (what is signed)."""
+        first = (b"DKIM-Signature: v=1; a=" + key.algorithm + b"; c=" + self.canon.value.encode()
+                 + b"; d=" + self.domain + b";")
+        folded, line = _fold([b" s=" + key.selector + b";", b" t=%d;" % moment, b" q=dns/txt;", b" h="]
+                             + self._h + [b";", b" bh=" + bh + b";"], first)
+        return folded + line + b"\r\n b="
+
+
+class SplicedSigner:
+    """The signer of one template's messages: the header hash per message, the body's shared part once."""
+
+    def __init__(self, signer: DkimSigner, segments: tuple[bytes, ...], body: SplicedBody) -> None:
+        self._signer = signer
+        self._segments = segments
+        self._body = body
+        self._moment = int(signer._clock())  # t=: when the issue's signing started
+
+    def signature(self, values: Sequence[bytes]) -> bytes:
+        """Return the DKIM-Signature headers of the message SEGMENTS and VALUES (one per slot) make."""
+        digest = self._body.hash(values)
+        if digest is None:  # a value that does not end a line: canonicalize this message whole
+            parts = [self._segments[0]]
+            for value, segment in zip(values, self._segments[1:]):
+                parts += (value, segment)
+            body = split_message(b"".join(parts))[1]
+            digest = hashlib.sha256(self._signer.canon.body(body)).digest()
+        return self._signer.signature(head_of(self._segments, values, self._body), digest, self._moment)
+
+
+class DkimpySigner:
+    """The reference signer: dkimpy's `dkim.sign` (pure-Python RSA, the whole body per message)."""
+
+    def __init__(self, signer: DkimSigner) -> None:
+        self._signer = signer
+
+    def __call__(self, raw: bytes) -> bytes:
         import dkim
 
-        header = dkim.sign(
-            raw, self.selector, self.domain, self._key, include_headers=list(DKIM_SIGNED_HEADERS),
-            canonicalize=(b"relaxed", b"simple"), linesep=b"\r\n",
-        )
-        return header + raw
+        out = b""
+        for key in self._signer.keys:
+            private = key.private
+            if isinstance(private, Ed25519PrivateKey):
+                pem = base64.b64encode(private.private_bytes(
+                    serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()))
+            else:
+                pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                            serialization.NoEncryption())
+            header_canon, body_canon = self._signer.canon.value.encode().split(b"/")
+            out += dkim.sign(raw, key.selector, self._signer.domain, pem, include_headers=list(self._signer.headers),
+                             canonicalize=(header_canon, body_canon), linesep=b"\r\n",
+                             signature_algorithm=key.algorithm)
+        return out + raw
+
+
+# --- from the settings --------------------------------------------------------------------------
+
+def _load_key(path_text: str, settings: Settings, setting: str, ed25519: bool) -> RSAPrivateKey | Ed25519PrivateKey:
+    where = f"{settings.root / 'newsletter.toml'}: [dkim]"
+    path = settings.root / path_text
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise SettingsError(f"{where} {setting} {str(path)!r}: cannot read it: {err.strerror or err}") from err
+    kind = "Ed25519" if ed25519 else "RSA"
+    try:
+        if ed25519 and b"-----BEGIN" not in data:  # dknewkey's form: the 32-byte seed in base64
+            return Ed25519PrivateKey.from_private_bytes(base64.b64decode(data.strip(), validate=True))
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, binascii.Error) as err:
+        raise SettingsError(f"{where} {setting} {str(path)!r}: not a usable PEM private key ({err})") from err
+    if ed25519 and isinstance(key, Ed25519PrivateKey):
+        return key
+    if not ed25519 and isinstance(key, RSAPrivateKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise SettingsError(f"{where} {setting} {str(path)!r}: an RSA key of {key.key_size} bits; DKIM keys need "
+                                f"{MIN_RSA_BITS} bits or more (`openssl genrsa -out dkim.pem 2048`)")
+        return key
+    raise SettingsError(f"{where} {setting} {str(path)!r}: not an {kind} private key "
+                        f"({type(key).__name__.removeprefix('_')})")
+
+
+def _selector(value: str, where: str, setting: str) -> bytes:
+    if not _DKIM_SELECTOR.fullmatch(value):
+        raise SettingsError(f"{where} {setting} {value!r} is not a DNS label such as 'news2026'")
+    return value.encode("ascii")
 
 
 def _ascii_domain_name(domain: str) -> str:
-    domain = domain.strip().rstrip(".").lower()
-    return ascii_domain(domain)
+    return ascii_domain(domain.strip().rstrip(".").lower())
 
 
-def dkim_signer(settings: Settings) -> Callable[[bytes], bytes]:
+def dkim_signer(settings: Settings, *, reference: bool = False) -> Callable[[bytes], bytes]:
     """Return the signer [dkim] asks for: `sign` (no signature) when it is empty, else a DkimSigner.
 
-    Every problem is an error before anything is sent: half a configuration, a selector that is not
-    a DNS label, a domain that is not the From domain (DMARC would fail), a key that cannot be read.
+    REFERENCE returns dkimpy's signer with the same keys instead (for the benchmark). Every problem
+    is an error before anything is sent: half a configuration, a selector that is not a DNS label,
+    a domain that is not the From domain (DMARC would fail), a key that cannot be read or is too short.
     """
     config = settings.dkim
     where = f"{settings.root / 'newsletter.toml'}: [dkim]"
-    if not (config.selector or config.domain or config.key_file):
+    if not (config.selector or config.domain or config.key_file or config.ed25519_selector or config.ed25519_key_file):
         return sign
     missing = [name for name in ("selector", "domain", "key_file") if not getattr(config, name)]
     if missing:
         raise SettingsError(f"{where} is half configured: {', '.join(missing)} missing "
                             "(set selector, domain and key_file, or none of them)")
-    if not _DKIM_SELECTOR.fullmatch(config.selector):
-        raise SettingsError(f"{where} selector {config.selector!r} is not a DNS label such as 'news2026'")
+    if bool(config.ed25519_selector) != bool(config.ed25519_key_file):
+        raise SettingsError(f"{where} is half configured: set both ed25519_selector and ed25519_key_file, or neither")
+    if config.canonicalization not in Canonicalization.NAMES:
+        raise SettingsError(f"{where} canonicalization {config.canonicalization!r} is not one of "
+                            f"{', '.join(Canonicalization.NAMES)}")
+    keys = [SigningKey(_selector(config.selector, where, "selector"),
+                       _load_key(config.key_file, settings, "key_file", ed25519=False))]
+    if config.ed25519_selector:
+        if config.ed25519_selector.lower() == config.selector.lower():
+            raise SettingsError(f"{where} ed25519_selector {config.ed25519_selector!r} is the RSA selector: "
+                                "each key needs a DNS record of its own")
+        keys.append(SigningKey(_selector(config.ed25519_selector, where, "ed25519_selector"),
+                               _load_key(config.ed25519_key_file, settings, "ed25519_key_file", ed25519=True)))
     try:
         domain, from_domain = _ascii_domain_name(config.domain), _ascii_domain_name(settings.sender_domain)
     except HeaderError as err:
@@ -87,17 +254,8 @@ def dkim_signer(settings: Settings) -> Callable[[bytes], bytes]:
             f"{where} domain {config.domain!r} is not the From domain {settings.sender_domain!r}: "
             "receivers check DMARC alignment, so d= must be the domain of [sender] from"
         )
-    path = settings.root / config.key_file
-    try:
-        key = path.read_bytes()
-    except OSError as err:
-        raise SettingsError(f"{where} key_file {str(path)!r}: cannot read it: {err.strerror or err}") from err
-    signer = DkimSigner(config.selector, domain, key)
-    try:
-        signer(b"From: a@" + domain.encode("ascii") + b"\r\nSubject: key check\r\n\r\nbody\r\n")
-    except Exception as err:  # dkimpy raises its own errors, and ValueError/IndexError on bad PEM
-        raise SettingsError(f"{where} key_file {str(path)!r}: not a usable PEM private key ({err})") from err
-    return signer
+    signer = DkimSigner(domain, keys, config.canonicalization)
+    return DkimpySigner(signer) if reference else signer
 
 
-__all__ = ["DKIM_SIGNED_HEADERS", "DkimSigner", "dkim_signer", "sign"]
+__all__ = ["DKIM_SIGNED_HEADERS", "DkimSigner", "DkimpySigner", "SigningKey", "SplicedSigner", "dkim_signer", "sign"]

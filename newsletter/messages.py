@@ -357,6 +357,8 @@ class MessageTemplate:
         self.slots = slots        # ("to"|"msgid"|"token", 0) or ("text"|"html", index into lines)
         self.lines = lines        # the source body lines that hold placeholders
         self.signer = signer
+        prepare = getattr(signer, "prepare", None)  # a DkimSigner hashes the shared body once, here
+        self._dkim = prepare(segments) if prepare is not None else None
         self._tokens = unsubscriber(key, settings.sender.list_id)
         # a project's own templates may have no preferences link: then no token is made for it
         self._preferences = (preferencer(key, settings.sender.list_id)
@@ -442,18 +444,25 @@ class MessageTemplate:
             return data
         return b"Return-Path: <" + self._verp.address(self.day, subscriber.id).encode("ascii") + b">\r\n" + data
 
-    def personalize(self, subscriber: Subscriber) -> bytes:
-        """Return SUBSCRIBER's message: the reference's bytes, spliced instead of rebuilt."""
-        settings = self.settings
+    @property
+    def signs_spliced(self) -> bool:
+        """Whether `signature` signs this template's messages from their values (a DKIM key is set)."""
+        return self._dkim is not None
+
+    def signature(self, values: list[bytes]) -> bytes:
+        """Return the DKIM-Signature headers of the message VALUES (one per slot) make; b"" if unsigned."""
+        return self._dkim.signature(values) if self._dkim is not None else b""
+
+    def values(self, subscriber: Subscriber) -> list[bytes]:
+        """Return SUBSCRIBER's bytes for each slot, in order."""
         name = _subscriber_name(subscriber)
         address = ascii_address(subscriber.email)
         token = self._tokens.sign(subscriber.id)
         preferences = self._preferences.sign(subscriber.id) if self._preferences is not None else ""
-        text_values, html_values = _personal_values(name, token, settings, preferences)
+        text_values, html_values = _personal_values(name, token, self.settings, preferences)
         token_bytes = token.encode("ascii")
-        segments = self.segments
-        out = [segments[0]]
-        for (kind, index), segment in zip(self.slots, segments[1:]):
+        out = []
+        for kind, index in self.slots:
             if kind == "token":
                 out.append(token_bytes)
             elif kind == "text":
@@ -464,7 +473,18 @@ class MessageTemplate:
                 out.append(b"To: " + mailbox(name, address).encode("ascii") + b"\r\n")
             else:
                 out.append(b"Message-ID: " + self._message_ids(subscriber.id).encode("ascii") + b"\r\n")
+        return out
+
+    def personalize(self, subscriber: Subscriber) -> bytes:
+        """Return SUBSCRIBER's message: the reference's bytes, spliced instead of rebuilt, then signed."""
+        values = self.values(subscriber)
+        segments = self.segments
+        out = [segments[0]]
+        for value, segment in zip(values, segments[1:]):
+            out.append(value)
             out.append(segment)
+        if self._dkim is not None:
+            return self._dkim.signature(values) + b"".join(out)
         return self.signer(b"".join(out))
 
 

@@ -78,7 +78,10 @@ ca_file = ""                          # PEM file of a private CA to trust, relat
 [dkim]
 selector = ""                         # empty: no DKIM signature
 domain = ""                           # must equal the From domain
-key_file = ""                         # PEM private key, relative to the project
+key_file = ""                         # RSA private key (PEM, 2048 bits or more), relative to the project
+ed25519_selector = ""                 # optional second signature, Ed25519 (RFC 8463), under its own selector
+ed25519_key_file = ""                 # its private key (PEM), relative to the project
+canonicalization = "relaxed/simple"   # headers/body, each "relaxed" or "simple"
 
 [web]
 allowed_origins = []                  # other sites whose pages may post the sign-up form, e.g. ["https://example.org"]

@@ -105,7 +105,10 @@ class SmtpSettings:
 class DkimSettings:
     selector: str = ""
     domain: str = ""
-    key_file: str = ""
+    key_file: str = ""  # RSA private key (PEM, 2048 bits or more)
+    ed25519_selector: str = ""  # a second signature, Ed25519-SHA256 (RFC 8463), under its own selector
+    ed25519_key_file: str = ""  # Ed25519 private key (PEM, or dknewkey's base64 seed)
+    canonicalization: str = "relaxed/simple"  # headers/body: relaxed or simple each
 
 
 @dataclass(frozen=True)

@@ -8,60 +8,104 @@ import email.policy
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dkim
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from newsletter import messages
 from newsletter.delivery.smtp import WireMessages, stuff
+from newsletter.dkim import DkimSigner
 from newsletter.errors import SettingsError
-from newsletter.models import GREETING_PLACEHOLDER, TOKEN_PLACEHOLDER, Issue, RenderedIssue, Subscriber
+from newsletter.models import GREETING_PLACEHOLDER, NAME_PLACEHOLDER, TOKEN_PLACEHOLDER, Issue, RenderedIssue, Subscriber
 from newsletter.settings import Settings, load_settings
 
 WHEN = datetime(2026, 11, 26, 5, 0, tzinfo=timezone.utc)
+KEY = b"k" * 32
+CANONICALIZATIONS = ("relaxed/simple", "relaxed/relaxed", "simple/simple", "simple/relaxed")
 ADA = Subscriber(3, "ada@example.net", "ada@example.net", "Ada Lovelace", "active", "", "")
 BOB = Subscriber(4, "bob@example.net", "bob@example.net", "Bob", "active", "", "")
 
 
+@dataclass(frozen=True)
+class Keys:
+    """Two test keys and the DNS TXT records that publish their public halves."""
+
+    rsa: Path
+    rsa_record: bytes
+    ed25519: Path
+    ed25519_record: bytes
+
+
+def openssl(*args: str) -> bytes:
+    return subprocess.run(["openssl", *args], check=True, capture_output=True).stdout
+
+
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> tuple[Path, bytes]:
-    """A 2048-bit RSA key (PEM file) and the DNS TXT record that publishes its public half."""
+def keys(tmp_path_factory) -> Keys:
+    """A 2048-bit RSA key and an Ed25519 key, made by openssl, with their DNS records."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a test key")
     folder = tmp_path_factory.mktemp("dkim")
-    private = folder / "dkim.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(private), "2048"], check=True, capture_output=True)
-    public = subprocess.run(["openssl", "rsa", "-in", str(private), "-pubout", "-outform", "DER"],
-                            check=True, capture_output=True).stdout
-    return private, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    rsa, ed = folder / "dkim.pem", folder / "ed25519.pem"
+    openssl("genrsa", "-out", str(rsa), "2048")
+    openssl("genpkey", "-algorithm", "ed25519", "-out", str(ed))
+    rsa_public = openssl("rsa", "-in", str(rsa), "-pubout", "-outform", "DER")
+    ed_public = openssl("pkey", "-in", str(ed), "-pubout", "-outform", "DER")[-32:]  # the raw key ends the DER
+    return Keys(rsa, b"v=DKIM1; k=rsa; p=" + base64.b64encode(rsa_public),
+                ed, b"v=DKIM1; k=ed25519; p=" + base64.b64encode(ed_public))
 
 
-def signed_settings(project: Path, keys, **dkim_values: str) -> Settings:
-    shutil.copy(keys[0], project / "dkim.pem")
-    values = {"selector": "news2026", "domain": "newsletter.example.org", "key_file": "dkim.pem", **dkim_values}
-    return load_settings(project).replace("dkim", **values)
+def signed_settings(project: Path, keys: Keys, *, ed25519: bool = False, **dkim_values: str) -> Settings:
+    shutil.copy(keys.rsa, project / "dkim.pem")
+    shutil.copy(keys.ed25519, project / "ed25519.pem")
+    values = {"selector": "news2026", "domain": "newsletter.example.org", "key_file": "dkim.pem"}
+    if ed25519:
+        values |= {"ed25519_selector": "ed2026", "ed25519_key_file": "ed25519.pem"}
+    return load_settings(project).replace("dkim", **(values | dkim_values))
 
 
-def dns_for(keys, selector: str = "news2026", domain: str = "newsletter.example.org"):
-    """A DNS lookup that knows one record: the public key at SELECTOR._domainkey.DOMAIN."""
+def dns_for(keys: Keys, domain: str = "newsletter.example.org"):
+    """A DNS lookup that knows two records: the RSA key at news2026 and the Ed25519 key at ed2026."""
+    records = {f"news2026._domainkey.{domain}.".encode(): keys.rsa_record,
+               f"ed2026._domainkey.{domain}.".encode(): keys.ed25519_record}
+
     def lookup(name: bytes, timeout: int = 5) -> bytes | None:
-        return keys[1] if name == f"{selector}._domainkey.{domain}.".encode() else None
+        return records.get(name)
     return lookup
 
 
-def rendered() -> RenderedIssue:
+def verified(raw: bytes, keys: Keys, domain: str = "newsletter.example.org") -> list[bool]:
+    """Return whether each DKIM-Signature of RAW verifies with dkimpy, top one first."""
+    count = len(re.findall(rb"(?mi)^DKIM-Signature:", raw[: raw.index(b"\r\n\r\n")]))
+    results = []
+    for n in range(count):
+        try:
+            results.append(dkim.DKIM(raw).verify(idx=n, dnsfunc=dns_for(keys, domain)))
+        except dkim.ValidationError:  # a body hash that does not match is raised, not returned
+            results.append(False)
+    return results
+
+
+def rendered(lines: tuple[str, ...] = ("Talks  \t  resumed,   in   runs of spaces.",)) -> RenderedIssue:
+    """A small issue; LINES go into both parts, between the greeting and the unsubscribe link."""
     issue = Issue(day=WHEN.date(), number=7, subject="MDB November 26: Talks resume", preheader="Talks",
                   sections=(), archive_url="https://newsletter.example.org/2026-11-26/")
-    html = f"<p>{GREETING_PLACEHOLDER}</p>\n<p>Talks.</p>\n<a href=\"https://newsletter.example.org/u/{TOKEN_PLACEHOLDER}\">x</a>\n"
-    text = f"{GREETING_PLACEHOLDER}\n\n.Talks resumed.\n\nhttps://newsletter.example.org/u/{TOKEN_PLACEHOLDER}\n"
+    middle = "\n".join(lines)
+    html = (f"<p>{GREETING_PLACEHOLDER}</p>\n<p>Talks.</p>\n{middle}\n"
+            f"<a href=\"https://newsletter.example.org/u/{TOKEN_PLACEHOLDER}\">x</a>\n")
+    text = (f"{GREETING_PLACEHOLDER}\n\n.Talks resumed.\n{middle}\n\n"
+            f"https://newsletter.example.org/u/{TOKEN_PLACEHOLDER}\n")
     return RenderedIssue(issue, html, text)
 
 
 def signed_message(settings: Settings, person: Subscriber = ADA) -> bytes:
-    template = messages.MessageTemplate.build(rendered(), settings, b"k" * 32, WHEN,
-                                              signer=messages.dkim_signer(settings))
+    template = messages.MessageTemplate.build(rendered(), settings, KEY, WHEN, signer=messages.dkim_signer(settings))
     return template.personalize(person)
 
 
@@ -84,17 +128,20 @@ def test_the_signature_covers_the_list_headers_and_the_personal_ones(project, ke
     assert re.search(r"\bs=news2026;", signature)
 
 
+@pytest.mark.parametrize("canonicalization", CANONICALIZATIONS)
 @pytest.mark.parametrize("tamper", [
     (b"Subject: MDB November 26: Talks resume", b"Subject: MDB November 26: Talks ended"),
     (b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", b"List-Unsubscribe-Post: List-Unsubscribe=Nope"),
     (b"Talks resumed.", b"Talks resumer."),
+    (b"Good morning, Ada Lovelace.", b"Good morning, Eve Lovelace."),  # a personal body line
     (b"To: Ada Lovelace <ada@example.net>", b"To: Ada Lovelace <eve@example.net>"),
+    (b"\r\nList-Id: ", b"\r\nReply-To: eve@example.com\r\nList-Id: "),  # signed as absent
 ])
-def test_a_tampered_message_fails_verification(project, keys, tamper):
-    raw = signed_message(signed_settings(project, keys))
-    assert tamper[0] in raw
+def test_a_tampered_message_fails_verification(project, keys, tamper, canonicalization):
+    raw = signed_message(signed_settings(project, keys, ed25519=True, canonicalization=canonicalization))
+    assert tamper[0] in raw and verified(raw, keys) == [True, True]
 
-    assert not dkim.verify(raw.replace(tamper[0], tamper[1], 1), dnsfunc=dns_for(keys))
+    assert verified(raw.replace(tamper[0], tamper[1], 1), keys) == [False, False]
 
 
 def test_each_subscribers_bytes_are_signed_on_the_fast_path(project, keys):
@@ -190,3 +237,109 @@ def test_a_domain_with_sharp_s_has_one_ascii_form_in_every_header(project, keys)
         assert re.search(rf"\bd={re.escape(ascii_form)};", parsed["DKIM-Signature"])
         assert dkim.verify(raw, dnsfunc=dns_for(keys, domain=ascii_form))
     assert f"<mailto:abmelden@{ascii_form}?subject=unsubscribe-5." in issue.decode("ascii")
+
+
+# --- OpenSSL signing: both keys, every canonicalization, every path ---------------------------------
+
+def fixed_clock(signer: DkimSigner) -> DkimSigner:
+    """SIGNER with a clock that does not move, so two paths write the same t= and so the same bytes."""
+    return DkimSigner(signer.domain.decode(), signer.keys, signer.canon.value, clock=lambda: 1_796_000_000)
+
+
+@pytest.mark.parametrize("canonicalization", CANONICALIZATIONS)
+def test_every_path_signs_with_both_keys_and_each_signature_verifies(project, keys, canonicalization):
+    settings = signed_settings(project, keys, ed25519=True, canonicalization=canonicalization)
+    signer = messages.dkim_signer(settings)
+    template = messages.MessageTemplate.build(rendered(), settings, KEY, WHEN, signer=signer)
+    fast = template.personalize(ADA)
+    wire = WireMessages(template).data(ADA)
+    reference = messages.build_reference(rendered(), ADA, settings, KEY, WHEN, signer=signer)
+    by_dkimpy = messages.build_reference(rendered(), ADA, settings, KEY, WHEN,
+                                         signer=messages.dkim_signer(settings, reference=True))
+
+    assert wire == stuff(fast)
+    for raw in (fast, reference, by_dkimpy):
+        assert verified(raw, keys) == [True, True]
+        signatures = email.message_from_bytes(raw, policy=email.policy.default).get_all("DKIM-Signature")
+        assert [re.search(r"\ba=([^;]+);", s)[1] for s in signatures] == ["rsa-sha256", "ed25519-sha256"]
+        assert all(f"c={canonicalization};" in s for s in signatures)
+    assert fast.split(b"\r\nFrom: ", 1)[1] == by_dkimpy.split(b"\r\nFrom: ", 1)[1]  # the same message under it
+
+
+@pytest.mark.parametrize("canonicalization", CANONICALIZATIONS)
+def test_the_spliced_signature_is_the_signature_of_the_whole_message(project, keys, canonicalization):
+    """The body hashed once per issue and resumed per reader gives the bytes signing each message whole gives."""
+    settings = signed_settings(project, keys, ed25519=True, canonicalization=canonicalization)
+    signer = fixed_clock(messages.dkim_signer(settings))
+    unsigned = messages.MessageTemplate.build(rendered(), settings, KEY, WHEN)
+    signed = messages.MessageTemplate.build(rendered(), settings, KEY, WHEN, signer=signer)
+
+    assert signed.signs_spliced
+    for person in (ADA, BOB):
+        assert signed.personalize(person) == signer(unsigned.personalize(person))
+
+
+body_lines = st.lists(st.one_of(
+    st.text(st.sampled_from(list(" \t.=-aZé“😀<>&")), max_size=120),
+    st.sampled_from(["", " ", ".", "..dot", "   indented", "trailing   ", "\t", f"Hello {NAME_PLACEHOLDER}  !  ",
+                     f"  {GREETING_PLACEHOLDER}\t"]),
+), max_size=8)
+readers = st.builds(
+    lambda id, local, name: Subscriber(id, f"{local}@example.net", f"{local}@example.net", name, "active", "", ""),
+    st.integers(min_value=1, max_value=10**9), st.from_regex(r"[a-z0-9]{1,10}([.+-][a-z0-9]{1,6})?", fullmatch=True),
+    st.one_of(st.just(""), st.text(st.sampled_from(list('ab Z"\',.<>@éß漢')), max_size=80)),
+)
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(person=readers, lines=body_lines, canonicalization=st.sampled_from(CANONICALIZATIONS))
+def test_any_reader_and_body_get_signatures_that_verify(project, keys, person, lines, canonicalization):
+    settings = signed_settings(project, keys, ed25519=True, canonicalization=canonicalization)
+    signer = fixed_clock(messages.dkim_signer(settings))
+    issue = rendered(tuple(lines))
+    unsigned = messages.MessageTemplate.build(issue, settings, KEY, WHEN)
+    raw = messages.MessageTemplate.build(issue, settings, KEY, WHEN, signer=signer).personalize(person)
+
+    assert raw == signer(unsigned.personalize(person))
+    assert verified(raw, keys) == [True, True]
+
+
+def test_proof_copies_are_signed(project, keys):
+    from factories import make_rendered
+
+    from newsletter.delivery import send_proofs
+
+    report = send_proofs(signed_settings(project, keys, ed25519=True), make_rendered(), ["editor@example.org"],
+                         transport="outbox")
+
+    assert verified(report.files[0].read_bytes(), keys) == [True, True]
+
+
+def test_a_key_from_dknewkey_a_base64_seed_signs_too(project, keys):
+    seed = openssl("pkey", "-in", str(keys.ed25519), "-outform", "DER")[-32:]
+    settings = signed_settings(project, keys, ed25519=True)
+    (project / "ed25519.pem").write_bytes(base64.b64encode(seed) + b"\n")
+
+    assert verified(signed_message(settings), keys) == [True, True]
+
+
+def test_an_rsa_key_under_2048_bits_is_refused(project, keys):
+    settings = signed_settings(project, keys)
+    openssl("genrsa", "-out", str(project / "dkim.pem"), "1024")
+
+    with pytest.raises(SettingsError, match=r"key_file '.*dkim.pem': an RSA key of 1024 bits; DKIM keys need 2048 bits"):
+        messages.dkim_signer(settings)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"ed25519_selector": "ed2026"}, r"\[dkim\] is half configured: set both ed25519_selector and ed25519_key_file"),
+    ({"ed25519_selector": "News2026", "ed25519_key_file": "ed25519.pem"},
+     r"ed25519_selector 'News2026' is the RSA selector: each key needs a DNS record of its own"),
+    ({"ed25519_selector": "ed2026", "ed25519_key_file": "dkim.pem"},
+     r"ed25519_key_file '.*dkim.pem': not an Ed25519 private key"),
+    ({"key_file": "ed25519.pem"}, r"key_file '.*ed25519.pem': not an RSA private key"),
+    ({"canonicalization": "relaxed"}, r"canonicalization 'relaxed' is not one of relaxed/relaxed, relaxed/simple"),
+])
+def test_a_bad_ed25519_or_canonicalization_setting_is_an_error_naming_it(project, keys, values, message):
+    with pytest.raises(SettingsError, match=message):
+        messages.dkim_signer(signed_settings(project, keys, **values))

@@ -101,8 +101,10 @@ def dkim_settings(ctx: Context) -> Iterator[Finding]:
     if dkim.domain and dkim.domain.strip().lower() != settings.sender_domain:
         yield error(Rule.DKIM, f"[dkim] domain {dkim.domain!r} is not the From domain {settings.sender_domain!r}: "
                     "DMARC fails unless d= is aligned with From", CONFIG_NAME)
-    if dkim.key_file and not (settings.root / dkim.key_file).is_file():
-        yield error(Rule.DKIM, f"[dkim] key_file {dkim.key_file!r} does not exist", CONFIG_NAME)
+    for name in ("key_file", "ed25519_key_file"):
+        path = getattr(dkim, name)
+        if path and not (settings.root / path).is_file():
+            yield error(Rule.DKIM, f"[dkim] {name} {path!r} does not exist", CONFIG_NAME)
 
 
 def postal_address(ctx: Context) -> Iterator[Finding]:

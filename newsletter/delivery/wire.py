@@ -30,15 +30,17 @@ class WireMessages:
     The static segments of the template are dot-stuffed once per issue. Per subscriber only the
     personal pieces (To, Message-ID, token, the lines with a name or token) are made, by a twin
     template whose static segments are NUL separators, then stuffed and spliced in: scanning each
-    190 KB message for line-leading dots would cost more than making it. With a DKIM signer the
-    signature covers the unstuffed bytes, so each message is made whole, signed, then stuffed.
+    190 KB message for line-leading dots would cost more than making it. A DKIM signature covers the
+    unstuffed bytes: the template signs from the same values (`MessageTemplate.signature`) and its
+    header, which has no line starting with a dot, goes in front. A signer that cannot sign from
+    the values (dkimpy, the reference) gets each message made whole, signed, then stuffed.
     """
 
     def __init__(self, template: MessageTemplate) -> None:
         from newsletter.messages import MessageTemplate, sign
 
         self.template = template
-        self._fast = template.signer is sign
+        self._fast = template.signer is sign or template.signs_spliced
         if not self._fast:
             return
         count = len(template.slots)
@@ -61,7 +63,7 @@ class WireMessages:
         if len(values) != self._count:  # a NUL inside a value: cannot happen with 7-bit headers
             return stuff(self.template.personalize(subscriber))
         static = self._static
-        out = []
+        out = [self.template.signature(values)]
         line_start = True  # whether the next byte starts a line (a leading "." is then doubled)
         piece = static[0][1]
         for index in range(self._count + 1):
