@@ -123,6 +123,49 @@ def fit_size(project: Path, size_kb: float, seed: int = 7) -> int:
     return message_bytes(project)
 
 
+def with_dkim(settings, folder: Path, *, ed25519: bool = False):
+    """Return SETTINGS signing with a fresh 2048-bit RSA key (and an Ed25519 one) made in FOLDER by openssl."""
+    rsa, ed = folder / "dkim-rsa.pem", folder / "dkim-ed25519.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(rsa), "2048"], check=True, capture_output=True)
+    values = {"selector": "bench", "domain": settings.sender_domain, "key_file": str(rsa)}
+    if ed25519:
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(ed)], check=True, capture_output=True)
+        values |= {"ed25519_selector": "bench-ed", "ed25519_key_file": str(ed)}
+    return settings.replace("dkim", **values)
+
+
+def send_runs(conn, project: Path, variants: list, rendered, args: argparse.Namespace, *,
+              dd_folder: Path | None = None) -> tuple[list[list[dict]], list[float]]:
+    """Run the real outbox send ARGS.runs times with each of VARIANTS' settings, taking turns (so a
+    machine that gets busier slows them alike); return each variant's runs, and the dd times (if DD_FOLDER)."""
+    from newsletter.delivery import send_issue
+
+    sends: list[list[dict]] = [[] for _ in variants]
+    dds = []
+    for _ in range(args.runs):
+        for number, settings in enumerate(variants):
+            reset(conn, project)
+            os.sync()
+            if args.trace:
+                import tracemalloc
+
+                tracemalloc.start()
+            started = time.perf_counter()
+            report = send_issue(conn, settings, rendered, sync=args.sync, force=True)
+            seconds = time.perf_counter() - started
+            traced = 0
+            if args.trace:
+                traced = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            assert report.written == args.subscribers, report
+            sends[number].append({"seconds": seconds, "nbytes": report.nbytes, "traced": traced})
+        if dd_folder is not None:
+            reset(conn, project)  # free the disk space before dd writes as many bytes again
+            os.sync()
+            dds.append(dd_seconds(dd_folder, sends[0][-1]["nbytes"]))
+    return sends, dds
+
+
 def dd_seconds(folder: Path, nbytes: int) -> float:
     """Time `dd conv=fdatasync` writing NBYTES (rounded up to 1 MiB) into one file in FOLDER."""
     target = folder / "dd.bin"
@@ -159,7 +202,8 @@ def personalize_rate(settings, rendered, sample: int) -> float:
     from newsletter.settings import secret_key
 
     template = messages.MessageTemplate.build(rendered, settings, secret_key(settings),
-                                              datetime(2026, 11, 26, 5, 0, tzinfo=timezone.utc))
+                                              datetime(2026, 11, 26, 5, 0, tzinfo=timezone.utc),
+                                              signer=messages.dkim_signer(settings))
     people = [Subscriber(i + 1, f"reader{i}@example.org", f"reader{i}@example.org",
                          f"{NON_ASCII_NAMES[i % 5]} {i}" if i % 10 == 0 else f"Reader {i}", "active", "", "")
               for i in range(sample)]
@@ -186,7 +230,6 @@ def rss_mb() -> float:
 
 def run(args: argparse.Namespace) -> dict:
     from newsletter import store
-    from newsletter.delivery import send_issue
     from newsletter.pipeline import prepare_issue
     from newsletter.settings import load_settings
 
@@ -199,28 +242,12 @@ def run(args: argparse.Namespace) -> dict:
         rendered = prepare_issue(settings, DAY).rendered
         conn = store.connect(settings.database_path)
         before_send_mb = rss_mb()
-        sends, dds = [], []
-        for number in range(args.runs):
-            if number:
-                reset(conn, project)
-            os.sync()
-            if args.trace:
-                import tracemalloc
-
-                tracemalloc.start()
-            started = time.perf_counter()
-            report = send_issue(conn, settings, rendered, sync=args.sync, force=True)
-            seconds = time.perf_counter() - started
-            traced = 0
-            if args.trace:
-                traced = tracemalloc.get_traced_memory()[1]
-                tracemalloc.stop()
-            assert report.written == args.subscribers, report
-            sends.append({"seconds": seconds, "nbytes": report.nbytes, "traced": traced})
-            if not args.no_dd:
-                reset(conn, project)  # free the disk space before dd writes as many bytes again
-                os.sync()
-                dds.append(dd_seconds(base, report.nbytes))
+        # with --dkim, the same send signed, in the same process, taking turns with the unsigned one
+        variants = [settings] + ([with_dkim(settings, base, ed25519=args.ed25519)] if args.dkim else [])
+        (sends, *signed_runs), dds = send_runs(conn, project, variants, rendered, args,
+                                               dd_folder=None if args.no_dd else base)
+        signed = signed_runs[0] if signed_runs else []
+        signed_fast = personalize_rate(variants[-1], rendered, min(args.subscribers, 2000)) if signed else 0.0
         reference = reference_rate(settings, rendered, args.reference_sample)
         fast = personalize_rate(settings, rendered, min(args.subscribers, 5000))
         conn.close()
@@ -251,6 +278,15 @@ def run(args: argparse.Namespace) -> dict:
             "ratio_to_disk": (n / send_s) / (n / dd_s),
         })
     result["ratio_to_reference"] = result["messages_per_s"] / reference
+    if signed:
+        signed_s = statistics.median(s["seconds"] for s in signed)
+        result.update({
+            "dkim": "rsa-sha256" + (" + ed25519-sha256" if args.ed25519 else ""),
+            "signed_send_seconds": [round(s["seconds"], 3) for s in signed],
+            "signed_messages_per_s": n / signed_s,
+            "signed_ratio_to_unsigned": send_s / signed_s,
+            "signed_personalize_messages_per_s": signed_fast,
+        })
     result["personalize_messages_per_s"] = fast
     result["personalize_ratio_to_reference"] = fast / reference
     return result
@@ -265,6 +301,12 @@ def show(result: dict) -> None:
         print(f"  dd fdatasync    {result['dd_messages_per_s']:>9,.0f} messages/s  {result['dd_mb_per_s']:>7,.0f} MB/s"
               f"   runs: {result['dd_seconds']} s")
         print(f"  ratio to the disk's limit   {result['ratio_to_disk']:.0%}   (target >= 50%)")
+    if "signed_messages_per_s" in result:
+        print(f"  signed send     {result['signed_messages_per_s']:>9,.0f} messages/s  ({result['dkim']})"
+              f"   runs: {result['signed_send_seconds']} s")
+        print(f"  signed / unsigned           {result['signed_ratio_to_unsigned']:.0%}   (target >= 50%)")
+        print(f"  signed personalize alone {result['signed_personalize_messages_per_s']:>7,.0f} messages/s "
+              "(splice + sign, no disk)")
     print(f"  reference path  {result['reference_messages_per_s']:>9,.0f} messages/s  (EmailMessage, encode only)")
     print(f"  ratio to the reference      {result['ratio_to_reference']:.0f}x  (target >= 30x)")
     print(f"  personalize alone {result['personalize_messages_per_s']:>7,.0f} messages/s  "
@@ -301,6 +343,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=0, help="override [delivery] batch_size")
     parser.add_argument("--sync", choices=("auto", "syncfs", "fsync"), default="auto")
     parser.add_argument("--reference-sample", type=int, default=200)
+    parser.add_argument("--dkim", action="store_true",
+                        help="also run the send DKIM-signed (a fresh 2048-bit RSA key) and compare it with the unsigned one")
+    parser.add_argument("--ed25519", action="store_true", help="with --dkim: an Ed25519 signature as well")
     parser.add_argument("--dir", default=None, help="where the temporary project goes (default: $TMPDIR)")
     parser.add_argument("--no-dd", action="store_true", help="skip the dd reference")
     parser.add_argument("--trace", action="store_true", help="trace Python allocations (slower)")
