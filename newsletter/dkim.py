@@ -51,6 +51,7 @@ DKIM_SIGNED_HEADERS: tuple[bytes, ...] = (
 MIN_RSA_BITS = 2048
 _DKIM_SELECTOR = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _LINE = 78  # where the DKIM-Signature header is folded
+_BH_SLOT = b"#" * 44  # where bh= goes in a folded header
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class DkimSigner:
         names = [name + b":" for name in self.headers]
         names[-1] = names[-1][:-1]
         self._h = names  # the h= value, in pieces it may be folded between
+        self._prefixes: dict[tuple[bytes, int], list[bytes]] = {}
 
     def __repr__(self) -> str:
         return f"DkimSigner(domain={self.domain.decode()!r}, keys={list(self.keys)!r}, {self.canon.value})"
@@ -127,11 +129,14 @@ class DkimSigner:
 
     def _prefix(self, key: SigningKey, bh: bytes, moment: int) -> bytes:
         """Return KEY's DKIM-Signature header as written, up to its empty b= (what is signed)."""
-        first = (b"DKIM-Signature: v=1; a=" + key.algorithm + b"; c=" + self.canon.value.encode()
-                 + b"; d=" + self.domain + b";")
-        folded, line = _fold([b" s=" + key.selector + b";", b" t=%d;" % moment, b" q=dns/txt;", b" h="]
-                             + self._h + [b";", b" bh=" + bh + b";"], first)
-        return folded + line + b"\r\n b="
+        cached = self._prefixes.get((key.selector, moment))
+        if cached is None:  # folded once per key and moment: bh= is always 44 octets (SHA-256 in base64)
+            first = (b"DKIM-Signature: v=1; a=" + key.algorithm + b"; c=" + self.canon.value.encode()
+                     + b"; d=" + self.domain + b";")
+            folded, line = _fold([b" s=" + key.selector + b";", b" t=%d;" % moment, b" q=dns/txt;", b" h="]
+                                 + self._h + [b";", b" bh=" + _BH_SLOT + b";"], first)
+            cached = self._prefixes[(key.selector, moment)] = (folded + line + b"\r\n b=").split(_BH_SLOT)
+        return cached[0] + bh + cached[1]
 
 
 class SplicedSigner:

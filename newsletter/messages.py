@@ -16,7 +16,9 @@ import hashlib
 import html
 import logging
 import re
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 from datetime import date, datetime
 from email import policy as email_policy
 from email import quoprimime
@@ -429,6 +431,18 @@ class MessageTemplate:
             lines=tuple(text_lines + html_lines), signer=signer,
         )
 
+    def made_ahead(self, subscribers: Sequence[Subscriber], pool: Executor | None,
+                   window: int = 8) -> Callable[[Subscriber], bytes]:
+        """Return `personalize_file` for SUBSCRIBERS asked for in their order, the next WINDOW made ahead in POOL.
+
+        Signing is most of a signed message's cost and OpenSSL and hashlib release the GIL, so
+        signing ahead in POOL's threads overlaps it with the caller's writing. Without a POOL or a
+        DKIM key this is `personalize_file` itself. An error is raised when its subscriber is asked for.
+        """
+        if pool is None or self._dkim is None:
+            return self.personalize_file
+        return _Ahead(self.personalize_file, subscribers, pool, window)
+
     def envelope_sender(self, subscriber: Subscriber) -> str | None:
         """Return SUBSCRIBER's envelope sender under [sender] bounce_address (VERP), or None: the From address."""
         return self._verp.address(self.day, subscriber.id) if self._verp is not None else None
@@ -486,6 +500,31 @@ class MessageTemplate:
         if self._dkim is not None:
             return self._dkim.signature(values) + b"".join(out)
         return self.signer(b"".join(out))
+
+
+class _Ahead:
+    """MAKE for each of SUBSCRIBERS in order, WINDOW of them at a time submitted to POOL ahead of asking."""
+
+    def __init__(self, make: Callable[[Subscriber], bytes], subscribers: Sequence[Subscriber], pool: Executor,
+                 window: int) -> None:
+        self._make = make
+        self._pool = pool
+        self._todo = iter(subscribers)
+        self._queue: deque[tuple[int, Future[bytes]]] = deque()
+        for _ in range(window):
+            self._submit()
+
+    def _submit(self) -> None:
+        subscriber = next(self._todo, None)
+        if subscriber is not None:
+            self._queue.append((subscriber.id, self._pool.submit(self._make, subscriber)))
+
+    def __call__(self, subscriber: Subscriber) -> bytes:
+        if self._queue and self._queue[0][0] == subscriber.id:
+            _, future = self._queue.popleft()
+            self._submit()
+            return future.result()
+        return self._make(subscriber)  # asked out of order: made here
 
 
 __all__ = [

@@ -22,7 +22,7 @@ from newsletter import messages
 from newsletter.delivery.smtp import WireMessages, stuff
 from newsletter.dkim import DkimSigner
 from newsletter.errors import SettingsError
-from newsletter.models import GREETING_PLACEHOLDER, NAME_PLACEHOLDER, TOKEN_PLACEHOLDER, Issue, RenderedIssue, Subscriber
+from newsletter.models import GREETING_PLACEHOLDER, NAME_PLACEHOLDER, TOKEN_PLACEHOLDER, Frequency, Issue, RenderedIssue, Subscriber
 from newsletter.settings import Settings, load_settings
 
 WHEN = datetime(2026, 11, 26, 5, 0, tzinfo=timezone.utc)
@@ -343,3 +343,31 @@ def test_an_rsa_key_under_2048_bits_is_refused(project, keys):
 def test_a_bad_ed25519_or_canonicalization_setting_is_an_error_naming_it(project, keys, values, message):
     with pytest.raises(SettingsError, match=message):
         messages.dkim_signer(signed_settings(project, keys, **values))
+
+
+@pytest.mark.slow
+def test_every_daily_and_digest_file_of_a_signed_week_verifies(sample_project, keys, runner):
+    """The outbox send (signing ahead in two threads) and the weekly digest go through the same signer."""
+    from test_digest import DAYS, WEEK, addresses, choose, cli
+
+    from newsletter.cli import app
+
+    shutil.copy(keys.rsa, sample_project / "dkim.pem")
+    shutil.copy(keys.ed25519, sample_project / "ed25519.pem")
+    with (sample_project / "newsletter.toml").open("a", encoding="utf-8") as config:
+        config.write('\n[dkim]\nselector = "news2026"\ndomain = "ssb.newsletter.example.org"\nkey_file = "dkim.pem"\n'
+                     'ed25519_selector = "ed2026"\ned25519_key_file = "ed25519.pem"\ncanonicalization = "relaxed/relaxed"\n')
+    imported = runner.invoke(app, ["--project", str(sample_project), "subscribers", "import",
+                                   str(sample_project / "subscribers" / "sample.csv")])
+    assert imported.exit_code == 0, imported.output
+    weekly = addresses(sample_project, 1)[0]
+    choose(sample_project, weekly, frequency=Frequency.WEEKLY)
+    for day in DAYS:
+        cli(sample_project, "send", "--date", day)
+    cli(sample_project, "send", "--digest", "--week", WEEK)
+
+    files = sorted((sample_project / "outbox").glob("*/mail/new/*.eml"))
+    digest_files = [path for path in files if path.parts[-4].startswith(WEEK)]
+    assert len(digest_files) == 1 and len(files) > 4 * 20
+    for path in files:
+        assert verified(path.read_bytes(), keys, "ssb.newsletter.example.org") == [True, True], path

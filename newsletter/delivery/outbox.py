@@ -310,14 +310,16 @@ class OutboxTransport:
             _record(claims, flight[0].delivered, totals)
             claims.done(totals.written + totals.skipped + totals.failed)
 
-        with ThreadPoolExecutor(1, thread_name_prefix="outbox-commit") as committer:
+        # signing (OpenSSL, hashlib: the GIL released) runs ahead in two threads while this one writes
+        signers = ThreadPoolExecutor(2, thread_name_prefix="outbox-sign") if template.signs_spliced else None
+        with ThreadPoolExecutor(1, thread_name_prefix="outbox-commit") as committer, signers or contextlib.nullcontext():
             try:
                 while not claims.stop.is_set():
                     claim = claims.take(self.batch_size)
                     if not claim.rows and not claim.skipped:
                         break
                     totals.skipped += claim.skipped
-                    staged = maildir.stage(claim.rows, template.personalize_file)
+                    staged = maildir.stage(claim.rows, template.made_ahead([r.subscriber for r in claim.rows], signers))
                     if in_flight is not None:
                         previous, in_flight = in_flight, None  # a failure here is not recorded twice
                         settle(previous)
