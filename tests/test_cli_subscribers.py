@@ -266,6 +266,9 @@ def test_add_with_sections_and_weekly_then_set_them_and_list_by_section(run):
         "Added ada@example.com (sections Analysis; weekly)\n")
     ok(run("add", "bob@example.com", "--sections", "News"))
     ok(run("add", "cy@example.com"))
+    assert ok(run("add", "cy@example.com", "--frequency", "weekly")) == (
+        "cy@example.com is already on the list (active); nothing changed\n"
+        "  to change their sections or frequency: newsletter subscribers set cy@example.com …\n")
     shown = ok(run("show", "ada@example.com"))
     assert "receives: sections Analysis; weekly\n" in shown
 
