@@ -443,6 +443,62 @@ def _digest_status(week, format: StatusFormat) -> None:
             typer.echo(f"  {problem.email}  {problem.state}: {problem.reply or '-'}")
 
 
+# ----------------------------------------------------------------------------- fetch
+
+
+@app.command("fetch")
+def fetch_command(
+    day: Optional[str] = typer.Option(
+        None, "--date", "-d", help="The issue the entries are for, YYYY-MM-DD (default: the next issue to be sent)."),
+    file: Optional[Path] = typer.Option(
+        None, "--file", help="Read this feed file (RSS, Atom or JSON Feed) instead of the [[feeds]] addresses.",
+        dir_okay=False),
+) -> None:
+    """Fetch the [[feeds]] and write each new entry as an article file in articles/DAY/ (editors may change or delete it)."""
+    from newsletter import feeds
+    from newsletter.settings import FeedSettings
+
+    config = settings()
+    when = parse_day(day) if day is not None else _next_issue_day(config)
+    chosen, local = None, None
+    if file is not None:
+        url = file.resolve().as_uri()
+        chosen = tuple(f for f in config.feeds if f.url == url) or (FeedSettings(url=url),)
+        local = {url: file}
+    elif not config.feeds:
+        output.fail(f"{config.root / 'newsletter.toml'}: no [[feeds]] tables; add one (see the README's "
+                    "\"Articles from feeds\") or read a file with --file")
+    conn = store()
+    try:
+        report = feeds.fetch_feeds(config, conn, when, feeds=chosen, local=local)
+    except NewsletterError as err:
+        output.fail(err)
+    finally:
+        conn.close()
+    for result in report.results:
+        status = "unchanged (304)" if result.not_modified else f"{len(result.written)} new article(s)"
+        if result.updated:
+            status += f", {len(result.updated)} updated"
+        typer.echo(f"{result.name}: {status}")
+        for path in result.written + result.updated:
+            typer.echo(f"  {output.shown(path)}")
+    for warning in report.warnings:
+        typer.echo(f"Warning: {warning}", err=True)
+    typer.echo(f"{len(report.written)} new article(s) for {when}. Next: edit or delete them in "
+               f"articles/{when}/, then `newsletter preview --date {when}`")
+
+
+def _next_issue_day(config) -> date:
+    """Return the day of the next slot: today before send_time, else tomorrow (in the newsletter's zone)."""
+    from datetime import timedelta, timezone
+
+    from newsletter.schedule import slot_on
+
+    now = datetime.now(timezone.utc)
+    today = now.astimezone(config.tz).date()
+    return today if slot_on(today, config).at > now else today + timedelta(days=1)
+
+
 # ----------------------------------------------------------------------------- check
 
 

@@ -80,3 +80,7 @@ class StoreError(NewsletterError):
 
 class InboxError(NewsletterError):
     """Incoming mail cannot be read: the IMAP server, a Maildir or an mbox file is unreachable or wrong."""
+
+
+class FeedError(NewsletterError):
+    """A feed cannot be fetched or read (timeout, an HTTP error, not a feed, too large, hostile XML)."""

@@ -47,7 +47,8 @@ DROPPED_WITH_CONTENT = frozenset({
     "script", "style", "iframe", "noscript", "template", "object", "textarea", "select", "title",
 })
 
-ARTICLE_KEYS = ("title", "section", "summary", "sources", "priority", "url", "author", "image", "image_alt")
+ARTICLE_KEYS = ("title", "section", "summary", "sources", "priority", "url", "author", "image", "image_alt",
+                "published")  # published: when a feed's entry appeared (feeds/ writes it; nothing reads it yet)
 NOTE_KEYS = ("title",)
 FEATURE_KEYS = ("title", "link", "link_text")
 
@@ -230,6 +231,13 @@ def read_day(articles_dir: Path, day: date, settings: Settings) -> DayContent:
     if problems:
         raise ArticleError(findings=problems)
     return DayContent(day=day, articles=tuple(articles), note=note, feature=feature)
+
+
+def article_problems(path: Path, text: str, settings: Settings) -> list[Finding]:
+    """Return what reading TEXT as the article file PATH would find wrong (nothing is written or read)."""
+    reader = _TextReader(path, settings, text)
+    reader.article()
+    return reader.problems
 
 
 class _FileReader:
@@ -468,6 +476,17 @@ class _FileReader:
         return value
 
 
+class _TextReader(_FileReader):
+    """A reader of text not yet written to its file (what feeds/ is about to write)."""
+
+    def __init__(self, path: Path, settings: Settings, text: str) -> None:
+        super().__init__(path, settings)
+        self.text = text
+
+    def _text(self) -> str | None:
+        return self.text
+
+
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 80
 _REPR.maxlevel = 2
@@ -487,6 +506,6 @@ def _kind(value: Any) -> str:
 
 __all__ = [
     "article_days", "read_day", "sanitize", "render_markdown", "render_text", "slugify",
-    "parse_markdown", "parse_text", "render_tokens",
+    "parse_markdown", "parse_text", "render_tokens", "article_problems",
     "ALLOWED_TAGS", "URL_SCHEMES",
 ]

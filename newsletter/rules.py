@@ -108,6 +108,8 @@ class Rule(StrEnum):
     # the bulk-sender rules (CAN-SPAM; Gmail and Yahoo)
     POSTAL_ADDRESS = "postal-address"
     COMPLAINT_RATE = "complaint-rate"  # the last 30 days' spam complaints per message delivered
+    # the sources of articles
+    FEED = "feed"  # a [[feeds]] source that failed, or an entry that was changed or left out (feeds/)
 
 
 __all__ = [

@@ -262,6 +262,8 @@ def run_due_issue(
         if state.state is IssueState.DONE:
             return result(ALREADY_SENT, number=state.number,
                           detail=f"{state.counts.get(State.SENT, 0):,} written earlier; nothing to do")
+        if settings.feeds and state.state is IssueState.NOT_STARTED:
+            _fetch_feeds(settings, conn, day)
         try:
             done = send_day(settings, day, conn=conn, stop=stop, progress=progress, lock_wait=lock_wait,
                             on_checked=checked)
@@ -291,6 +293,19 @@ def run_due_issue(
                       detail=f"{sent.sent:,} of {sent.total:,} written{waiting}, the issue is {sent.status}; "
                              "the next run resumes")
     return result(SENT, **fields, detail=f"{sent.sent:,} of {sent.total:,} written")
+
+
+def _fetch_feeds(settings: Settings, conn: Any, day: date) -> None:
+    """Fetch the [[feeds]] for DAY before its issue is built; a failure is logged, and the day is built from what is there."""
+    from newsletter import feeds
+
+    try:
+        report = feeds.fetch_feeds(settings, conn, day)
+    except Exception as err:  # a feed must never stop the day's issue
+        logger.error("%s: fetching the feeds failed; building from the articles there: %s", day, err)
+        return
+    logger.info("%s: %d new article(s) from %d feed(s), %d warning(s); see `newsletter check --date %s`",
+                day, len(report.written), len(report.results), len(report.warnings), day)
 
 
 def _check_failed(result: Callable[..., RunResult], err) -> RunResult:

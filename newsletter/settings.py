@@ -170,6 +170,24 @@ class WebhooksSettings:
     mailgun: MailgunWebhookSettings = field(default_factory=MailgunWebhookSettings)
 
 
+FEED_CONTENT = ("full", "summary")
+FEED_SCHEMES = ("http", "https", "file")
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    """One `[[feeds]]` table: a source of articles fetched by `newsletter fetch` (feeds/)."""
+
+    url: str = ""  # http(s)://…, or file:PATH inside the project (read from disk, never fetched)
+    name: str = ""  # the source line of its articles; empty: the feed's own title
+    section: str = ""  # empty: [issue] default_section
+    max_items: int = 10  # the most entries taken from one fetch (the newest)
+    content: str = "full"  # "full": the entry's content; "summary": its summary only
+    upgrade_http: bool = False  # an http: link in an entry becomes https: (else its text stays, the link goes)
+    timeout: float = 20.0  # seconds to connect, and again between two reads
+    max_bytes: int = 5_000_000  # a larger answer is refused while it streams
+
+
 # The toml name of each section, and the toml names that differ from the field names.
 _SECTIONS: dict[str, type] = {
     "newsletter": NewsletterSettings,
@@ -210,6 +228,7 @@ class Settings:
     bounces: BouncesSettings = field(default_factory=BouncesSettings)
     inbox: InboxSettings = field(default_factory=InboxSettings)
     webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
+    feeds: tuple[FeedSettings, ...] = ()  # the [[feeds]] tables, in order
 
     def __post_init__(self) -> None:
         # the defaults that follow other settings, filled once here so every reader sees the value
@@ -276,10 +295,13 @@ def load_settings(root: Path) -> Settings:
         raise SettingsError(f"{path}: {err}") from err
     sections: dict[str, typing.Any] = {}
     for name, value in raw.items():
+        if name == "feeds":
+            sections[name] = _load_feeds(path, value)
+            continue
         if name not in _SECTIONS:
             raise SettingsError(
                 f"{path}: unknown section [{name}]; expected one of "
-                + ", ".join(f"[{s}]" for s in _SECTIONS)
+                + ", ".join(f"[{s}]" for s in _SECTIONS) + ", [[feeds]]"
             )
         if not isinstance(value, dict):
             raise SettingsError(f"{path}: {name} must be a table [{name}]")
@@ -287,6 +309,56 @@ def load_settings(root: Path) -> Settings:
     settings = Settings(root=root, **sections)
     _check_values(path, settings)
     return settings
+
+
+def _load_feeds(path: Path, value: object) -> tuple[FeedSettings, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise SettingsError(f"{path}: feeds must be tables written [[feeds]], one per feed")
+    feeds = []
+    for number, table in enumerate(value, 1):
+        feed = typing.cast(FeedSettings, _load_section(path, f"feeds #{number}", table, FeedSettings))
+        feeds.append(feed)
+    return tuple(feeds)
+
+
+def _check_feeds(path: Path, settings: Settings) -> None:
+    seen: set[str] = set()
+    for number, feed in enumerate(settings.feeds, 1):
+        where = f"{path}: [[feeds]] #{number}"
+        scheme = feed.url.split(":", 1)[0].lower() if ":" in feed.url else ""
+        if scheme not in FEED_SCHEMES or not feed.url.split(":", 1)[1].strip("/"):
+            raise SettingsError(f"{where}: url {feed.url!r} must be an http:// or https:// address "
+                                "(or file:PATH to a file inside the project)")
+        if scheme == "file":
+            feed_file(settings.root, feed.url, where)
+        if feed.url in seen:
+            raise SettingsError(f"{where}: url {feed.url!r} is listed twice")
+        seen.add(feed.url)
+        if feed.section and feed.section not in settings.issue.sections:
+            raise SettingsError(f"{where}: section {feed.section!r} is not in issue.sections "
+                                f"({', '.join(settings.issue.sections)})")
+        if feed.content not in FEED_CONTENT:
+            raise SettingsError(f"{where}: content must be 'full' or 'summary', not {feed.content!r}")
+        if not 1 <= feed.max_items <= 100:
+            raise SettingsError(f"{where}: max_items must be between 1 and 100, not {feed.max_items}")
+        if not 0 < feed.timeout <= 300 or not 1_000 <= feed.max_bytes <= 100_000_000:
+            raise SettingsError(f"{where}: timeout must be between 0 and 300 seconds and max_bytes between "
+                                "1000 and 100000000")
+
+
+def feed_file(root: Path, url: str, where: str = "") -> Path:
+    """Return the file a `file:` feed URL names; refuse one outside the project ROOT."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise SettingsError(f"{where or url}: a file: feed must be on this machine, not on {parts.netloc!r}")
+    name = unquote(parts.path)
+    target = (root / name).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise SettingsError(f"{where or url}: {url!r} is outside the project folder; a file: feed must be "
+                            "inside it (write file:feeds/NAME.xml)")
+    return target
 
 
 def _load_section(path: Path, section: str, values: dict, cls: type | None = None) -> object:
@@ -386,6 +458,7 @@ def _check_values(path: Path, settings: Settings) -> None:
     _check_inbox(path, settings.inbox)
     _check_webhooks(path, settings.webhooks)
     _check_digest(path, settings.digest)
+    _check_feeds(path, settings)
 
 
 def _check_digest(path: Path, digest: DigestSettings) -> None:
@@ -605,5 +678,5 @@ def inbox_password(environ: typing.Mapping[str, str] = os.environ) -> str:
 
 __all__ = [
     "Settings", "find_project", "load_settings", "secret_key", "smtp_password", "inbox_password", "webhook_secret",
-    "CONFIG_NAME",
+    "CONFIG_NAME", "FeedSettings", "feed_file",
 ]

@@ -147,6 +147,35 @@ MIGRATIONS: tuple[str, ...] = (
         CHECK (frequency IN ('daily', 'weekly'));
     ALTER TABLE subscribers ADD COLUMN preferences_at TEXT NOT NULL DEFAULT ''
     """,
+    # 9: articles from feeds (feeds/): each feed's HTTP validators for conditional GET; each entry
+    # taken, by its id or link, with the file written and its SHA-256 (a file whose hash differs was
+    # edited by someone, and is left alone); and each fetch's warnings for `newsletter check`
+    """
+    CREATE TABLE feed_state (
+        url            TEXT PRIMARY KEY,
+        etag           TEXT NOT NULL DEFAULT '',
+        last_modified  TEXT NOT NULL DEFAULT '',
+        fetched_at     TEXT NOT NULL
+    );
+    CREATE TABLE feed_entries (
+        feed_url    TEXT NOT NULL,
+        entry_key   TEXT NOT NULL,
+        link        TEXT NOT NULL DEFAULT '',
+        day         TEXT NOT NULL,
+        path        TEXT NOT NULL,
+        sha256      TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (feed_url, entry_key)
+    );
+    CREATE INDEX feed_entries_link ON feed_entries (link);
+    CREATE TABLE feed_warnings (
+        id        INTEGER PRIMARY KEY,
+        day       TEXT NOT NULL,
+        feed_url  TEXT NOT NULL,
+        message   TEXT NOT NULL
+    );
+    CREATE INDEX feed_warnings_day ON feed_warnings (day, feed_url)
+    """,
 )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, time
 
-from newsletter.check import html_rules, issue_rules, list_rules, message_rules
+from newsletter.check import feed_rules, html_rules, issue_rules, list_rules, message_rules
 from newsletter.check.context import Context, TemplateSources, decoded_parts, display
 from newsletter.check.issue_rules import citation_problem
 from newsletter.check.report import CheckReport, errors_first, format_report
@@ -34,7 +34,7 @@ _SAMPLE_KEY = b"newsletter-check-sample-key"
 
 CheckRule = Callable[[Context], Iterable[Finding]]
 # In the order their findings are listed (errors first, then warnings, each in this order).
-RULES: tuple[CheckRule, ...] = (*html_rules.RULES, *issue_rules.RULES, *list_rules.RULES)
+RULES: tuple[CheckRule, ...] = (*html_rules.RULES, *issue_rules.RULES, *list_rules.RULES, *feed_rules.RULES)
 MESSAGE_RULES: tuple[CheckRule, ...] = message_rules.RULES  # only when the sample message was built
 
 
@@ -47,9 +47,10 @@ def check_issue(settings: Settings, day: date) -> CheckReport:
     try:
         prepared = prepare_issue(settings, day)
     except NewsletterError as err:
-        return CheckReport(day, errors_first(_failure_findings(settings, day, err)))
+        found = [*_failure_findings(settings, day, err), *feed_rules.feed_findings(settings, day)]
+        return CheckReport(day, errors_first(found))
     if prepared.rendered is None:
-        return CheckReport(day, skipped_reason=prepared.skipped_reason)
+        return CheckReport(day, tuple(feed_rules.feed_findings(settings, day)), skipped_reason=prepared.skipped_reason)
     return check_rendered(prepared, settings)
 
 

@@ -31,7 +31,7 @@ class CheckReport:
     @property
     def skipped(self) -> bool:
         """True when the day has no issue to send (the empty policy), so there was nothing to check."""
-        return bool(self.skipped_reason) and self.html_bytes is None and not self.findings
+        return bool(self.skipped_reason) and self.html_bytes is None and not self.errors
 
     @property
     def ok(self) -> bool:
@@ -59,7 +59,8 @@ def errors_first(findings: Iterable[Finding]) -> tuple[Finding, ...]:
 def format_report(report: CheckReport) -> str:
     """Return REPORT as lines a person reads at a glance: a summary, then errors, then warnings."""
     if report.skipped:
-        return f"No issue to check: {report.skipped_reason}"
+        return "\n".join([f"No issue to check: {report.skipped_reason}",
+                          *(f"  warning {finding}" for finding in report.findings)])
     errors, warnings = len(report.errors), len(report.warnings)
     if report.skipped_reason:  # the empty policy sends a notice instead: that is what was checked
         what = f"{report.skipped_reason}\nThe notice of {report.day}"
