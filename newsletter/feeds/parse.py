@@ -218,7 +218,7 @@ def _json_entry(item: Any) -> Entry | None:
     if not key:
         return None
     content = _text(item.get("content_html")) or _plain_as_html(_text(item.get("content_text")))
-    authors = item.get("authors") if isinstance(item.get("authors"), list) else [item.get("author")]
+    authors: list[Any] = item["authors"] if isinstance(item.get("authors"), list) else [item.get("author")]
     author = ", ".join(_text(a.get("name")) for a in authors if isinstance(a, dict) and _text(a.get("name")))
     image, alt = "", ""
     for attachment in item.get("attachments") or []:
