@@ -5,6 +5,13 @@ BIN := $(VENV)/bin
 DEMO_DAY ?= 2026-11-26
 DEMO_WEEK ?= 2026-W48
 SAMPLE_DAYS := $(notdir $(wildcard articles/20*))
+# what `newsletter fetch` writes from the sample feed (feeds/sample-wire.xml); .gitignore lists them too
+SAMPLE_FEED_ARTICLES := articles/2026-11-21/ministers-agree-to-meet-on-border-detection-standards.md \
+	articles/2026-11-22/treaty-secretariat-names-new-verification-chief.md \
+	articles/2026-11-23/think-tank-report-urges-shared-lab-safety-register.md \
+	articles/2026-11-24/tessaly-budget-adds-funds-for-customs-scanners.md \
+	articles/2026-11-25/regional-forum-opens-consultation-on-incident-reporting.md \
+	articles/2026-11-26/norvalen-parliament-schedules-export-control-hearing.md
 
 .PHONY: demo test bench clean
 
@@ -18,7 +25,7 @@ demo: $(BIN)/newsletter
 	$(BIN)/newsletter subscribers import subscribers/sample.csv
 	$(BIN)/newsletter subscribers import subscribers/sample-weekly.csv
 	$(BIN)/newsletter subscribers count
-	@for day in $(SAMPLE_DAYS); do $(BIN)/newsletter send --date $$day || exit 1; done
+	@for day in $(SAMPLE_DAYS); do $(BIN)/newsletter fetch --date $$day && $(BIN)/newsletter send --date $$day || exit 1; done
 	$(BIN)/newsletter send --digest --week $(DEMO_WEEK)
 	$(BIN)/newsletter archive
 	@echo
@@ -40,4 +47,4 @@ bench: $(BIN)/newsletter
 	$(BIN)/python bench/import_bench.py 10000
 
 clean:
-	rm -rf $(VENV) outbox/20* subscribers/*.db subscribers/*.db-* 
+	rm -rf $(VENV) outbox/20* subscribers/*.db subscribers/*.db-* $(SAMPLE_FEED_ARTICLES)

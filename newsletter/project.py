@@ -121,6 +121,18 @@ ca_file = ""                          # PEM file of a private CA to trust, relat
 timeout = 30.0                        # seconds
 every_minutes = 5
 max_message_bytes = 10000000          # larger messages are left for a human unread
+
+# Articles from feeds (README: "Articles from feeds"): one [[feeds]] table per feed; `newsletter fetch`
+# (and the scheduler, before each send) writes each new entry as an article file in articles/DAY/.
+# [[feeds]]
+# url = "https://example.org/feed.xml"  # RSS, Atom or JSON Feed; or file:PATH inside this project
+# name = ""                           # the source line of its articles; empty: the feed's own title
+# section = ""                        # empty: [issue] default_section
+# max_items = 10                      # the most new entries taken per issue (the newest)
+# content = "full"                    # "full": the entry's content; "summary": its summary and a link
+# upgrade_http = false                # true: http: links become https:; false: their text stays, the link goes
+# timeout = 20.0                      # seconds to connect, and again between reads
+# max_bytes = 5000000                 # a larger answer is refused while it streams
 """
 
 SAMPLE_ARTICLE = """\

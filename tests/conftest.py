@@ -45,6 +45,7 @@ def sample_project(tmp_path: Path) -> Path:
     folder.mkdir()
     shutil.copy(REPO / "newsletter.toml", folder / "newsletter.toml")
     shutil.copytree(REPO / "articles", folder / "articles")
+    shutil.copytree(REPO / "feeds", folder / "feeds")
     (folder / "subscribers").mkdir()
     shutil.copy(REPO / "subscribers" / "sample.csv", folder / "subscribers" / "sample.csv")
     return folder

@@ -32,13 +32,23 @@ def sent(tmp_path_factory) -> Path:
     project.mkdir()
     shutil.copy(REPO / "newsletter.toml", project / "newsletter.toml")
     shutil.copytree(REPO / "articles", project / "articles")
+    shutil.copytree(REPO / "feeds", project / "feeds")
     (project / "subscribers").mkdir()
     shutil.copy(REPO / "subscribers" / "sample.csv", project / "subscribers" / "sample.csv")
     runner = CliRunner()
-    for args in (["subscribers", "import", "subscribers/sample.csv"], ["send", "--date", DAY]):
+    for args in (["subscribers", "import", "subscribers/sample.csv"], ["fetch", "--date", DAY], ["send", "--date", DAY]):
         result = runner.invoke(app, ["--project", str(project), *args])
         assert result.exit_code == 0, result.output
     return project
+
+
+def test_the_sample_day_holds_the_sample_feeds_article_next_to_hand_written_ones(sent):
+    folder = sent / "articles" / DAY
+    fetched = folder / "norvalen-parliament-schedules-export-control-hearing.md"
+    assert "Sample Policy Wire, Nov. 25" in fetched.read_text(encoding="utf-8")
+    html_part = email.message_from_bytes(outbox(sent)[0], policy=email.policy.default).get_body(("html",)).get_content()
+    assert "Norvalen Parliament Schedules Export-Control Hearing" in html_part
+    assert "Drelland Passes Law Creating Independent Lab Inspectorate" in html_part  # a hand-written one
 
 
 def sample_people(project: Path) -> dict[str, tuple[str, str]]:
