@@ -17,6 +17,7 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     etag: str = ""  # set: a request with If-None-Match equal to it gets 304
     hold: threading.Event | None = None  # set: the answer's headers go out, then the body waits for this
+    trickle: threading.Event | None = None  # set: the body goes out a byte every 0.05 s until this is set
 
 
 class FeedServer:
@@ -47,6 +48,12 @@ class FeedServer:
                 if route.hold is not None:
                     self.wfile.flush()
                     route.hold.wait(30)
+                if route.trickle is not None:
+                    for byte in route.body:
+                        if route.trickle.wait(0.05):
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
                 self.wfile.write(route.body)
 
             def log_message(self, *args: object) -> None:
@@ -65,8 +72,9 @@ class FeedServer:
 
     def __exit__(self, *exc: object) -> None:
         for route in self.routes.values():
-            if route.hold is not None:
-                route.hold.set()
+            for event in (route.hold, route.trickle):
+                if event is not None:
+                    event.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -265,6 +265,39 @@ def test_a_slow_server_trips_the_timeout(project, server, runner):
     assert articles(project) == {}
 
 
+def test_a_server_trickling_bytes_trips_the_overall_deadline(project, server, runner):
+    done = threading.Event()
+    server.routes["/trickle"] = Route(make_feed(items("Sent a byte at a time")), trickle=done)
+    add_feeds(project, f'url = "{server.url("/trickle")}"\ntimeout = 0.2')
+    result = fetch(runner, project)
+    done.set()
+    assert result.exit_code == 0 and "timed out (still sending after 0.6 s)" in result.output
+
+
+def test_a_compressed_answer_counts_at_its_real_size(project, server, runner):
+    import gzip
+
+    bomb = gzip.compress(make_feed(items("Small on the wire")) + b"<!--" + b" " * 3_000_000 + b"-->")
+    server.routes["/gz"] = Route(bomb, headers={"Content-Encoding": "gzip"})
+    add_feeds(project, f'url = "{server.url("/gz")}"\nmax_bytes = 1000000')
+    assert len(bomb) < 20_000
+    result = fetch(runner, project)
+    assert "is over max_bytes = 1,000,000 bytes" in result.output and articles(project) == {}
+
+
+def test_with_every_feed_failing_and_no_articles_the_empty_policy_applies(project, server, runner):
+    add_feeds(project, f'url = "{server.url("/missing")}"\nname = "Gone"')
+    assert fetch(runner, project).exit_code == 0
+    shutil_day = project / "articles" / DAY.isoformat()
+    assert not shutil_day.exists() or not any(shutil_day.iterdir())
+    check = runner.invoke(app, ["--project", str(project), "check", "--date", DAY.isoformat()])
+    assert check.exit_code == 0, check.output
+    assert check.output.startswith("No issue to check: 2026-11-26: 0 article(s)")
+    assert f"warning {server.url('/missing')}: feed 'Gone'" in check.output
+    send = runner.invoke(app, ["--project", str(project), "send", "--date", DAY.isoformat()])
+    assert send.exit_code == 0 and "nothing sent (empty_policy = skip)" in send.output
+
+
 def test_entity_expansion_is_refused(project, server, runner):
     laughs = "".join(f'<!ENTITY l{n} "{f"&l{n - 1};" * 10}">' for n in range(1, 10))
     document = (f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY l0 "lol">{laughs}]><rss version="2.0"><channel>'
@@ -333,6 +366,34 @@ def test_a_file_feed_outside_the_project_is_refused(project, runner):
     assert "[[feeds]] #1: 'file:../elsewhere.xml' is outside the project folder" in result.output
 
 
+@pytest.mark.parametrize("table, message", [
+    ('url = "ftp://example.org/feed"', "must be an http:// or https:// address"),
+    ('url = "https://example.org/f"\nsection = "Sport"', "section 'Sport' is not in issue.sections"),
+    ('url = "https://example.org/f"\nmax_items = 0', "max_items must be between 1 and 100"),
+    ('url = "https://example.org/f"\ncontent = "all"', "content must be 'full' or 'summary'"),
+    ('url = "https://example.org/f"\nmax_item = 3', "unknown key 'max_item'"),
+])
+def test_a_wrong_feeds_table_is_an_error_naming_it(project, runner, table, message):
+    add_feeds(project, 'url = "https://example.org/ok"', table)
+    result = runner.invoke(app, ["--project", str(project), "fetch"])
+    assert result.exit_code == 1 and message in result.output
+    assert "newsletter.toml" in result.output and ("[[feeds]] #2" in result.output or "feeds #2" in result.output)
+
+
+def test_fetch_without_a_date_fills_the_next_issue(project, server, runner):
+    from newsletter.schedule import slot_on
+    from newsletter.settings import load_settings
+
+    now = datetime.now(timezone.utc)
+    today = now.date()  # the project's zone is UTC
+    expected = today if slot_on(today, load_settings(project)).at > now else date.fromordinal(today.toordinal() + 1)
+    server.routes["/rss"] = Route(make_feed([Item("Fresh today", "https://harbour.example.org/fresh", now)]))
+    add_feeds(project, f'url = "{server.url("/rss")}"')
+    result = runner.invoke(app, ["--project", str(project), "fetch"])
+    assert result.exit_code == 0, result.output
+    assert list(articles(project, expected)) == ["fresh-today.md"]
+
+
 def test_fetch_file_reads_a_feed_from_disk(project, runner, tmp_path):
     path = tmp_path / "saved.xml"
     path.write_bytes(make_feed(items("Read from a file"), kind="atom"))
@@ -355,6 +416,37 @@ def test_the_scheduler_fetches_before_it_builds(project, server):
 
 
 # --- the Markdown the files hold ----------------------------------------------------------------------
+
+_WORDS = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=20)
+
+
+def _markup(depth: int = 2):
+    """HTML of the tags the sanitizer keeps, nested, around open-ended text."""
+    import html as html_lib
+
+    leaf = _WORDS.map(html_lib.escape)
+    if depth == 0:
+        return leaf
+    inner = st.lists(_markup(depth - 1), min_size=1, max_size=3).map(" ".join)
+    tags = st.sampled_from(["p", "strong", "em", "code", "blockquote", "li", "h3", "a"])
+    return st.one_of(leaf, st.tuples(tags, inner).map(
+        lambda t: f'<a href="https://example.org/x">{t[1]}</a>' if t[0] == "a"
+        else f"<ul><li>{t[1]}</li></ul>" if t[0] == "li" else f"<{t[0]}>{t[1]}</{t[0]}>"))
+
+
+@hypothesis_settings(max_examples=150, deadline=None)
+@given(_markup())
+def test_entry_markup_reads_back_as_the_same_words(markup):
+    from lxml import html as lxml_html
+
+    def words(fragment: str) -> str:
+        if not fragment.strip():
+            return ""
+        return "".join(lxml_html.fragment_fromstring(fragment, create_parent="div").text_content().split())
+
+    clean = readers.sanitize(markup)
+    assert words(readers.render_markdown(to_markdown(clean))) == words(clean)
+
 
 @hypothesis_settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=80))

@@ -25,6 +25,8 @@ from newsletter.settings import FeedSettings, Settings, feed_file
 
 logger = logging.getLogger(__name__)
 
+FETCH_LOCK_NAME = "fetch.lock"  # beside the database, like the send and scheduler locks
+LOOKAHEAD = timedelta(days=2)  # an entry dated further ahead is a wrong clock, not a reason to skip 304s
 PARSE_FACTOR, PARSE_EXTRA = 4, 20  # entries parsed per fetch: max_items * 4 + 20, the first in the document
 
 
@@ -58,29 +60,39 @@ def fetch_feeds(settings: Settings, conn: sqlite3.Connection, day: date, *,
                 feeds: tuple[FeedSettings, ...] | None = None, local: dict[str, Path] | None = None) -> FetchReport:
     """Fetch FEEDS (default: every [[feeds]] table) and write DAY's new entries as article files.
 
-    LOCAL maps a feed URL to a file read instead (`fetch --file`). Raises FeedError only when
-    DAY's issue has already started; every feed's own fault is a warning in the report.
+    LOCAL maps a feed URL to a file read instead (`fetch --file`). Raises FeedError when DAY's
+    issue has already started, LockedError when another fetch runs; every feed's own fault is a
+    warning in the report, and the other feeds go on.
     """
+    from newsletter.delivery.lock import held_lock
+
     started = state.issue_started(conn, day)
     if started:
         raise FeedError(f"{day}: the issue is already {started}; its articles are frozen "
                         f"(fetch for a later day with --date)")
-    results = []
-    for feed in settings.feeds if feeds is None else feeds:
-        result = FeedResult(feed.url, feed.name or feed.url)
-        try:
-            _fetch_one(settings, conn, day, feed, result, (local or {}).get(feed.url))
-        except FeedError as err:
-            result.warnings.append(f"feed {result.name!r} ({feed.url}): {err}")
-        except OSError as err:  # the articles folder cannot be written: say which file
-            where = files.display(err.filename, settings.root) if err.filename else "articles"
-            result.warnings.append(f"feed {result.name!r} ({feed.url}): {where}: {err.strerror or err}")
-        for warning in result.warnings:
-            logger.warning("%s", warning)
-        with store.write(conn):
-            state.record_warnings(conn, day, feed.url, result.warnings)
-        results.append(result)
+    busy = "another `newsletter fetch` (or the scheduler's) is running for this project (pid {pid}); try again"
+    with held_lock(settings.database_path.parent / FETCH_LOCK_NAME, busy):
+        results = [_fetch_logged(settings, conn, day, feed, (local or {}).get(feed.url))
+                   for feed in (settings.feeds if feeds is None else feeds)]
     return FetchReport(day, tuple(results))
+
+
+def _fetch_logged(settings: Settings, conn: sqlite3.Connection, day: date, feed: FeedSettings,
+                  local: Path | None) -> FeedResult:
+    """Fetch one feed; turn its fault into a warning, log and record its warnings for `check`."""
+    result = FeedResult(feed.url, feed.name or feed.url)
+    try:
+        _fetch_one(settings, conn, day, feed, result, local)
+    except FeedError as err:
+        result.warnings.append(f"feed {result.name!r} ({feed.url}): {err}")
+    except OSError as err:  # the articles folder cannot be written: say which file
+        where = files.display(err.filename, settings.root) if err.filename else "articles"
+        result.warnings.append(f"feed {result.name!r} ({feed.url}): {where}: {err.strerror or err}")
+    for warning in result.warnings:
+        logger.warning("%s", warning)
+    with store.write(conn):
+        state.record_warnings(conn, day, feed.url, result.warnings)
+    return result
 
 
 def _fetch_one(settings: Settings, conn: sqlite3.Connection, day: date, feed: FeedSettings,
@@ -134,7 +146,7 @@ def _due_entries(parsed: ParsedFeed, day: date, settings: Settings) -> tuple[lis
     days = [(entry_day(entry.published, day, settings), entry) for entry in parsed.entries]
     due = [entry for when, entry in days if when == day]
     due.sort(key=lambda e: e.published.timestamp() if e.published else float("inf"), reverse=True)
-    return due, any(when > day for when, _ in days)
+    return due, any(day < when <= day + LOOKAHEAD for when, _ in days)
 
 
 def _take(settings: Settings, conn: sqlite3.Connection, day: date, feed: FeedSettings, entry: Entry,

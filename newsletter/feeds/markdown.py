@@ -46,7 +46,7 @@ def _blocks(parent: Any) -> list[str]:
         if not isinstance(child.tag, str):  # a comment or processing instruction the sanitizer let by
             inline.append(escape(child.tail or ""))
             continue
-        if child.tag in _BLOCKS:
+        if child.tag in _BLOCKS or _has_block(child):
             flush()
             blocks.append(_block(child))
         else:
@@ -58,7 +58,7 @@ def _blocks(parent: Any) -> list[str]:
 
 def _block(element: Any) -> str:
     tag = element.tag
-    if tag == "p":
+    if tag == "p" and not _has_block(element):
         return _guard_lines(_inline_children(element).strip())
     if tag in ("h3", "h4"):
         return f"{'#' * int(tag[1])} {_inline_children(element).strip()}"
@@ -92,6 +92,10 @@ def _list(element: Any) -> str:
     return "\n".join(items)
 
 
+def _has_block(element: Any) -> bool:
+    return any(isinstance(d.tag, str) and d.tag in _BLOCKS for d in element.iterdescendants())
+
+
 def _inline(element: Any) -> str:
     tag = element.tag
     inner = _inline_children(element)
@@ -116,8 +120,8 @@ def _inline(element: Any) -> str:
 def _inline_children(element: Any) -> str:
     parts = [escape(element.text or "")]
     for child in element:
-        if isinstance(child.tag, str):
-            parts.append(_block(child) if child.tag in _BLOCKS else _inline(child))
+        if isinstance(child.tag, str):  # a block inside a line (a heading's list): its words only
+            parts.append(f" {_inline_children(child)} " if child.tag in _BLOCKS else _inline(child))
         parts.append(escape(child.tail or ""))
     return "".join(parts)
 
