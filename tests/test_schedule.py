@@ -54,6 +54,7 @@ def make_project(folder: Path, *, zone: str, send_time: str, catch_up_hours: flo
         text = text.replace('transport = "outbox"', 'transport = "smtp"')
         text += f'\n[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\ntimeout = 5.0\n'
     (folder / "newsletter.toml").write_text(text, encoding="utf-8")
+    shutil.copytree(REPO / "feeds", folder / "feeds")  # the sample's [[feeds]] (its entries are older than DAYS)
     for day in days:
         shutil.copytree(SOURCE_DAY, folder / "articles" / day.isoformat())
     shutil.copy(REPO / "subscribers" / "sample.csv", folder / "subscribers" / "sample.csv")
