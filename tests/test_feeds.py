@@ -402,17 +402,32 @@ def test_fetch_file_reads_a_feed_from_disk(project, runner, tmp_path):
     assert list(articles(project)) == ["read-from-a-file.md"]
 
 
-def test_the_scheduler_fetches_before_it_builds(project, server):
+def test_the_scheduler_fetches_two_feeds_before_it_builds_and_sends_them_with_the_hand_written_articles(
+        project, server, runner):
+    import email
+    import email.policy
+
     from newsletter import schedule
     from newsletter.settings import load_settings
 
     server.routes["/rss"] = Route(make_feed(items("Scheduled arrival")))
-    add_feeds(project, f'url = "{server.url("/rss")}"')
+    feed = {"version": "https://jsonfeed.org/version/1.1", "title": "Quay Notes",
+            "items": [{"id": "q-9", "url": "https://quay.example.org/9", "title": "Second source arrives",
+                       "content_html": "<p>From the JSON Feed.</p>", "date_published": "2026-11-25T20:00:00Z"}]}
+    server.routes["/json"] = Route(json.dumps(feed).encode())
+    add_feeds(project, f'url = "{server.url("/rss")}"', f'url = "{server.url("/json")}"')
+    folder = project / "articles" / DAY.isoformat()
+    folder.mkdir(parents=True)
+    (folder / "desk.md").write_text("---\ntitle: From the desk\n---\nHand-written today.\n", encoding="utf-8")
+    added = runner.invoke(app, ["--project", str(project), "subscribers", "add", "reader@example.org"])
+    assert added.exit_code == 0, added.output
     result = schedule.run_due_issue(load_settings(project), DAY)
-    assert result.outcome == schedule.SENT, result.detail
-    mail = list((project / "outbox" / DAY.isoformat() / "mail" / "new").iterdir())
-    assert result.articles == 1 and not mail  # nobody subscribed; the issue itself was built from the feed
-    assert "Scheduled arrival" in (project / "outbox" / DAY.isoformat() / "issue.html").read_text(encoding="utf-8")
+    assert result.outcome == schedule.SENT and result.articles == 3, result.detail
+    [path] = (project / "outbox" / DAY.isoformat() / "mail" / "new").iterdir()
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    html = message.get_body(("html",)).get_content()
+    for title in ("Scheduled arrival", "Second source arrives", "From the desk"):
+        assert title in html
 
 
 # --- the Markdown the files hold ----------------------------------------------------------------------
