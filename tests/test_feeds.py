@@ -196,6 +196,17 @@ def test_http_links_are_dropped_with_a_warning_or_upgraded(project, server, runn
     assert "[our page](<https://up.example.org/relative>)" in upgraded and "url: https://up.example.org/u/" in upgraded
 
 
+def test_content_summary_takes_the_summary_and_links_to_the_rest(project, server, runner):
+    entry = Item("Summary only", "https://harbour.example.org/s", NOON, content="<p>The long story.</p>",
+                 summary="The short of it.")
+    server.routes["/rss"] = Route(make_feed([entry]))
+    add_feeds(project, f'url = "{server.url("/rss")}"\ncontent = "summary"')
+    assert fetch(runner, project).exit_code == 0
+    text = articles(project)["summary-only.md"]
+    assert "The short of it." in text and "The long story." not in text
+    assert "[Read the full article at Harbour Desk](<https://harbour.example.org/s>)" in text
+
+
 def test_an_image_needs_https_and_a_description(project, server, runner):
     media = ('<?xml version="1.0"?><rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/"><channel>'
              '<title>Pictures</title><link>https://pics.example.org/</link>'

@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 import nh3
 import yaml
 
-from newsletter import readers
+from newsletter import i18n, readers
 from newsletter.feeds.markdown import escape, to_markdown
 from newsletter.feeds.parse import Entry
 from newsletter.headers import header_problem
@@ -52,7 +52,9 @@ def draft_article(entry: Entry, feed: FeedSettings, source: str, base: str, day:
     markup = entry.content_html if feed.content == "full" and entry.content_html else entry.summary_html
     body = to_markdown(_links(readers.sanitize(_absolute(markup, absolute or base)), feed, notes))
     if link and (feed.content == "summary" or not body.strip()):
-        body += f"\n[Read the full article at {escape(source)}](<{link}>)\n"
+        _ = i18n.gettext_for(settings)
+        label = _("Read the full article at %(source)s") % {"source": escape(source)}
+        body += f"\n[{label}](<{link}>)\n"
     summary = _shorten(_plain(entry.summary_html or markup), SUMMARY_CHARS)
     title = _title(entry.title, summary or _plain(markup))
     when = entry.published.astimezone(settings.tz) if entry.published else None
