@@ -475,6 +475,10 @@ def fetch_command(
         output.fail(err)
     finally:
         conn.close()
+    if report.started:
+        typer.echo(f"The issue of {when} is already {report.started}: its articles are frozen, nothing fetched "
+                   "(fetch for a later day with --date)")
+        return
     for result in report.results:
         status = "unchanged (304)" if result.not_modified else f"{len(result.written)} new article(s)"
         if result.updated:

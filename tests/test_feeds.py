@@ -164,7 +164,7 @@ def test_a_hand_written_file_of_the_same_name_is_left_alone(project, server, run
     assert "Pier lights replaced in full." in (folder / "pier-lights-replaced-2.md").read_text(encoding="utf-8")
 
 
-def test_a_started_issue_is_not_fetched_for(project, server, runner, tmp_path):
+def test_a_started_issue_is_not_fetched_for_and_make_demo_runs_twice(project, server, runner, tmp_path):
     server.routes["/rss"] = Route(make_feed(items("Too late")))
     add_feeds(project, f'url = "{server.url("/rss")}"')
     from newsletter import store
@@ -173,8 +173,8 @@ def test_a_started_issue_is_not_fetched_for(project, server, runner, tmp_path):
     conn.execute("INSERT INTO issues VALUES (?, 1, 'done', 's', 'h', 't', 'x', 'now', 'now')", (DAY.isoformat(),))
     conn.close()
     result = fetch(runner, project)
-    assert result.exit_code == 1 and "the issue is already done" in result.output
-    assert articles(project) == {}
+    assert result.exit_code == 0 and "The issue of 2026-11-26 is already done: its articles are frozen" in result.output
+    assert articles(project) == {} and server.requests == []
 
 
 # --- links and images ---------------------------------------------------------------------------------

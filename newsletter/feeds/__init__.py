@@ -46,6 +46,7 @@ class FeedResult:
 class FetchReport:
     day: date
     results: tuple[FeedResult, ...]
+    started: str = ""  # set: DAY's issue was already sending, paused or done, and nothing was fetched
 
     @property
     def written(self) -> list[Path]:
@@ -60,16 +61,15 @@ def fetch_feeds(settings: Settings, conn: sqlite3.Connection, day: date, *,
                 feeds: tuple[FeedSettings, ...] | None = None, local: dict[str, Path] | None = None) -> FetchReport:
     """Fetch FEEDS (default: every [[feeds]] table) and write DAY's new entries as article files.
 
-    LOCAL maps a feed URL to a file read instead (`fetch --file`). Raises FeedError when DAY's
-    issue has already started, LockedError when another fetch runs; every feed's own fault is a
-    warning in the report, and the other feeds go on.
+    LOCAL maps a feed URL to a file read instead (`fetch --file`). Nothing is fetched for an issue
+    that has started (the report's `started` says so). Raises LockedError when another fetch
+    runs; every feed's own fault is a warning in the report, and the other feeds go on.
     """
     from newsletter.delivery.lock import held_lock
 
     started = state.issue_started(conn, day)
-    if started:
-        raise FeedError(f"{day}: the issue is already {started}; its articles are frozen "
-                        f"(fetch for a later day with --date)")
+    if started:  # its articles are frozen: an entry taken now would never go out, and be remembered
+        return FetchReport(day, (), started=started)
     busy = "another `newsletter fetch` (or the scheduler's) is running for this project (pid {pid}); try again"
     with held_lock(settings.database_path.parent / FETCH_LOCK_NAME, busy):
         results = [_fetch_logged(settings, conn, day, feed, (local or {}).get(feed.url))
