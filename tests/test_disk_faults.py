@@ -28,6 +28,7 @@ from conftest import fill_postal_address
 
 ACTIVE = 300
 BATCH_SIZE = 25
+AT_FREEZE = 16_384  # four database pages: the write-ahead log's header and a first transaction, not the freeze
 
 
 def make_project(folder: Path) -> Path:
@@ -98,14 +99,17 @@ def template_project(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [4_096, 150_000, 400_000], ids=["at-freeze", "early", "late"])
+@pytest.mark.parametrize("extra", [0, 150_000, 400_000], ids=["at-freeze", "early", "late"])
 def test_a_file_size_limit_mid_send_is_one_line_and_the_next_send_resumes(
     template_project: Path, tmp_path: Path, extra: int
 ) -> None:
     project = tmp_path / "p"
     shutil.copytree(template_project, project)
     database = project / "subscribers" / "newsletter.db"
-    result = run(project, "send", file_limit=database.stat().st_size + extra)
+    # the write-ahead log is the file that grows: the freeze alone needs more than AT_FREEZE of it
+    # (the issue and 300 rows), whatever the schema's size; later limits are past the freeze
+    limit = database.stat().st_size + extra if extra else AT_FREEZE
+    result = run(project, "send", file_limit=limit)
     assert_one_error_line(result, database, "disk I/O error", "File too large")
     written = assert_ledger_matches_files(project)
     assert (0 < written < ACTIVE) if extra > 100_000 else written == 0  # mid-send, or before any message
