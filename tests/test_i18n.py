@@ -281,3 +281,16 @@ def test_check_names_the_template_of_a_project_string_missing_from_its_catalog(p
     assert result.exit_code == 1
     assert "templates/partials/layout.html.j2:" in result.output
     assert "'Printed on recycled electrons' has no 'it' translation" in result.output
+
+
+def test_check_warns_of_a_template_copy_made_before_languages_existed(project, runner):
+    from newsletter.cli import app
+
+    _set_language(project, "fr")
+    contents = project / "templates" / "partials" / "contents.html.j2"
+    contents.write_text(contents.read_text(encoding="utf-8").replace('{{ _("In this issue") }}', "In this issue"),
+                        encoding="utf-8")
+    result = runner.invoke(app, ["--project", str(project), "check"])
+    assert result.exit_code == 0, result.output  # a warning: the project may mean it
+    assert "templates/partials/contents.html.j2: this copy of a packaged template has no translatable strings" \
+        in " ".join(result.output.split())

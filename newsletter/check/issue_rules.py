@@ -123,6 +123,9 @@ def translations(ctx: Context) -> Iterator[Finding]:
     from newsletter import i18n
 
     settings = ctx.settings
+    if i18n.language_of(settings).is_source:
+        return  # the msgids are English
+    yield from _untranslated_copies(ctx)
     found = i18n.template_msgids(settings.templates_dir)
     missing = i18n.untranslated(settings, [msgid for msgid, _, _ in found])
     if not missing:
@@ -138,6 +141,25 @@ def translations(ctx: Context) -> Iterator[Finding]:
     if len(missing) > shown:
         yield error(Rule.TRANSLATION, f"{len(missing) - shown} more fixed strings have no {language!r} translation; "
                     f"`pybabel init` writes a catalog of them all for {catalog} (README: Languages)", catalog)
+
+
+def _untranslated_copies(ctx: Context) -> Iterator[Finding]:
+    """A project's copy of a packaged template made before languages existed: its words stay English."""
+    from newsletter.project import packaged_templates
+
+    packaged, own = packaged_templates(), ctx.settings.templates_dir
+    if not own.is_dir() or own.resolve() == packaged.resolve():
+        return
+    for copy in sorted(own.rglob("*.j2")):
+        original = packaged / copy.relative_to(own)
+        if not original.is_file():
+            continue
+        marked = lambda text: "_(" in text or "{% trans" in text  # noqa: E731
+        if marked(original.read_text(encoding="utf-8")) and not marked(copy.read_text(encoding="utf-8")):
+            yield warning(Rule.TRANSLATION, "this copy of a packaged template has no translatable strings (made "
+                          "before languages existed?): readers see its words in English whatever the language; "
+                          "copy the packaged template again, or delete this copy if you did not change it",
+                          ctx.show(copy))
 
 
 def citation_problem(text: str) -> str:
