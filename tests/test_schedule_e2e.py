@@ -60,7 +60,7 @@ def test_schedule_catches_up_a_due_slot_and_a_restart_sends_nobody_a_second_copy
         code = first.terminate() if first.process.poll() is None else first.process.returncode
         first.kill()
     assert code == 0, "\n".join(first.lines)
-    assert first.logged(f"daily at {slot:%H:%M} {zone}; next run ")
+    assert first.logged(f"daily at {slot:%H:%M} {zone}, last week's digest from ")
     assert first.logged("+0545") and first.logged(" UTC")
     assert first.logged("INFO SIGTERM: finishing the message in flight, then stopping")
     assert first.logged("newsletter schedule stopped")
