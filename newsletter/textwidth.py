@@ -44,13 +44,13 @@ def fill(text: str, width: int, first: str, rest: str) -> str:
         return _fill_ascii(text, width, first, rest)
     lines: list[str] = []
     line: list[str] = []
-    prefix = first
+    prefix, room = first, width - display_width(first)
     used = 0
     for atom, atom_width, spaced in _atoms(text):
         gap = 1 if spaced and line else 0
-        if line and used + gap + atom_width > width - display_width(prefix):
+        if line and used + gap + atom_width > room:
             lines.append(prefix + "".join(line))
-            prefix, line, used, gap = rest, [], 0, 0
+            prefix, room, line, used, gap = rest, width - display_width(rest), [], 0, 0
         line.append(" " * gap + atom)
         used += gap + atom_width
     if line:
@@ -63,6 +63,9 @@ def _atoms(text: str) -> list[tuple[str, int, bool]]:
     atoms: list[tuple[str, int, bool]] = []
     for word in text.split(" "):
         if not word:
+            continue
+        if word.isascii():
+            atoms.append((word, len(word), True))
             continue
         pieces: list[list] = []  # [text, width]
         previous = ""
