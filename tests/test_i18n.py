@@ -294,3 +294,13 @@ def test_check_warns_of_a_template_copy_made_before_languages_existed(project, r
     assert result.exit_code == 0, result.output  # a warning: the project may mean it
     assert "templates/partials/contents.html.j2: this copy of a packaged template has no translatable strings" \
         in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(("language", "direction"), [("ar", "rtl"), ("he", "rtl"), ("fa", "rtl"), ("ur", "rtl"),
+                                                     ("fr", "ltr"), ("pt_BR", "ltr"), ("zh", "ltr")])
+def test_the_writing_direction_comes_from_the_locale(language, direction):
+    from newsletter.renderer import direction_values
+
+    values = direction_values(language)
+    assert values["direction"] == direction
+    assert (values["start"], values["end"]) == (("right", "left") if direction == "rtl" else ("left", "right"))
