@@ -20,6 +20,7 @@ import functools
 import gettext
 import io
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -205,9 +206,38 @@ def read_catalog(path: Path, language: str) -> Catalog:
 
     try:
         with path.open("rb") as handle:
-            return read_po(handle, locale=str(locale_of(language)), domain=DOMAIN, abort_invalid=True)
+            catalog = read_po(handle, locale=str(locale_of(language)), domain=DOMAIN, abort_invalid=True)
     except (OSError, UnicodeDecodeError, PoFileError, ValueError) as err:
         raise SettingsError(f"{path}: cannot read this translation catalog: {err}") from err
+    for message in catalog:
+        if message.id:
+            _check_fields(path, message)
+    return catalog
+
+
+_PERCENT_FIELD = re.compile(r"%\((\w+)\)[sd]")
+_BRACE_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def _check_fields(path: Path, message) -> None:
+    """Refuse a translation that names a placeholder its msgid lacks, or holds a lone '%': it would fail
+    (or show garbage) in every issue; the error names the file and line instead."""
+    ids = [message.id] if isinstance(message.id, str) else list(message.id)
+    strings = [message.string] if isinstance(message.string, str) else list(message.string)
+    percent = {name for msgid in ids for name in _PERCENT_FIELD.findall(msgid)}
+    brace = {name for msgid in ids for name in _BRACE_FIELD.findall(msgid)}
+    where = f"{path}:{message.lineno}" if message.lineno else str(path)
+    for string in filter(None, strings):
+        unknown = (set(_PERCENT_FIELD.findall(string)) - percent) | (set(_BRACE_FIELD.findall(string)) - brace)
+        if unknown:
+            shown = ", ".join(sorted(unknown))
+            raise SettingsError(f"{where}: the translation of {ids[0]!r} uses {shown}, which the original does not "
+                                f"have; keep its placeholders: {', '.join(sorted(percent | brace)) or 'none'}")
+        try:
+            string % dict.fromkeys(percent, 1)  # the templates always %-format a translation
+        except (ValueError, TypeError, KeyError) as err:
+            raise SettingsError(f"{where}: the translation of {ids[0]!r} cannot be filled in ({err}); "
+                                "write %% for a literal %") from None
 
 
 def _as_translations(catalog: Catalog) -> gettext.GNUTranslations:

@@ -304,3 +304,26 @@ def test_the_writing_direction_comes_from_the_locale(language, direction):
     values = direction_values(language)
     assert values["direction"] == direction
     assert (values["start"], values["end"]) == (("right", "left") if direction == "rtl" else ("left", "right"))
+
+
+@pytest.mark.parametrize(("msgstr", "expected"), [
+    ("Par %(auteur)s", "uses auteur, which the original does not have; keep its placeholders: author"),
+    ("100 % par %(author)s", "cannot be filled in"),
+])
+def test_a_project_translation_that_would_break_the_issue_is_an_error_naming_its_line(project, runner, msgstr,
+                                                                                        expected):
+    from newsletter.cli import app
+
+    _set_language(project, "fr")
+    (project / "translations").mkdir()
+    (project / "translations" / "fr.po").write_text(textwrap.dedent(f'''\
+        msgid ""
+        msgstr "Content-Type: text/plain; charset=utf-8\\n"
+
+        msgid "By %(author)s"
+        msgstr "{msgstr}"
+        '''), encoding="utf-8")
+    result = runner.invoke(app, ["--project", str(project), "build"])
+    assert result.exit_code == 1
+    assert f"Error: {project / 'translations' / 'fr.po'}:4: the translation of 'By %(author)s' " in result.output
+    assert expected in " ".join(result.output.split())
