@@ -1,13 +1,16 @@
-"""Benchmark the outbox send against the disk's limit and the EmailMessage reference path.
+"""Benchmark the outbox send against the file system's and the disk's limits and the EmailMessage reference path.
 
     python bench/outbox.py --subscribers 100000 --runs 3
     python bench/outbox.py --subscribers 100000 --compare-memory
 
 Makes a temporary project with a realistic issue (15 articles of about 600 words) and N
-subscribers, runs the real `send_issue`, and prints messages/s, MB/s and peak memory next to two
-references measured in the same run: the same number of bytes written by `dd conv=fdatasync`
-(the disk's limit) and `messages.build_reference` on a sample of subscribers. Ratios are what to
-read: they hold on a noisy machine. Figures are medians over the runs.
+subscribers, runs the real `send_issue`, and prints messages/s, MB/s and peak memory next to
+references measured in the same run: the same files written by `tar -x` and one `sync -f` (the
+file system's limit for one file per message, which is the outbox's contract), the same number
+of bytes written into one file by `dd conv=fdatasync` (the disk's bandwidth: a limit no design
+with one file per message reaches with small files) and `messages.build_reference` on a sample
+of subscribers. Ratios are what to read: they hold on a noisy machine. Figures are medians over
+the runs.
 """
 
 from __future__ import annotations
@@ -135,13 +138,15 @@ def with_dkim(settings, folder: Path, *, ed25519: bool = False):
 
 
 def send_runs(conn, project: Path, variants: list, rendered, args: argparse.Namespace, *,
-              dd_folder: Path | None = None) -> tuple[list[list[dict]], list[float]]:
+              dd_folder: Path | None = None, tar_folder: Path | None = None,
+              ) -> tuple[list[list[dict]], list[float], list[float]]:
     """Run the real outbox send ARGS.runs times with each of VARIANTS' settings, taking turns (so a
-    machine that gets busier slows them alike); return each variant's runs, and the dd times (if DD_FOLDER)."""
+    machine that gets busier slows them alike); return each variant's runs, the dd times (if
+    DD_FOLDER) and the tar -x times of the first variant's files (if TAR_FOLDER)."""
     from newsletter.delivery import send_issue
 
     sends: list[list[dict]] = [[] for _ in variants]
-    dds = []
+    dds, tars = [], []
     for _ in range(args.runs):
         for number, settings in enumerate(variants):
             reset(conn, project)
@@ -159,11 +164,16 @@ def send_runs(conn, project: Path, variants: list, rendered, args: argparse.Name
                 tracemalloc.stop()
             assert report.written == args.subscribers, report
             sends[number].append({"seconds": seconds, "nbytes": report.nbytes, "traced": traced})
+            if number == 0 and tar_folder is not None:
+                archive = archive_messages(tar_folder, project / "outbox" / DAY.isoformat() / "mail" / "new")
+        reset(conn, project)  # free the disk space before the same bytes are written again
+        if tar_folder is not None:
+            os.sync()
+            tars.append(tar_seconds(tar_folder, archive))
         if dd_folder is not None:
-            reset(conn, project)  # free the disk space before dd writes as many bytes again
             os.sync()
             dds.append(dd_seconds(dd_folder, sends[0][-1]["nbytes"]))
-    return sends, dds
+    return sends, dds, tars
 
 
 def dd_seconds(folder: Path, nbytes: int) -> float:
@@ -175,6 +185,26 @@ def dd_seconds(folder: Path, nbytes: int) -> float:
                    check=True, capture_output=True)
     seconds = time.perf_counter() - started
     target.unlink()
+    return seconds
+
+
+def archive_messages(folder: Path, messages_dir: Path) -> Path:
+    """Put the message files of MESSAGES_DIR into one tar archive in FOLDER (not timed)."""
+    archive = folder / "messages.tar"
+    subprocess.run(["tar", "-c", "-f", str(archive), "-C", str(messages_dir), "."], check=True, capture_output=True)
+    return archive
+
+
+def tar_seconds(folder: Path, archive: Path) -> float:
+    """Time `tar -x` writing ARCHIVE's files into a new folder in FOLDER, then one `sync -f` of it."""
+    target = folder / "tar-x"
+    target.mkdir()
+    started = time.perf_counter()
+    subprocess.run(["tar", "-x", "-f", str(archive), "-C", str(target)], check=True, capture_output=True)
+    subprocess.run(["sync", "-f", str(target)], check=True, capture_output=True)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(target)
+    archive.unlink()
     return seconds
 
 
@@ -244,8 +274,9 @@ def run(args: argparse.Namespace) -> dict:
         before_send_mb = rss_mb()
         # with --dkim, the same send signed, in the same process, taking turns with the unsigned one
         variants = [settings] + ([with_dkim(settings, base, ed25519=args.ed25519)] if args.dkim else [])
-        (sends, *signed_runs), dds = send_runs(conn, project, variants, rendered, args,
-                                               dd_folder=None if args.no_dd else base)
+        (sends, *signed_runs), dds, tars = send_runs(conn, project, variants, rendered, args,
+                                                     dd_folder=None if args.no_dd else base,
+                                                     tar_folder=None if args.no_tar else base)
         signed = signed_runs[0] if signed_runs else []
         signed_fast = personalize_rate(variants[-1], rendered, min(args.subscribers, 2000)) if signed else 0.0
         reference = reference_rate(settings, rendered, args.reference_sample)
@@ -269,6 +300,14 @@ def run(args: argparse.Namespace) -> dict:
         "traced_peak_mb": max(s["traced"] for s in sends) / 1e6,
         "reference_messages_per_s": reference,
     }
+    if tars:
+        tar_s = statistics.median(tars)
+        result.update({
+            "tar_seconds": [round(s, 3) for s in tars],
+            "tar_messages_per_s": n / tar_s,
+            "tar_mb_per_s": nbytes / tar_s / 1e6,
+            "ratio_to_file_system": tar_s / send_s,
+        })
     if dds:
         dd_s = statistics.median(dds)
         result.update({
@@ -297,10 +336,14 @@ def show(result: dict) -> None:
     print(f"{n:,} subscribers, {result['message_kb']:.0f} KB per message, median of {result['runs']} run(s)")
     print(f"  outbox send     {result['messages_per_s']:>9,.0f} messages/s  {result['mb_per_s']:>7,.0f} MB/s"
           f"   runs: {result['send_seconds']} s")
+    if "tar_messages_per_s" in result:
+        print(f"  tar -x, sync -f {result['tar_messages_per_s']:>9,.0f} messages/s  {result['tar_mb_per_s']:>7,.0f} MB/s"
+              f"   runs: {result['tar_seconds']} s  (the same files: the file system's limit)")
+        print(f"  ratio to the file system's limit   {result['ratio_to_file_system']:.0%}")
     if "dd_messages_per_s" in result:
         print(f"  dd fdatasync    {result['dd_messages_per_s']:>9,.0f} messages/s  {result['dd_mb_per_s']:>7,.0f} MB/s"
-              f"   runs: {result['dd_seconds']} s")
-        print(f"  ratio to the disk's limit   {result['ratio_to_disk']:.0%}   (target >= 50%)")
+              f"   runs: {result['dd_seconds']} s  (the same bytes in one file: the disk's bandwidth)")
+        print(f"  ratio to the disk's bandwidth      {result['ratio_to_disk']:.0%}")
     if "signed_messages_per_s" in result:
         print(f"  signed send     {result['signed_messages_per_s']:>9,.0f} messages/s  ({result['dkim']})"
               f"   runs: {result['signed_send_seconds']} s")
@@ -320,7 +363,7 @@ def compare_memory(args: argparse.Namespace) -> None:
     """Run 1,000 and N subscribers in fresh processes; compare their peak memory."""
     figures = {}
     for count in (1000, args.subscribers):
-        command = [sys.executable, __file__, "--subscribers", str(count), "--runs", "1", "--no-dd", "--json",
+        command = [sys.executable, __file__, "--subscribers", str(count), "--runs", "1", "--no-dd", "--no-tar", "--json",
                    "--reference-sample", "20", "--trace"]
         if args.dir:
             command += ["--dir", args.dir]
@@ -348,6 +391,7 @@ def main() -> None:
     parser.add_argument("--ed25519", action="store_true", help="with --dkim: an Ed25519 signature as well")
     parser.add_argument("--dir", default=None, help="where the temporary project goes (default: $TMPDIR)")
     parser.add_argument("--no-dd", action="store_true", help="skip the dd reference")
+    parser.add_argument("--no-tar", action="store_true", help="skip the tar -x reference")
     parser.add_argument("--trace", action="store_true", help="trace Python allocations (slower)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary project")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
