@@ -57,6 +57,7 @@ class FaultyServer:
         self.sessions = 0
         self.pipelining = False
         self.accept_login = True
+        self.ends_with_commands = 0  # packets holding a message's final "." and the next MAIL FROM
 
     def take(self, where: set[str] | dict[str, list[str]], address: str):
         with self.lock:
@@ -110,6 +111,10 @@ class _FaultySMTP(SMTP):
     def connection_made(self, transport):
         self.event_handler.sessions += 1
         super().connection_made(transport)
+
+    def data_received(self, data):
+        self.event_handler.ends_with_commands += data.count(b".\r\nMAIL FROM:")
+        super().data_received(data)
 
     async def smtp_DATA(self, arg):
         if self.envelope.rcpt_tos and self.event_handler.take(self.event_handler.drop_at_data,
@@ -228,6 +233,17 @@ def test_a_busy_send_claims_rows_in_the_commits_that_record_data_sent_not_in_com
     assert len(claiming) >= 120 // 32 and len(alone) == 1  # the first claim, before any message
 
 
+def test_with_pipelining_a_final_dot_goes_out_with_the_next_messages_commands_one_round_trip_less(
+        project, conn, server):
+    server.pipelining = True
+    everyone = add_subscribers(conn, 12)
+
+    report = send_issue(conn, smtp_settings(project, server.port), make_rendered(), policy=FAST)
+
+    assert report.written == 12 and server.copies() == Counter({address: 1 for address in everyone})
+    assert server.ends_with_commands >= 12 - 3  # all but each connection's last message
+
+
 def test_greylisted_messages_wait_for_a_later_send_and_arrive_once(project, conn, server):
     everyone = add_subscribers(conn, 6)
     for address in everyone[:2]:
@@ -275,7 +291,9 @@ def test_550_at_rcpt_fails_the_row_and_bounces_the_subscriber_for_later_issues(p
     assert server.copies()[gone] == 0
 
 
-def test_550_after_data_fails_only_this_issue(project, conn, server):
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_550_after_data_fails_only_this_issue(project, conn, server, pipelining):
+    server.pipelining = pipelining
     everyone = add_subscribers(conn, 3)
     server.data_replies[everyone[0]] = ["550 5.7.1 Message content rejected"]
     settings = smtp_settings(project, server.port)
@@ -303,7 +321,9 @@ def test_a_drop_before_the_end_of_data_is_retried_and_delivered_once(project, co
     assert all(row["state"] == "sent" and row["doubted"] == 0 for row in rows(conn).values())
 
 
-def test_a_drop_after_the_final_dot_is_in_doubt_and_retried_once_with_the_same_message_id(project, conn, server):
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_a_drop_after_the_final_dot_is_in_doubt_and_retried_once_with_the_same_message_id(project, conn, server, pipelining):
+    server.pipelining = pipelining
     everyone = add_subscribers(conn, 4)
     server.drop_after_dot.add(everyone[2])
 
@@ -319,7 +339,9 @@ def test_a_drop_after_the_final_dot_is_in_doubt_and_retried_once_with_the_same_m
     assert problems[0].state == "sent"  # listed: delivered, after an attempt in doubt
 
 
-def test_in_doubt_skip_mails_nobody_twice_and_reports_the_row(project, conn, server):
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_in_doubt_skip_mails_nobody_twice_and_reports_the_row(project, conn, server, pipelining):
+    server.pipelining = pipelining
     everyone = add_subscribers(conn, 4)
     server.drop_after_dot.add(everyone[0])
 
@@ -331,7 +353,9 @@ def test_in_doubt_skip_mails_nobody_twice_and_reports_the_row(project, conn, ser
     assert [p.state for p in issue_status(conn, DAY).problems] == ["in_doubt"]
 
 
-def test_a_hung_server_times_out_and_the_message_is_treated_as_a_drop(project, conn, server):
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_a_hung_server_times_out_and_the_message_is_treated_as_a_drop(project, conn, server, pipelining):
+    server.pipelining = pipelining
     everyone = add_subscribers(conn, 3)
     server.hang_after_dot.add(everyone[1])
 
@@ -453,7 +477,9 @@ def test_starttls_with_a_self_signed_certificate_trusted_by_ca_file_and_refused_
     assert handler.copies() == Counter({address: 1 for address in everyone})
 
 
-def test_a_stop_finishes_messages_in_flight_and_leaves_the_rest_pending(project, conn, server):
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_a_stop_finishes_messages_in_flight_and_leaves_the_rest_pending(project, conn, server, pipelining):
+    server.pipelining = pipelining
     everyone = add_subscribers(conn, 40)
     settings = smtp_settings(project, server.port)
     stop = threading.Event()

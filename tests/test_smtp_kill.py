@@ -39,6 +39,13 @@ class Recorder:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.received: Counter = Counter()  # (recipient, Message-ID) -> copies
+        self.pipelining = False
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:  # our final "." then rides with the next message's commands
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_DATA(self, server, session, envelope):
         found = re.search(rb"^Message-ID: (<[^>]+>)", envelope.content, re.M)
@@ -51,9 +58,10 @@ class Recorder:
             return Counter({rcpt: n for (rcpt, _), n in self.received.items()}) + Counter()
 
 
-@pytest.fixture
-def server():
+@pytest.fixture(params=[False, True], ids=["plain", "pipelining"])
+def server(request):
     recorder = Recorder()
+    recorder.pipelining = request.param
     controller = LoopbackController(recorder, hostname="127.0.0.1", port=0)
     controller.start()
     recorder.port = controller.port

@@ -115,6 +115,11 @@ class Throttle:
         self._next = 0.0
         self._window: deque[float] = deque(sorted(recent)[-hourly_cap:] if hourly_cap else (), maxlen=hourly_cap or None)
 
+    @property
+    def paces(self) -> bool:
+        """Whether sends are spaced at all (a rate or an hourly cap)."""
+        return bool(self.interval or self.cap)
+
     def wait(self, stop: threading.Event) -> bool:
         """Block until this send's slot; return False if STOP was set first (the slot is given up)."""
         if not self.interval and not self.cap:
@@ -561,12 +566,19 @@ class _PoolRun:
 
 
 class _Worker:
-    """One connection's thread: take a row, make its bytes, wait for a slot, send, report."""
+    """One connection's thread: take a row, make its bytes, wait for a slot, send, report.
+
+    Unless a throttle spaces the sends, a message's final "." is held until the next message is
+    ready and goes out with its first commands (connection.send_holding_end): one round trip less
+    per message. With no row waiting, or on a stop, the held message is ended alone first.
+    """
 
     def __init__(self, run: _PoolRun, number: int = 0) -> None:
         self.run_, self.pool = run, run.pool
         self.events = run.events
         self.number = number
+        self.hold = not run.throttle.paces
+        self.held: tuple[ledger.Claimed, int] | None = None  # the row whose "." waits, and its bytes
 
     def run(self) -> None:
         from newsletter.addresses import ascii_address
@@ -575,7 +587,7 @@ class _Worker:
         row = None
         try:
             while True:
-                row = self.run_.work.get()
+                row = self._next_row(connection)
                 if row is None:
                     return
                 if self.run_.abort.is_set():
@@ -601,7 +613,27 @@ class _Worker:
                 self.events.put(Trouble(row, ConnectionTrouble(f"{self.pool.config.where}: unexpected error: "
                                                                f"{err!r}", fatal=True)))
         finally:
-            connection.close()
+            if self.held is not None and connection.holding and not self.run_.abort.is_set():
+                self._report_held(connection.end_held())
+            connection.close()  # after an abort a held message is not ended: the server discards it
+
+    def _next_row(self, connection: SmtpConnection) -> ledger.Claimed | None:
+        """Take the next row; end the held message first when no row is waiting or the run winds down."""
+        run = self.run_
+        if self.held is not None and not run.abort.is_set():
+            if not run.quit_waits.is_set():
+                try:
+                    return run.work.get_nowait()
+                except queue.Empty:
+                    pass
+            self._report_held(connection.end_held())
+        return run.work.get()
+
+    def _report_held(self, result: Attempt | ConnectionTrouble) -> None:
+        """Report what came of the held message."""
+        assert self.held is not None
+        (row, nbytes), self.held = self.held, None
+        self.events.put(Trouble(row, result) if isinstance(result, ConnectionTrouble) else Done(row, result, nbytes))
 
     def _send(self, connection: SmtpConnection, row: ledger.Claimed, recipient: str, data: bytes,
               sender: str | None = None) -> bool:
@@ -620,13 +652,20 @@ class _Worker:
             return wait
 
         try:
-            attempt = connection.send(recipient, data, before_data, last_reply=row.last_reply, sender=sender)
+            if self.hold:
+                attempt = connection.send_holding_end(recipient, data, before_data, held_ended=self._report_held,
+                                                      last_reply=row.last_reply, sender=sender)
+            else:
+                attempt = connection.send(recipient, data, before_data, last_reply=row.last_reply, sender=sender)
         except ConnectionTrouble as trouble:
             self.events.put(Trouble(row, trouble))
             return False
         except _Aborted:
             return False
-        self.events.put(Done(row, attempt, len(data)))
+        if attempt is None:
+            self.held = (row, len(data))
+        else:
+            self.events.put(Done(row, attempt, len(data)))
         return True
 
     def _ensure_open(self, connection: SmtpConnection, row: ledger.Claimed) -> bool:
