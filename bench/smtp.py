@@ -1,13 +1,16 @@
 """Benchmark the SMTP send against Postfix's C load generator, both sending to Postfix's smtp-sink.
 
     python bench/smtp.py --subscribers 4000 --concurrency 4 --runs 3
+    python bench/smtp.py --size 35        # messages of about 35 KB, like the sample issues
 
-Makes a temporary project with a realistic issue (15 articles, about 190 KB per message) and N
-subscribers, starts `smtp-sink` on a free port of 127.0.0.1, and in the same run measures:
-our `send_issue` over SMTP (the ledger's commit points included), `smtp-source` sending N copies
-of one of our messages over the same number of reused sessions to the same sink, and the
-EmailMessage reference path (build_reference + smtplib's sendmail, same sessions). Ratios are
-what to read: they hold on a noisy machine. Figures are medians over the runs.
+Makes a temporary project with a realistic issue (15 articles, about 172 KB per message, or
+eight articles sized to --size KB) and N subscribers, starts `smtp-sink` on a free port of
+127.0.0.1, and in the same run measures: our `send_issue` over SMTP (the ledger's commit points
+included), `smtp-source` sending N copies of one of our messages over the same number of reused
+sessions to the same sink, how long one durable commit takes in the same folder (each message's
+final "." waits for one, so connections / commit time bounds the send), and the EmailMessage
+reference path (build_reference + smtplib's sendmail, same sessions). Ratios are what to read:
+they hold on a noisy machine. Figures are medians over the runs.
 Needs Postfix's smtp-sink and smtp-source (Debian/Ubuntu: `apt-get install postfix`).
 """
 
@@ -71,6 +74,29 @@ def smtp_source_seconds(tool: str, port: int, count: int, sessions: int, message
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - started
+
+
+def commit_seconds(folder: Path, count: int = 100) -> float:
+    """Median time of one durable SQLite commit (the ledger's settings: WAL, synchronous=FULL) in FOLDER.
+
+    Each message's final "." waits for the commit that records it data_sent, so with C connections
+    a send cannot beat C messages per commit time, whatever the network does.
+    """
+    from newsletter import store
+
+    path = folder / "commit-probe.db"
+    conn = store.connect(path)
+    conn.execute("CREATE TABLE IF NOT EXISTS probe (n INTEGER)")
+    times = []
+    for n in range(count):
+        started = time.perf_counter()
+        with store.write(conn):
+            conn.execute("INSERT INTO probe VALUES (?)", (n,))
+        times.append(time.perf_counter() - started)
+    conn.close()
+    for leftover in folder.glob("commit-probe.db*"):
+        leftover.unlink()
+    return statistics.median(times)
 
 
 def reference_seconds(settings, rendered, port: int, count: int, sessions: int) -> float:
@@ -140,7 +166,7 @@ def run(args: argparse.Namespace, sink_tool: str, source_tool: str) -> dict:
             settings = with_dkim(settings, base, ed25519=args.ed25519)
         rendered = prepare_issue(settings, DAY).rendered
         conn = store.connect(settings.database_path)
-        sends, sources = [], []
+        sends, sources, commits = [], [], []
         # one of our messages, LF line ends (smtp-source -F adds CRLF and does the dot-stuffing)
         from newsletter import messages
 
@@ -160,6 +186,7 @@ def run(args: argparse.Namespace, sink_tool: str, source_tool: str) -> dict:
             assert report.written == args.subscribers, report
             sends.append((seconds, report.nbytes, report.seconds))
             sources.append(smtp_source_seconds(source_tool, port, args.subscribers, args.concurrency, message_file))
+            commits.append(commit_seconds(base))
         reference_count = min(args.reference_sample, args.subscribers)
         reference = reference_count / reference_seconds(settings, rendered, port, reference_count, args.concurrency)
         dkimpy = dkimpy_rate(conn, project, settings, rendered) if args.dkim and args.reference_signer else None
@@ -189,6 +216,8 @@ def run(args: argparse.Namespace, sink_tool: str, source_tool: str) -> dict:
         "smtp_source_messages_per_s": theirs,
         "ratio_to_smtp_source": ours / theirs,
         "reference_messages_per_s": reference,
+        "commit_ms": statistics.median(commits) * 1e3,
+        "commit_bound_messages_per_s": args.concurrency / statistics.median(commits),
         "ratio_to_reference": ours / reference,
     }
 
@@ -205,6 +234,8 @@ def show(result: dict) -> None:
           f"               runs: {result['smtp_source_seconds']} s")
     print(f"  ratio to smtp-source        {result['ratio_to_smtp_source']:.0%}   "
           f"(target >= {'60% signed' if result['dkim'] else '70%'})")
+    print(f"  a durable commit here takes {result['commit_ms']:.1f} ms (median): {result['concurrency']} connections "
+          f"cannot pass {result['commit_bound_messages_per_s']:,.0f} messages/s, as each final \".\" waits for one")
     print(f"  reference path   {result['reference_messages_per_s']:>8,.0f} messages/s  "
           "(EmailMessage + smtplib sendmail)")
     print(f"  ratio to the reference      {result['ratio_to_reference']:.1f}x")
