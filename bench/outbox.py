@@ -200,7 +200,9 @@ def tar_seconds(folder: Path, archive: Path) -> float:
     target = folder / "tar-x"
     target.mkdir()
     started = time.perf_counter()
-    subprocess.run(["tar", "-x", "-f", str(archive), "-C", str(target)], check=True, capture_output=True)
+    # -m and --no-same-owner: no utime or chown per file (the outbox sets neither)
+    subprocess.run(["tar", "-x", "-m", "--no-same-owner", "-f", str(archive), "-C", str(target)], check=True,
+                   capture_output=True)
     subprocess.run(["sync", "-f", str(target)], check=True, capture_output=True)
     seconds = time.perf_counter() - started
     shutil.rmtree(target)

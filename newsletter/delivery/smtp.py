@@ -613,8 +613,9 @@ class _Worker:
                 self.events.put(Trouble(row, ConnectionTrouble(f"{self.pool.config.where}: unexpected error: "
                                                                f"{err!r}", fatal=True)))
         finally:
-            if self.held is not None and connection.holding and not self.run_.abort.is_set():
-                self._report_held(connection.end_held())
+            if self.held is not None and not self.run_.abort.is_set():  # the recording thread waits for it
+                self._report_held(connection.end_held() if connection.holding else Attempt(
+                    AttemptKind.IN_DOUBT, f"{self.pool.config.where}: the session ended with the message held"))
             connection.close()  # after an abort a held message is not ended: the server discards it
 
     def _next_row(self, connection: SmtpConnection) -> ledger.Claimed | None:
