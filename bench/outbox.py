@@ -2,6 +2,7 @@
 
     python bench/outbox.py --subscribers 100000 --runs 3
     python bench/outbox.py --subscribers 100000 --compare-memory
+    python bench/outbox.py --subscribers 100000 --variants 8
 
 Makes a temporary project with a realistic issue (15 articles of about 600 words) and N
 subscribers, runs the real `send_issue`, and prints messages/s, MB/s and peak memory next to
@@ -11,6 +12,11 @@ of bytes written into one file by `dd conv=fdatasync` (the disk's bandwidth: a l
 with one file per message reaches with small files) and `messages.build_reference` on a sample
 of subscribers. Ratios are what to read: they hold on a noisy machine. Figures are medians over
 the runs.
+
+With --variants N the issue has N sections of two articles each and the readers choose sections:
+the whole day's send (`sending.send_day`: render each variant, check each, freeze, write) with the
+readers spread over N variants is timed against the same send with every reader in one variant.
+Each variant leaves out one section, so every message has the same size in both runs.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import statistics
@@ -41,17 +48,27 @@ WORDS = (
 NON_ASCII_NAMES = ("Zoë Ångström", "José Núñez", "Łukasz Żółć", "Ærøskøbing Ødegaard", "Søren Kierk")
 
 
-def make_project(root: Path, subscribers: int, seed: int = 7, size_kb: float = 0) -> Path:
+def make_project(root: Path, subscribers: int, seed: int = 7, size_kb: float = 0, sections: int = 0) -> Path:
     """Create a project in ROOT with DAY's articles and SUBSCRIBERS active subscribers.
 
     Without SIZE_KB the issue is 15 articles of 30 sentences (about 172 KB per message); with it,
-    the articles are sized so that one message is about SIZE_KB kilobytes (see `fit_size`).
+    the articles are sized so that one message is about SIZE_KB kilobytes (see `fit_size`). With
+    SECTIONS, the issue has that many sections ("Section 1" …) of two articles each.
     """
     from newsletter import store
     from newsletter.project import init_project
 
     project = init_project(root / "project", "The Benchmark Bulletin", "TBB", DAY.isoformat(), "November 26")
-    if size_kb:
+    if sections:
+        from newsletter.project import POSTAL_PLACEHOLDER
+
+        config = project / "newsletter.toml"
+        names = ", ".join(f'"Section {k + 1}"' for k in range(sections))
+        text = config.read_text(encoding="utf-8").replace('sections = ["News", "Analysis"]', f"sections = [{names}]")
+        text = re.sub(r'(?m)^default_section = .*$', 'default_section = "Section 1"', text)
+        config.write_text(text.replace(POSTAL_PLACEHOLDER, "Bench, 1 Road, City"), encoding="utf-8")
+        write_articles(project, 2 * sections, 30, seed, sections=True)
+    elif size_kb:
         fit_size(project, size_kb, seed)
     else:
         write_articles(project, 15, 30, seed)
@@ -71,8 +88,9 @@ def make_project(root: Path, subscribers: int, seed: int = 7, size_kb: float = 0
     return project
 
 
-def write_articles(project: Path, articles: int, sentences: int, seed: int = 7) -> None:
-    """Replace DAY's articles with ARTICLES synthetic ones of SENTENCES sentences each (5 to a paragraph)."""
+def write_articles(project: Path, articles: int, sentences: int, seed: int = 7, sections: bool = False) -> None:
+    """Replace DAY's articles with ARTICLES synthetic ones of SENTENCES sentences each (5 to a paragraph);
+    with SECTIONS, two to each of "Section 1", "Section 2" …, else in News and Analysis by turns."""
     rng = random.Random(seed)
     day_dir = project / "articles" / DAY.isoformat()
     shutil.rmtree(day_dir, ignore_errors=True)
@@ -86,7 +104,7 @@ def write_articles(project: Path, articles: int, sentences: int, seed: int = 7) 
         (day_dir / f"article-{n:02d}.md").write_text(textwrap.dedent(f"""\
             ---
             title: Article {n + 1} on regional security talks
-            section: {"News" if n % 2 else "Analysis"}
+            section: {f"Section {n // 2 + 1}" if sections else ("News" if n % 2 else "Analysis")}
             summary: One sentence about article {n + 1}.
             sources: ["Interfax, November 25", "Wire, November 24"]
             ---
@@ -333,6 +351,61 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def choose_sections(conn, sections: int, spread: bool) -> None:
+    """Give every reader all sections but one: the same one for all, or one of SECTIONS by id."""
+    from newsletter import store
+
+    names = [f"Section {k + 1}" for k in range(sections)]
+    keys = ["\n".join(sorted(n for n in names if n != left_out)) for left_out in names]
+    with store.write(conn):
+        if not spread:
+            conn.execute("UPDATE subscribers SET sections = ?", (keys[0],))
+        else:
+            conn.executemany("UPDATE subscribers SET sections = ? WHERE id % ? = ?",
+                             [(key, sections, k) for k, key in enumerate(keys)])
+
+
+def run_variants(args: argparse.Namespace) -> dict:
+    """Time the day's send with the readers in ARGS.variants variants against the same send in one."""
+    from newsletter import sending, store
+    from newsletter.settings import load_settings
+
+    base = Path(tempfile.mkdtemp(prefix="outbox-bench-", dir=args.dir))
+    seconds: dict[str, list[float]] = {"one": [], "spread": []}
+    try:
+        project = make_project(base, args.subscribers, sections=args.variants)
+        settings = load_settings(project)
+        conn = store.connect(settings.database_path)
+        for _ in range(args.runs):
+            for kind in ("one", "spread"):
+                reset(conn, project)
+                choose_sections(conn, args.variants, kind == "spread")
+                os.sync()
+                started = time.perf_counter()
+                done = sending.send_day(settings, DAY, conn=conn, force=True)
+                seconds[kind].append(time.perf_counter() - started)
+                assert done.sent is not None and done.sent.written == args.subscribers, done
+                assert len(done.prepared.variants) == (args.variants if kind == "spread" else 1)
+        conn.close()
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    one, spread = statistics.median(seconds["one"]), statistics.median(seconds["spread"])
+    return {"subscribers": args.subscribers, "variants": args.variants, "runs": args.runs,
+            "one_seconds": [round(x, 2) for x in seconds["one"]],
+            "spread_seconds": [round(x, 2) for x in seconds["spread"]],
+            "one_messages_per_s": args.subscribers / one, "spread_messages_per_s": args.subscribers / spread,
+            "ratio": one / spread}
+
+
+def show_variants(result: dict) -> None:
+    n, k = result["subscribers"], result["variants"]
+    print(f"{n:,} subscribers, the whole send (render, check, freeze, write), median of {result['runs']} run(s)")
+    print(f"  one variant     {result['one_messages_per_s']:>9,.0f} messages/s   runs: {result['one_seconds']} s")
+    print(f"  {k} variants      {result['spread_messages_per_s']:>9,.0f} messages/s   runs: {result['spread_seconds']} s")
+    print(f"  ratio            {result['ratio']:.0%}   (target >= 90%)")
+
+
 def show(result: dict) -> None:
     n = result["subscribers"]
     print(f"{n:,} subscribers, {result['message_kb']:.0f} KB per message, median of {result['runs']} run(s)")
@@ -397,11 +470,17 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true", help="trace Python allocations (slower)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary project")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
+    parser.add_argument("--variants", type=int, default=0,
+                        help="compare a send spread over N variants (sets of sections) with the same send in one")
     parser.add_argument("--compare-memory", action="store_true",
                         help="run 1,000 and --subscribers in fresh processes and compare peak memory")
     args = parser.parse_args()
     if args.compare_memory:
         compare_memory(args)
+        return
+    if args.variants:
+        result = run_variants(args)
+        print(json.dumps(result)) if args.json else show_variants(result)
         return
     result = run(args)
     if args.json:

@@ -47,8 +47,15 @@ def archive_url(settings: Settings, day: date) -> str:
     return f"{settings.newsletter.base_url.rstrip('/')}/archive/{day:%Y/%m/%d}/"
 
 
-def build_issue(content: DayContent, settings: Settings, *, issue_days: Sequence[date]) -> Issue:
-    """Build CONTENT's day into an ordered Issue; ISSUE_DAYS are all days that have an issue."""
+def build_issue(
+    content: DayContent, settings: Settings, *, issue_days: Sequence[date], only: frozenset[str] = frozenset(),
+) -> Issue:
+    """Build CONTENT's day into an ordered Issue; ISSUE_DAYS are all days that have an issue.
+
+    ONLY (empty: every section) keeps those sections: a variant for the readers who chose them,
+    whose contents, lead, subject and preheader follow; the note and the feature stay, and the
+    anchors are the full issue's (the contents link to the archive page).
+    """
     known_days = set(issue_days) | {content.day}
     number = 1 + sum(1 for d in set(issue_days) if d < content.day)
     warnings: list[Finding] = []
@@ -74,9 +81,11 @@ def build_issue(content: DayContent, settings: Settings, *, issue_days: Sequence
             for a in chosen
         )
         sections.append(IssueSection(name=name, anchor=f"s-{slugify(name, fallback='x')}", articles=built))
+    if only:
+        sections = [s for s in sections if s.name in only]
 
     lead = min(
-        content.articles,
+        (a for a in content.articles if not only or a.section in only),
         key=lambda a: (a.priority, section_index[a.section], a.title.casefold()),
         default=None,
     )

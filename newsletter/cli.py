@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import sys
+from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Optional
@@ -62,12 +63,12 @@ def init(
     typer.echo(f"Next: cd {created} && newsletter preview   (then `newsletter send`)")
 
 
-def _prepare(day: date):
-    """Read, build and render DAY's issue for the build/preview commands; print its warnings."""
+def _prepare(day: date, variants: Sequence[str] = ()):
+    """Read, build and render DAY's issue (and VARIANTS) for the build/preview commands; print its warnings."""
     from newsletter.pipeline import prepare_issue
 
     try:
-        prepared = prepare_issue(settings(), day)
+        prepared = prepare_issue(settings(), day, variants)
     except NewsletterError as err:
         output.fail(err)
     for warning in prepared.warnings:
@@ -143,12 +144,9 @@ def preview(
             person = subscribers_module.get(store(), subscriber)
         except NewsletterError as err:
             output.fail(err)
-    rendered = _digest_preview(parse_week(week), person) if digest else _prepare(parse_day(day))
-    if not digest:
-        if rendered.rendered is None:
-            typer.echo(rendered.skipped_reason)
-            return
-        rendered = rendered.rendered
+    rendered = _digest_preview(parse_week(week), person) if digest else _daily_copy(parse_day(day), person)
+    if rendered is None:
+        return
     try:
         html_path, text_body = write_preview(settings(), rendered, person)
     except NewsletterError as err:
@@ -189,6 +187,20 @@ def _digest_preview(week, person):
         return digest.render(found, settings())
     except NewsletterError as err:
         output.fail(err)
+
+
+def _daily_copy(when: date, person):
+    """Return WHEN's issue as PERSON gets it (the copy of their sections; the full one for nobody), or None after
+    saying why there is none."""
+    from newsletter.variants import key_of
+
+    prepared = _prepare(when, [key_of(person.sections, settings().issue.sections)] if person else [])
+    rendered = prepared.rendered
+    for variant in prepared.variants:  # the one copy asked for
+        rendered = variant.rendered
+    if rendered is None:
+        typer.echo(next((v.skipped_reason for v in prepared.variants), prepared.skipped_reason))
+    return rendered
 
 
 def _serve_preview(when: date, port: int, open_browser: bool) -> None:

@@ -63,11 +63,15 @@ def shown(path: Path) -> str:
 
 
 def print_prepared(prepared) -> None:
-    """Print what preparing the issue said: its warnings, and the empty policy's reason."""
+    """Print what preparing the issue said: its warnings, and the empty policy's reasons (the issue's, and
+    those of the readers whose sections have nothing today)."""
     for warning in prepared.warnings:
         typer.echo(f"Warning: {warning}", err=True)
     if prepared.skipped_reason:
         typer.echo(prepared.skipped_reason)
+    for variant in prepared.variants:
+        if variant.skipped_reason:
+            typer.echo(variant.skipped_reason)
 
 
 def report_proofs(proof) -> None:

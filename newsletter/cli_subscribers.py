@@ -1,4 +1,5 @@
-"""`newsletter subscribers …`: the list's commands (add, set, unsubscribe, show, count, list, import, export)."""
+"""`newsletter subscribers …`: the list's commands (add, set, unsubscribe, show, count, list, import, export,
+rename-section)."""
 
 from __future__ import annotations
 
@@ -294,3 +295,18 @@ def subscribers_export(
     except NewsletterError as err:
         output.fail(err)
     typer.echo(f"Exported {count:,} subscriber{'' if count == 1 else 's'} to {file}")
+
+
+@subscribers_app.command("rename-section")
+def subscribers_rename_section(
+    old: str = typer.Argument(..., help="The section readers chose, as they chose it (no longer in [issue] sections)."),
+    new: str = typer.Argument(..., help="The section of [issue] sections they get instead."),
+) -> None:
+    """Move every reader who chose the section OLD to NEW (after a section was renamed or removed)."""
+    from newsletter import subscribers as subscribers_module
+
+    try:
+        changed = subscribers_module.rename_section(store(), old, new, settings().issue.sections)
+    except NewsletterError as err:
+        output.fail(err)
+    typer.echo(f"Renamed {old} to {new} for {changed:,} reader{'' if changed == 1 else 's'}")

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from newsletter.files import write_atomic
 from newsletter.findings import Finding
 from newsletter.models import RenderedIssue, Subscriber
 from newsletter.settings import Settings, secret_key
+from newsletter.variants import ALL, Variant, describe, sections_of
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from newsletter.models import DayContent
 
 
 @dataclass(frozen=True)
@@ -21,10 +29,15 @@ class PreparedIssue:
     article_count: int
     warnings: tuple[Finding, ...] = ()  # the builder's and the renderer's
     skipped_reason: str = ""
+    variants: tuple[Variant, ...] = ()  # the copies for readers who chose sections (not the full issue)
 
 
-def prepare_issue(settings: Settings, day: date) -> PreparedIssue:
-    """Read DAY's articles, build and render the issue; apply the empty policy when there are too few."""
+def prepare_issue(settings: Settings, day: date, variants: Iterable[str] = ()) -> PreparedIssue:
+    """Read DAY's articles, build and render the issue; apply the empty policy when there are too few.
+
+    VARIANTS are the keys (variants.py) of the sets of sections readers chose: each is rendered
+    once, beside the full issue (a day that gets the notice gives every variant the notice).
+    """
     from newsletter import builder, readers, renderer
 
     content = readers.read_day(settings.articles_dir, day, settings)
@@ -38,12 +51,33 @@ def prepare_issue(settings: Settings, day: date) -> PreparedIssue:
         if settings.issue.empty_policy == "skip":
             return PreparedIssue(day, None, count, (), f"{reason}; nothing sent (empty_policy = skip)")
         rendered = renderer.render_notice(day, settings, env)
-        return PreparedIssue(day, rendered, count, (), f"{reason}; sending a short notice (empty_policy = notice)")
+        # every reader gets the notice, whatever sections they chose
+        notices = tuple(Variant(key, rendered, 0) for key in sorted(set(variants) - {ALL}))
+        return PreparedIssue(day, rendered, count, (), f"{reason}; sending a short notice (empty_policy = notice)",
+                             variants=notices)
     issue_days = readers.article_days(settings.articles_dir)
     issue = builder.build_issue(content, settings, issue_days=issue_days)
     rendered = renderer.render_issue(issue, settings, env)
     warnings = issue.findings + tuple(renderer.size_warnings(rendered.html))
-    return PreparedIssue(day, rendered, count, warnings)
+    made = tuple(_variant(settings, content, key, issue_days, env) for key in sorted(set(variants) - {ALL}))
+    return PreparedIssue(day, rendered, count, warnings, variants=made)
+
+
+def _variant(settings: Settings, content: DayContent, key: str, issue_days: list[date],
+             env: jinja2.Environment) -> Variant:
+    """Render the copy of CONTENT's issue for the readers of KEY's sections, or apply the empty policy."""
+    from newsletter import builder, renderer
+
+    only = sections_of(key)
+    count = sum(1 for article in content.articles if article.section in only)
+    if count == 0:
+        reason = f"{content.day}: no article in {describe(key)}"
+        if settings.issue.empty_policy == "skip":
+            return Variant(key, None, 0, f"{reason}; nothing sent to its readers (empty_policy = skip)")
+        return Variant(key, renderer.render_notice(content.day, settings, env), 0,
+                       f"{reason}; its readers get a short notice (empty_policy = notice)")
+    issue = builder.build_issue(content, settings, issue_days=issue_days, only=only)
+    return Variant(key, renderer.render_issue(issue, settings, env), count)
 
 
 def write_public_copy(settings: Settings, rendered: RenderedIssue) -> tuple[Path, Path]:

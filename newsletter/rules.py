@@ -110,6 +110,7 @@ class Rule(StrEnum):
     COMPLAINT_RATE = "complaint-rate"  # the last 30 days' spam complaints per message delivered
     # the sources of articles
     FEED = "feed"  # a [[feeds]] source that failed, or an entry that was changed or left out (feeds/)
+    CHOSEN_SECTION = "chosen-section"  # readers chose a section that [issue] sections no longer has
 
 
 __all__ = [

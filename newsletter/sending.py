@@ -86,33 +86,52 @@ def send_day(
     options; CONN defaults to the project's database, opened here.
     """
     from newsletter import store
+    from newsletter.delivery.recipients import VariantsChangedError
     from newsletter.delivery.send import send_issue, send_proofs
 
-    prepared, report = _prepare_and_check(settings, day, force)
-    if prepared.rendered is None:
-        return DaySend(prepared)
-    if on_checked is not None:
-        on_checked(prepared, report)
-    if test_to:
-        proofs = send_proofs(settings, prepared.rendered, list(test_to), transport=transport)
-        return DaySend(prepared, report, proofs=proofs)
     with contextlib.ExitStack() as stack:
-        if conn is None:
+        if conn is None and not test_to:
             conn = store.connect(settings.database_path)
             stack.callback(conn.close)
-        sent = send_issue(conn, settings, prepared.rendered, rebuild=rebuild, progress=progress, stop=stop,
-                          transport=transport, in_doubt=in_doubt, retry_now=retry_now, retry_failed=retry_failed,
-                          lock_wait=lock_wait, checked=report, force=force)
-    return DaySend(prepared, report, sent=sent)
+        for attempt in range(_PREPARE_ATTEMPTS):
+            prepared, report = _prepare_and_check(settings, day, force, conn)
+            if prepared.rendered is None:
+                return DaySend(prepared)
+            if on_checked is not None and attempt == 0:
+                on_checked(prepared, report)
+            if test_to:
+                proofs = send_proofs(settings, prepared.rendered, list(test_to), transport=transport)
+                return DaySend(prepared, report, proofs=proofs)
+            assert conn is not None
+            try:
+                sent = send_issue(conn, settings, prepared.rendered, rebuild=rebuild, progress=progress, stop=stop,
+                                  transport=transport, in_doubt=in_doubt, retry_now=retry_now,
+                                  retry_failed=retry_failed, lock_wait=lock_wait, checked=report, force=force,
+                                  variants=prepared.variants)
+            except VariantsChangedError as err:
+                if attempt + 1 == _PREPARE_ATTEMPTS:
+                    raise
+                logger.info("%s; preparing it again", err)
+                continue
+            return DaySend(prepared, report, sent=sent)
+    raise AssertionError("unreachable")
 
 
-def _prepare_and_check(settings: Settings, day: date, force: bool) -> tuple[PreparedIssue, CheckReport]:
-    """Return DAY's prepared issue and its check; raise NotSentError when it may not go."""
+# a reader choosing new sections between the rendering and the snapshot makes the send prepare again
+_PREPARE_ATTEMPTS = 3
+
+
+def _prepare_and_check(settings: Settings, day: date, force: bool,
+                       conn: sqlite3.Connection | None) -> tuple[PreparedIssue, CheckReport]:
+    """Return DAY's prepared issue (with a variant per set of sections its readers chose) and its
+    check; raise NotSentError when it may not go."""
     from newsletter.check import check_rendered
+    from newsletter.delivery.recipients import variant_keys
     from newsletter.pipeline import prepare_issue
 
     try:
-        prepared = prepare_issue(settings, day)
+        keys = variant_keys(conn, day, settings.issue.sections) if conn is not None else []
+        prepared = prepare_issue(settings, day, keys)
         report = check_rendered(prepared, settings)
     except NewsletterError as err:
         raise NotSentError(str(err), findings=err.findings) from err

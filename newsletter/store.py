@@ -176,6 +176,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX feed_warnings_day ON feed_warnings (day, feed_url)
     """,
+    # 10: variants of a day's issue (variants.py): readers who chose sections get only those. Each
+    # distinct set with readers is frozen once per day here, beside the full issue (the `issues` row
+    # is the variant ''); each delivery row names the variant it gets, and keeps it if its reader
+    # changes sections while the issue is going out
+    """
+    CREATE TABLE issue_variants (
+        day      TEXT NOT NULL REFERENCES issues (day) ON DELETE CASCADE,
+        variant  TEXT NOT NULL,
+        subject  TEXT NOT NULL,
+        html     TEXT NOT NULL,
+        text     TEXT NOT NULL,
+        sha256   TEXT NOT NULL,
+        PRIMARY KEY (day, variant)
+    );
+    ALTER TABLE deliveries ADD COLUMN variant TEXT NOT NULL DEFAULT ''
+    """,
 )
 
 

@@ -25,7 +25,7 @@ from newsletter import addresses, events, store
 from newsletter.events import Event, Kind
 from newsletter.errors import SubscriberError
 from newsletter.headers import clip, header_problem
-from newsletter.models import Frequency, Subscriber, encode_sections
+from newsletter.models import Frequency, Subscriber, decode_sections, encode_sections
 
 logger = logging.getLogger(__name__)
 
@@ -300,6 +300,48 @@ def set_preferences(
         events.record(conn, Event(subscriber_id, Kind.PREFERENCES, source, at,
                                   detail=preferences_detail(new_sections, new_frequency)))
         return True
+
+
+def chosen_sections(conn: sqlite3.Connection, *, on_the_list: bool = True) -> dict[str, int]:
+    """Return how many readers chose each section, by name: those on the list (active or pending), or all."""
+    where = " AND status IN ('active', 'pending')" if on_the_list else ""
+    counts: dict[str, int] = {}
+    for text, readers in conn.execute(f"SELECT sections, count(*) FROM subscribers WHERE sections != ''{where}"
+                                      " GROUP BY sections"):
+        for name in decode_sections(text):
+            counts[name] = counts.get(name, 0) + readers
+    return counts
+
+
+def rename_section(conn: sqlite3.Connection, old: str, new: str, settings_sections: Iterable[str]) -> int:
+    """Move every reader who chose OLD (any letter case) to NEW, a section of SETTINGS_SECTIONS, in one transaction.
+
+    For a section renamed or removed in `[issue] sections`. Returns how many readers changed, each
+    with a `preferences` event; `preferences_at` stays (it is the reader's own last change).
+    SubscriberError, changing nothing, when no reader chose OLD or NEW is not a section.
+    """
+    (target,) = known_sections([new], settings_sections) or (None,)
+    if target is None:
+        raise SubscriberError("rename-section: name the section the readers get instead")
+    at = store.now_iso()
+    changed = 0
+    with writing(conn, f"rename-section {old} {new}"):
+        for subscriber_id, text in conn.execute("SELECT id, sections FROM subscribers WHERE sections != ''").fetchall():
+            names = decode_sections(text)
+            matched = {name for name in names if name.casefold() == old.strip().casefold()}
+            if not matched:
+                continue
+            conn.execute("UPDATE subscribers SET sections = ?, updated_at = ? WHERE id = ?",
+                         (encode_sections((names - matched) | {target}), at, subscriber_id))
+            events.record(conn, Event(subscriber_id, Kind.PREFERENCES, events.CLI, at,
+                                      detail=f"section {', '.join(sorted(matched))} renamed {target} by the editors"))
+            changed += 1
+        if not changed:
+            counts = chosen_sections(conn, on_the_list=False)
+            listed = ", ".join(f"{name} ({count:,})" for name, count in sorted(counts.items())) or "none"
+            raise SubscriberError(f"rename-section: no reader chose a section named {old!r}; "
+                                  f"the sections readers chose: {listed}")
+    return changed
 
 
 def find_in(conn: sqlite3.Connection, email: str = "", subscriber_id: int | None = None) -> Subscriber | None:

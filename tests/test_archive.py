@@ -277,8 +277,10 @@ def test_issues_frozen_before_the_structure_was_kept_get_the_same_site(sent, sit
     for column in ("frequency", "preferences_at"):  # schema 8's
         old.execute(f"ALTER TABLE subscribers DROP COLUMN {column}")
     old.execute("ALTER TABLE subscribers RENAME COLUMN sections TO topics")
-    for table in ("feed_state", "feed_entries", "feed_warnings"):  # schema 9's
+    for table in ("feed_state", "feed_entries", "feed_warnings"):  # schema 9's (feeds)
         old.execute(f"DROP TABLE {table}")
+    old.execute("DROP TABLE issue_variants")  # schema 10's
+    old.execute("ALTER TABLE deliveries DROP COLUMN variant")
     old.execute("PRAGMA user_version = 4")
     old.close()
     result = CliRunner().invoke(app, ["--project", str(project), "archive", "--out", str(tmp_path / "site")])

@@ -35,7 +35,7 @@ def ok(result) -> str:
 def test_every_subscribers_command_has_help(runner):
     names = [command.name for command in subscribers_app.registered_commands]
     assert set(names) == {"add", "set", "unsubscribe", "resubscribe", "remove", "show", "count", "list", "import",
-                          "export"}
+                          "export", "rename-section"}
     for name in names:
         result = runner.invoke(app, ["subscribers", name, "--help"])
         assert result.exit_code == 0, result.output

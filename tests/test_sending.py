@@ -121,7 +121,7 @@ class Pigeons:
             if not claim.rows and not claim.skipped:
                 break
             for row in claim.rows:
-                self.carried.append(template.personalize(row.subscriber).decode("ascii").split("\r\nTo: ")[1]
+                self.carried.append(template.personalize(row).decode("ascii").split("\r\nTo: ")[1]
                                     .split("\r\n")[0])
             claims.record_sent([row.subscriber.id for row in claim.rows])
             totals.written += len(claim.rows)

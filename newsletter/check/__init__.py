@@ -10,6 +10,8 @@ issue_rules, list_rules, message_rules); a new rule is one more function in one 
 
 from __future__ import annotations
 
+import dataclasses
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, time
 
@@ -36,16 +38,19 @@ CheckRule = Callable[[Context], Iterable[Finding]]
 # In the order their findings are listed (errors first, then warnings, each in this order).
 RULES: tuple[CheckRule, ...] = (*html_rules.RULES, *issue_rules.RULES, *list_rules.RULES, *feed_rules.RULES)
 MESSAGE_RULES: tuple[CheckRule, ...] = message_rules.RULES  # only when the sample message was built
+# what each variant's copy (the readers of some sections) is held to; the list's rules run once
+VARIANT_RULES: tuple[CheckRule, ...] = (*html_rules.RULES, *issue_rules.RULES)
 
 
 # --- entry points --------------------------------------------------------------------------------
 
 def check_issue(settings: Settings, day: date) -> CheckReport:
-    """Build DAY's issue and a sample message and check them; problems of the issue become findings."""
+    """Build DAY's issue, its copy for each set of sections readers chose, and a sample message, and check
+    them; problems of the issue become findings."""
     from newsletter.pipeline import prepare_issue
 
     try:
-        prepared = prepare_issue(settings, day)
+        prepared = prepare_issue(settings, day, _variant_keys(settings, day))
     except NewsletterError as err:
         found = [*_failure_findings(settings, day, err), *feed_rules.feed_findings(settings, day)]
         return CheckReport(day, errors_first(found))
@@ -55,7 +60,8 @@ def check_issue(settings: Settings, day: date) -> CheckReport:
 
 
 def check_rendered(prepared: PreparedIssue, settings: Settings) -> CheckReport:
-    """Check a prepared issue: its HTML, its text, one personalized message, its references."""
+    """Check a prepared issue: its HTML, its text, one personalized message, its references, and the same
+    of each variant (the copy for readers of some sections)."""
     rendered = prepared.rendered
     if rendered is None:
         return CheckReport(prepared.day, skipped_reason=prepared.skipped_reason)
@@ -63,11 +69,39 @@ def check_rendered(prepared: PreparedIssue, settings: Settings) -> CheckReport:
     rules = RULES + (MESSAGE_RULES if ctx.raw is not None else ())
     for rule in rules:
         found.extend(rule(ctx))
+    found.extend(_variant_findings(prepared, settings, set(found)))
     issue = rendered.issue
     return CheckReport(
         day=prepared.day, findings=errors_first(found), skipped_reason=prepared.skipped_reason,
         number=issue.number or None, subject=issue.subject, html_bytes=ctx.html_bytes,
     )
+
+
+def _variant_keys(settings: Settings, day: date) -> list[str]:
+    """Return the variants DAY's issue has readers for, read without creating or changing the database."""
+    from newsletter import reputation
+    from newsletter.delivery.recipients import variant_keys
+
+    try:
+        with reputation.reading(settings.database_path) as conn:
+            return variant_keys(conn, day, settings.issue.sections) if conn is not None else []
+    except sqlite3.Error:  # an older schema: `send` migrates it, and its check sees the variants
+        return []
+
+
+def _variant_findings(prepared: PreparedIssue, settings: Settings, seen: set[Finding]) -> Iterator[Finding]:
+    """Check each variant's copy as the full issue is; a finding the full issue has not says whose copy it is in."""
+    for variant in prepared.variants:
+        if variant.rendered is None:
+            continue
+        ctx, found = _context(settings, variant.rendered, ())
+        for rule in VARIANT_RULES + (MESSAGE_RULES if ctx.raw is not None else ()):
+            found.extend(rule(ctx))
+        for finding in found:
+            if finding not in seen:
+                seen.add(finding)
+                yield dataclasses.replace(finding, message=f"{finding.message} (in the copy for readers of "
+                                                           f"{variant.label})")
 
 
 def _context(settings: Settings, rendered: RenderedIssue,

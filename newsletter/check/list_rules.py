@@ -5,10 +5,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
-from newsletter import reputation
+from newsletter import reputation, subscribers
 from newsletter.check.context import Context
-from newsletter.findings import Finding, warning
+from newsletter.findings import Finding, error, warning
 from newsletter.rules import Rule
+from newsletter.settings import CONFIG_NAME
 
 
 def complaint_rate(ctx: Context) -> Iterator[Finding]:
@@ -31,4 +32,29 @@ def complaint_rate(ctx: Context) -> Iterator[Finding]:
                   "unsubscribe link plain to see")
 
 
-RULES = (complaint_rate,)
+def chosen_sections(ctx: Context) -> Iterator[Finding]:
+    """Every section readers chose is in [issue] sections: a renamed or removed one would reach none of them."""
+    try:
+        with reputation.reading(ctx.settings.database_path) as conn:
+            if conn is None:
+                return
+            chosen = subscribers.chosen_sections(conn)
+    except sqlite3.Error:  # a database of an older schema: nobody chose a section yet
+        return
+    known = ctx.settings.issue.sections
+    for name, readers in sorted(chosen.items()):
+        if name in known:
+            continue
+        who = f"{readers:,} reader{'' if readers == 1 else 's'}"
+        yield error(Rule.CHOSEN_SECTION,
+                    f"[issue] sections has no section {name!r}, which {who} chose: they would get none of it. "
+                    f"Move them to a section with `newsletter subscribers rename-section {_quoted(name)} NEW` "
+                    f"(one of {', '.join(known)}), or put {name!r} back in [issue] sections",
+                    CONFIG_NAME)
+
+
+def _quoted(name: str) -> str:
+    return name if name.replace("-", "").replace("_", "").isalnum() else f'"{name}"'
+
+
+RULES = (complaint_rate, chosen_sections)

@@ -7,19 +7,21 @@ moment leaves the ledger at a commit point that `recover` in a transport can res
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from newsletter import store, subscribers
+from newsletter.delivery import recipients
+from newsletter.delivery.recipients import content_sha256  # noqa: F401 - the ledger's name for it too
 from newsletter.delivery.states import (  # noqa: F401 - the ledger's names for them too
     CLAIMED, DATA_SENT, FAILED, IN_DOUBT, IN_DOUBT_POLICIES, ISSUE_DONE, ISSUE_PAUSED, ISSUE_SENDING, NOT_STARTED,
     PENDING, REASON_BOUNCED, REASON_EXPIRED, REASON_REJECTED, RETRY, SENT, SKIPPED, STATES, TRANSITIONS,
     UNFINISHED, InDoubt, IssueState, Reason, State,
 )
 from newsletter.models import Subscriber
+from newsletter.variants import Variant
 from newsletter.weeks import DIGEST_KEY_LIKE, ledger_key
 
 _SUBSCRIBER_FIELDS = tuple(Subscriber.__dataclass_fields__)
@@ -53,6 +55,7 @@ class Claimed:
     message_id: str
     attempts: int = 1  # this attempt's number (the claim counts it)
     last_reply: str = ""  # what the previous attempt recorded
+    variant: str = ""  # the variant of the issue the row gets (variants.py): '' is the full issue
 
 
 @dataclass(frozen=True)
@@ -110,15 +113,6 @@ class IssueStatus:
         }
 
 
-def content_sha256(html: str, text: str) -> str:
-    """Return the fingerprint of an issue's content: the HTML and the text part."""
-    digest = hashlib.sha256()
-    digest.update(html.encode("utf-8"))
-    digest.update(b"\0")
-    digest.update(text.encode("utf-8"))
-    return digest.hexdigest()
-
-
 def frozen_issue(conn: sqlite3.Connection, day: date) -> FrozenIssue | None:
     """Return DAY's frozen issue, or None when its sending has not started."""
     row = conn.execute(
@@ -143,11 +137,15 @@ def freeze_and_snapshot(
     message_id: Callable[[int], str],
     now: str,
     structure: str | None = None,
+    variants: Sequence[Variant] = (),
+    all_sections: Sequence[str] = (),
 ) -> FrozenIssue:
-    """Store DAY's issue and a `pending` row for every active subscriber, in one transaction.
+    """Store DAY's issue and a `pending` row for every daily reader, in one transaction.
 
     A subscriber who joins after this moment gets the next issue, not this one: the snapshot is
-    taken only here, when the issue row is created.
+    taken only here, when the issue row is created. Each row names its reader's variant (the key
+    of their sections among ALL_SECTIONS); VARIANTS are frozen beside the issue
+    (recipients.snapshot, which raises VariantsChangedError for a variant not prepared).
     """
     sha = content_sha256(html, text)
     # message_id runs inside SQLite so the snapshot is one INSERT … SELECT that streams the list
@@ -160,13 +158,7 @@ def freeze_and_snapshot(
                 (day.isoformat(), number, ISSUE_SENDING, subject, html, text, sha, now, now),
             )
             _store_structure(conn, day, structure)
-            conn.execute(
-                "INSERT OR IGNORE INTO deliveries (issue_day, subscriber_id, state, attempts, message_id,"
-                " email, updated_at)"
-                " SELECT ?, id, 'pending', 0, newsletter_message_id(id), email, ? FROM subscribers"
-                " WHERE status = 'active' AND frequency = 'daily' ORDER BY id",
-                (day.isoformat(), now),
-            )
+            recipients.snapshot(conn, day, now=now, all_sections=all_sections, variants=variants)
     finally:
         conn.create_function("newsletter_message_id", 1, None)
     return FrozenIssue(day, number, ISSUE_SENDING, subject, html, text, sha, now, structure)
@@ -174,13 +166,15 @@ def freeze_and_snapshot(
 
 def refreeze(
     conn: sqlite3.Connection, day: date, *, number: int, subject: str, html: str, text: str, now: str,
-    structure: str | None = None,
+    structure: str | None = None, variants: Sequence[Variant] = (),
 ) -> FrozenIssue:
     """Replace DAY's frozen content (a `--rebuild`): rows not yet written get the new version.
 
-    The Date of the issue (created_at) stays, and nobody is added to or removed from the snapshot.
+    The Date of the issue (created_at) stays, and nobody is added to or removed from the snapshot;
+    of VARIANTS, those already frozen are replaced.
     """
     sha = content_sha256(html, text)
+    frozen = recipients.frozen_variants(conn, day)
     with store.write(conn):
         conn.execute(
             "UPDATE issues SET number = ?, subject = ?, html = ?, text = ?, sha256 = ?, updated_at = ?"
@@ -188,6 +182,9 @@ def refreeze(
             (number, subject, html, text, sha, now, day.isoformat()),
         )
         _store_structure(conn, day, structure)
+        for variant in variants:
+            if variant.key in frozen and variant.rendered is not None:
+                recipients.store_variant(conn, day, variant)
     issue = frozen_issue(conn, day)
     assert issue is not None
     return issue
@@ -203,25 +200,29 @@ def _store_structure(conn: sqlite3.Connection, day: date, structure: str | None)
 
 
 def claim_batch(
-    conn: sqlite3.Connection, day: date, limit: int, *, sha256: str, now: str
+    conn: sqlite3.Connection, day: date, limit: int, *, sha256: str, now: str,
+    variant_sha256: Mapping[str, str] | None = None,
 ) -> Claim:
     """Claim up to LIMIT rows that are pending (or due for a retry) in one transaction.
 
     A row whose subscriber is no longer active (unsubscribed or bounced after the snapshot, or
-    removed) becomes `skipped`; the others become `claimed` with the content fingerprint they get.
+    removed) becomes `skipped`; the others become `claimed` with the content fingerprint they get
+    (their variant's in VARIANT_SHA256, else SHA256, the full issue's).
     """
     with store.write(conn):
-        return _claim(conn, day.isoformat(), limit, sha256=sha256, now=now)
+        return _claim(conn, day.isoformat(), limit, sha256=sha256, now=now, variant_sha256=variant_sha256)
 
 
 _CLAIM_COLUMNS = (
-    "d.subscriber_id AS delivery_id, d.message_id, d.attempts, d.last_reply, s.id, s.email, s.email_key,"
-    " s.name, s.status, s.created_at, s.updated_at, s.sections, s.frequency, s.preferences_at"
+    "d.subscriber_id AS delivery_id, d.message_id, d.attempts, d.last_reply, d.variant, s.id, s.email,"
+    " s.email_key, s.name, s.status, s.created_at, s.updated_at, s.sections, s.frequency, s.preferences_at"
 )
 
 
-def _claim(conn: sqlite3.Connection, key: str, limit: int, *, sha256: str, now: str) -> Claim:
+def _claim(conn: sqlite3.Connection, key: str, limit: int, *, sha256: str, now: str,
+           variant_sha256: Mapping[str, str] | None = None) -> Claim:
     """Claim up to LIMIT due rows of the issue KEY inside the caller's transaction (see claim_batch)."""
+    shas = variant_sha256 or {}
     claimed: list[Claimed] = []
     skipped: list[int] = []
     # due retries first, then pending rows in snapshot order (the index on (issue_day, state)
@@ -243,7 +244,8 @@ def _claim(conn: sqlite3.Connection, key: str, limit: int, *, sha256: str, now: 
             skipped.append(row["delivery_id"])
             continue
         subscriber = Subscriber.from_row({name: row[name] for name in _SUBSCRIBER_FIELDS})
-        claimed.append(Claimed(subscriber, row["message_id"], row["attempts"] + 1, row["last_reply"] or ""))
+        claimed.append(Claimed(subscriber, row["message_id"], row["attempts"] + 1, row["last_reply"] or "",
+                               row["variant"]))
     conn.executemany(
         "UPDATE deliveries SET state = 'skipped', updated_at = ? WHERE issue_day = ? AND subscriber_id = ?",
         [(now, key, sid) for sid in skipped],
@@ -252,7 +254,7 @@ def _claim(conn: sqlite3.Connection, key: str, limit: int, *, sha256: str, now: 
     conn.executemany(
         "UPDATE deliveries SET state = 'claimed', attempts = attempts + 1, sha256 = ?, email = ?,"
         " updated_at = ? WHERE issue_day = ? AND subscriber_id = ?",
-        [(sha256, c.subscriber.email, now, key, c.subscriber.id) for c in claimed],
+        [(shas.get(c.variant, sha256), c.subscriber.email, now, key, c.subscriber.id) for c in claimed],
     )
     return Claim(tuple(claimed), len(skipped))
 
@@ -374,13 +376,14 @@ def record(
     in_doubt: InDoubt = InDoubt.RETRY,
     claim: int = 0,
     sha256: str = "",
+    variant_sha256: Mapping[str, str] | None = None,
 ) -> Claim:
     """Record, in one transaction, rows about to get their body (`data_sent`) and attempts' results.
 
     An IN_DOUBT outcome counts one more doubt; under the `retry` policy a row in doubt for the first
     time goes straight back to `retry` (due at its retry_at), keeping its Message-ID. With CLAIM,
-    up to that many due rows are claimed too, as `claim_batch` does (SHA256 is their content), in the
-    same transaction: one commit instead of two. Returns what was claimed.
+    up to that many due rows are claimed too, as `claim_batch` does (SHA256 and VARIANT_SHA256 are their
+    content), in the same transaction: one commit instead of two. Returns what was claimed.
     """
     key = day.isoformat()
     data_sent, outcomes = list(data_sent), list(outcomes)
@@ -412,7 +415,9 @@ def record(
             )
             if outcome.bounce:
                 subscribers.record_bounce(conn, outcome.subscriber_id, now=now)
-        return _claim(conn, key, claim, sha256=sha256, now=now) if claim > 0 else Claim((), 0)
+        if claim <= 0:
+            return Claim((), 0)
+        return _claim(conn, key, claim, sha256=sha256, now=now, variant_sha256=variant_sha256)
 
 
 def release(conn: sqlite3.Connection, day: date, subscriber_ids: Iterable[int], *, now: str) -> int:

@@ -31,8 +31,8 @@ from newsletter.delivery import ledger
 from newsletter.delivery.transport import Claims, Copy, Options, ProofReport, Recovery, Totals, TransportName
 from newsletter.errors import DeliveryError, NewsletterError
 from newsletter.files import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_DIR, fsync_dir, make_dirs, write_atomic
-from newsletter.models import Subscriber
 from newsletter.settings import Settings
+from newsletter.variants import IssueTemplates
 
 if TYPE_CHECKING:
     from newsletter.messages import MessageTemplate
@@ -147,7 +147,7 @@ class DayMaildir:
     def stage(
         self,
         batch: Sequence[ledger.Claimed],
-        personalize: Callable[[Subscriber], bytes],
+        personalize: Callable[[ledger.Claimed], bytes],
     ) -> Staged:
         """Write BATCH's messages into tmp/ (not yet durable, not yet visible in new/).
 
@@ -162,7 +162,7 @@ class DayMaildir:
         try:
             for item in batch:
                 try:
-                    data = personalize(item.subscriber)
+                    data = personalize(item)
                 except NewsletterError as err:
                     failed.append((item.subscriber.id, str(err)))
                     continue
@@ -291,13 +291,14 @@ class OutboxTransport:
     def recover(self, conn: sqlite3.Connection, day: date, *, now: str) -> Recovery:
         return self.maildir(day).recover(conn, now=now)
 
-    def deliver(self, claims: Claims, template: MessageTemplate) -> Totals:
+    def deliver(self, claims: Claims, template: MessageTemplate | IssueTemplates) -> Totals:
         """Claim, stage, commit and record batches until none is left or the stop is set.
 
         Batch k+1 is personalized and written into tmp/ while a second thread makes batch k durable,
         so the CPU and the disk work at the same time. Batch k's rows are recorded `sent` (in this
         thread, which owns the connection) only after its commit has returned.
         """
+        templates = IssueTemplates.of(template)
         maildir = self.maildir(claims.day)
         totals = Totals()
         started = time.perf_counter()
@@ -311,7 +312,7 @@ class OutboxTransport:
             claims.done(totals.written + totals.skipped + totals.failed)
 
         # signing (OpenSSL, hashlib: the GIL released) runs ahead in two threads while this one writes
-        signers = ThreadPoolExecutor(2, thread_name_prefix="outbox-sign") if template.signs_spliced else None
+        signers = ThreadPoolExecutor(2, thread_name_prefix="outbox-sign") if templates.signs_spliced else None
         with ThreadPoolExecutor(1, thread_name_prefix="outbox-commit") as committer, signers or contextlib.nullcontext():
             try:
                 while not claims.stop.is_set():
@@ -319,7 +320,7 @@ class OutboxTransport:
                     if not claim.rows and not claim.skipped:
                         break
                     totals.skipped += claim.skipped
-                    staged = maildir.stage(claim.rows, template.made_ahead([r.subscriber for r in claim.rows], signers))
+                    staged = maildir.stage(claim.rows, templates.made_ahead(claim.rows, signers))
                     if in_flight is not None:
                         previous, in_flight = in_flight, None  # a failure here is not recorded twice
                         settle(previous)

@@ -17,14 +17,14 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from newsletter import store, structure
-from newsletter.delivery import ledger
+from newsletter.delivery import ledger, recipients
 from newsletter.delivery.ledger import FrozenIssue, InDoubt, IssueState
 from newsletter.delivery.lock import send_lock
 from newsletter.delivery.transport import (
@@ -35,6 +35,7 @@ from newsletter.errors import DeliveryError, LockedError, NewsletterError, NotCh
 from newsletter.files import PUBLIC_DIR, make_dirs
 from newsletter.models import RenderedIssue, Subscriber
 from newsletter.settings import Settings, secret_key
+from newsletter.variants import ALL, IssueTemplates, Variant
 
 if TYPE_CHECKING:
     from newsletter.check.report import CheckReport
@@ -151,6 +152,7 @@ def send_issue(
     lock_wait: float = 0.0,
     checked: CheckReport | None = None,
     force: bool = False,
+    variants: Sequence[Variant] = (),
 ) -> SendReport:
     """Send RENDERED to every subscriber of its day exactly once, resuming where a send stopped.
 
@@ -167,6 +169,9 @@ def send_issue(
     subscribers no longer active). Starting a day's issue expires the retries of older ones. The
     SMTP breaker pauses the issue and raises DeliveryError. Another send holding the lock is
     waited for up to LOCK_WAIT seconds (LockedError after that, or at once on a stop).
+    VARIANTS are the copies for readers who chose sections (pipeline.prepare_issue renders them
+    for the keys recipients.variant_keys lists); each is frozen with the issue, and each row gets
+    the variant it was frozen with.
     """
     from newsletter import messages
 
@@ -187,7 +192,8 @@ def send_issue(
     try:
         with _lock_when_free(settings, lock_wait, stop):
             recovery = carrier.recover(conn, day, now=stamp())
-            frozen, start = _start(conn, settings, rendered, day, stamp, rebuild=rebuild, retry_failed=retry_failed)
+            frozen, start = _start(conn, settings, rendered, variants, day, stamp, rebuild=rebuild,
+                                   retry_failed=retry_failed)
             report = SendReport(day, frozen.status, carrier.name, carrier.destination(day), start, recovery,
                                 failed_means=carrier.failed_means, hint=carrier.hint)
             if frozen.status == ledger.ISSUE_DONE:
@@ -199,11 +205,12 @@ def send_issue(
                 start, in_doubt_retried=ledger.apply_in_doubt_policy(conn, day, policy_in_doubt, now=stamp()))
             if retry_now:
                 ledger.retry_now(conn, day, now=stamp())
-            template = _template(settings, rendered, frozen, key, signer)
+            template = _templates(conn, settings, rendered, frozen, key, signer)
             counts = ledger.counts(conn, day)
             claims = Claims(conn, day, frozen.sha256, settings.delivery.batch_size, stop or threading.Event(),
                             todo=counts[ledger.PENDING] + counts[ledger.RETRY], progress=progress,
-                            clock=(lambda: now) if now else None)
+                            clock=(lambda: now) if now else None,
+                            variant_sha256={k: v.sha256 for k, v in recipients.frozen_variants(conn, day).items()})
             totals = carrier.deliver(claims, template)
             done = ledger.finish_if_done(conn, day, now=stamp())
     finally:
@@ -215,8 +222,8 @@ def send_issue(
                                next_retry_at=None if done else ledger.next_retry_at(conn, day))
 
 
-def _start(conn: sqlite3.Connection, settings: Settings, rendered: RenderedIssue, day: date,
-           stamp: Callable[[], str], *, rebuild: bool, retry_failed: bool) -> tuple[FrozenIssue, Start]:
+def _start(conn: sqlite3.Connection, settings: Settings, rendered: RenderedIssue, variants: Sequence[Variant],
+           day: date, stamp: Callable[[], str], *, rebuild: bool, retry_failed: bool) -> tuple[FrozenIssue, Start]:
     """Freeze and snapshot (or compare with the frozen version), expire older issues, reopen failures."""
     from newsletter import messages
 
@@ -233,8 +240,9 @@ def _start(conn: sqlite3.Connection, settings: Settings, rendered: RenderedIssue
             conn, day, number=rendered.issue.number, subject=rendered.issue.subject,
             html=rendered.html, text=rendered.text, now=stamp(), structure=structured,
             message_id=messages.message_ids(day, settings.sender_domain),
+            variants=variants, all_sections=settings.issue.sections,
         )
-    elif frozen.sha256 != sha:
+    elif frozen.sha256 != sha or _variants_changed(conn, day, variants):
         changed = True
         if frozen.status != ledger.ISSUE_DONE:
             counts = ledger.counts(conn, day)
@@ -249,7 +257,7 @@ def _start(conn: sqlite3.Connection, settings: Settings, rendered: RenderedIssue
             earlier, rebuilt = written, True
             frozen = ledger.refreeze(
                 conn, day, number=rendered.issue.number, subject=rendered.issue.subject,
-                html=rendered.html, text=rendered.text, now=stamp(), structure=structured,
+                html=rendered.html, text=rendered.text, now=stamp(), structure=structured, variants=variants,
             )
     # a daily issue is not retried once the next one has started (this one included)
     expired = ledger.expire_superseded(conn, now=stamp())
@@ -263,9 +271,21 @@ def _start(conn: sqlite3.Connection, settings: Settings, rendered: RenderedIssue
                          earlier_version=earlier, expired=sum(expired.values()), retried_failed=retried_failed)
 
 
-def _template(settings: Settings, rendered: RenderedIssue, frozen: FrozenIssue, key: bytes, signer):
-    """Return the issue's MessageTemplate, made from the frozen version (a resumed send writes the same
-    bytes), after writing the public copy (outbox/DAY/issue.html and issue.txt) whatever the transport."""
+def _variants_changed(conn: sqlite3.Connection, day: date, variants: Sequence[Variant]) -> bool:
+    """Whether a variant frozen for DAY differs from its copy in VARIANTS."""
+    frozen = recipients.frozen_variants(conn, day)
+    for variant in variants:
+        old = frozen.get(variant.key)
+        if old is not None and variant.rendered is not None and old.sha256 != ledger.content_sha256(
+                variant.rendered.html, variant.rendered.text):
+            return True
+    return False
+
+
+def _templates(conn: sqlite3.Connection, settings: Settings, rendered: RenderedIssue, frozen: FrozenIssue,
+               key: bytes, signer) -> IssueTemplates:
+    """Return the issue's MessageTemplate per variant, made from the frozen versions (a resumed send writes
+    the same bytes), after writing the public copy (outbox/DAY/issue.html and issue.txt) whatever the transport."""
     from newsletter import messages
     from newsletter.pipeline import write_public_copy
 
@@ -277,9 +297,13 @@ def _template(settings: Settings, rendered: RenderedIssue, frozen: FrozenIssue, 
     except OSError as err:
         folder = settings.outbox_dir / issue.day.isoformat()
         raise DeliveryError(f"{folder}: cannot write the issue files: {err}") from err
-    return messages.MessageTemplate.build(
-        frozen_rendered, settings, key, frozen.date_header.astimezone(settings.tz), signer=signer,
-    )
+    when = frozen.date_header.astimezone(settings.tz)
+    copies = {ALL: frozen_rendered}
+    for variant in recipients.frozen_variants(conn, issue.day).values():
+        copies[variant.key] = RenderedIssue(dataclasses.replace(issue, subject=variant.subject),
+                                            variant.html, variant.text)
+    return IssueTemplates({k: messages.MessageTemplate.build(copy, settings, key, when, signer=signer)
+                           for k, copy in copies.items()})
 
 
 @contextlib.contextmanager

@@ -55,6 +55,7 @@ from newsletter.delivery.wire import WireMessages, stuff
 from newsletter.errors import DeliveryError, NewsletterError
 from newsletter.models import Subscriber
 from newsletter.settings import DeliverySettings, Settings
+from newsletter.variants import IssueTemplates
 
 if TYPE_CHECKING:
     from newsletter.messages import MessageTemplate
@@ -219,7 +220,7 @@ class SmtpTransport:
         retried, in_doubt = ledger.recover_interrupted(conn, day, now=now)
         return Recovery(released=retried, in_doubt=in_doubt)
 
-    def deliver(self, claims: Claims, template: MessageTemplate) -> Totals:
+    def deliver(self, claims: Claims, template: MessageTemplate | IssueTemplates) -> Totals:
         """Claim and send until nothing is due; raise DeliveryError when the breaker trips.
 
         On a stop, messages in flight are finished and recorded, rows not yet attempted go back to
@@ -227,7 +228,14 @@ class SmtpTransport:
         """
         throttle = self.throttle or Throttle(self.delivery.rate, self.delivery.hourly_cap,
                                              recent_sends(claims.conn, claims.day, self.delivery.hourly_cap))
-        run = _PoolRun(self, claims, WireMessages(template).data, throttle, template.envelope_sender)
+        templates = IssueTemplates.of(template)
+        wires = {key: WireMessages(one).data for key, one in templates.items()}
+
+        def make_data(row: ledger.Claimed) -> bytes:
+            wire = wires.get(row.variant)
+            return wire(row.subscriber) if wire else templates[row.variant].personalize(row.subscriber)  # names it
+
+        run = _PoolRun(self, claims, make_data, throttle, templates.envelope_sender)
         totals = run.run()
         if run.halt is not None:
             ledger.set_issue_state(claims.conn, claims.day, ledger.ISSUE_PAUSED, now=claims.now())
@@ -297,7 +305,7 @@ class _PoolRun:
     final ".", and the results that came back meanwhile.
     """
 
-    def __init__(self, pool: SmtpTransport, claims: Claims, make_data: Callable[[Subscriber], bytes],
+    def __init__(self, pool: SmtpTransport, claims: Claims, make_data: Callable[[ledger.Claimed], bytes],
                  throttle: Throttle, envelope: Callable[[Subscriber], str | None] = lambda subscriber: None) -> None:
         self.pool, self.claims, self.make_data, self.throttle = pool, claims, make_data, throttle
         self.envelope = envelope  # each message's envelope sender (VERP), or None for the From address
@@ -442,6 +450,7 @@ class _PoolRun:
                 wanted = self.claim_wanted and self.halt is None and not self.claims.stop.is_set()
                 claim = ledger.record(conn, day, data_sent=data_sent, outcomes=self.held, now=self.claims.now_ms(),
                                       in_doubt=self.pool.in_doubt, sha256=self.claims.sha256,
+                                      variant_sha256=self.claims.variant_sha256,
                                       claim=self.ahead - self.in_flight if wanted else 0)
                 self.held.clear()
                 if wanted:
@@ -593,7 +602,7 @@ class _Worker:
                 if self.run_.abort.is_set():
                     continue  # stays claimed: recovery retries it
                 try:
-                    data = self.run_.make_data(row.subscriber)  # WireMessages.data: stuffed, ready for DATA
+                    data = self.run_.make_data(row)  # its variant's WireMessages.data: stuffed, ready for DATA
                     recipient = ascii_address(row.subscriber.email)
                     sender = self.run_.envelope(row.subscriber)
                 except NewsletterError as err:

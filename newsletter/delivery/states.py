@@ -57,12 +57,13 @@ NOT_STARTED = IssueState.NOT_STARTED
 
 
 class Reason(StrEnum):
-    """Why a row failed."""
+    """Why a row failed (or, for NOTHING_IN_SECTIONS, was skipped at the snapshot)."""
 
     BOUNCED = "bounced"  # the mailbox does not exist: the subscriber is marked bounced
     REJECTED = "rejected"  # the server refused this message
     EXPIRED = "expired"  # a later day's issue started first
     UNBUILDABLE = "unbuildable"  # the message could not be made (a bad name)
+    NOTHING_IN_SECTIONS = "no_articles"  # a `skipped` row: no article today in the sections its reader chose
 
 
 class InDoubt(StrEnum):

@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from enum import StrEnum
 from pathlib import Path
@@ -29,7 +29,7 @@ from newsletter.settings import Settings
 
 if TYPE_CHECKING:
     from newsletter.delivery.smtp import RetryPolicy
-    from newsletter.messages import MessageTemplate
+    from newsletter.variants import IssueTemplates
 
 Progress = Callable[[int, int], None]
 
@@ -113,6 +113,7 @@ class Claims:
     todo: int = 0  # rows due when the send started, for the progress callback
     progress: Progress | None = None
     clock: Callable[[], datetime] | None = None  # a fixed clock (tests): retries are not waited for
+    variant_sha256: Mapping[str, str] = field(default_factory=dict)  # each frozen variant's fingerprint
 
     def now(self) -> str:
         """The time the ledger records, to the second."""
@@ -132,7 +133,8 @@ class Claims:
 
     def take(self, limit: int, *, now: str | None = None) -> ledger.Claim:
         """Claim up to LIMIT due rows (retries first, due by NOW); rows of subscribers who left are skipped."""
-        return ledger.claim_batch(self.conn, self.day, limit, sha256=self.sha256, now=now or self.now())
+        return ledger.claim_batch(self.conn, self.day, limit, sha256=self.sha256, now=now or self.now(),
+                                  variant_sha256=self.variant_sha256)
 
     def record_sent(self, subscriber_ids: Sequence[int]) -> None:
         """Record claimed rows as sent: call only once their messages are safely delivered."""
@@ -183,8 +185,8 @@ class Transport(Protocol):
         """Resolve the rows a killed send left claimed (or data_sent)."""
         ...
 
-    def deliver(self, claims: Claims, template: MessageTemplate) -> Totals:
-        """Claim and deliver until no row is due or CLAIMS.stop is set; record every row."""
+    def deliver(self, claims: Claims, template: IssueTemplates) -> Totals:
+        """Claim and deliver until no row is due or CLAIMS.stop is set; record every row, each with its variant's bytes."""
         ...
 
     def deliver_copies(self, copies: Sequence[Copy], *, day: date, moment: datetime) -> ProofReport:
