@@ -272,8 +272,6 @@ def test_a_reader_picks_sections_on_the_page_their_email_links_to_and_they_are_r
 
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
-@pytest.mark.xfail(strict=True, reason="the daily issue by each reader's sections is the `variants` work (issue 14), "
-                                       "not on main yet")
 def test_after_picking_sections_in_chromium_the_next_issue_has_only_those(server, tmp_path):
     project, root = server
     address = "ana.solberg@example.org"  # another daily reader of every section
