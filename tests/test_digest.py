@@ -394,3 +394,22 @@ def test_a_digest_links_its_reader_to_their_own_preferences_page_in_both_parts(s
     finally:
         conn.close()
     assert signing.verify_preferences_token(secret_key(settings), token, settings.sender.list_id) == reader.id
+
+
+def test_the_sample_week_matches_the_golden_digest(sample):
+    from test_renderer import check_golden
+
+    for day in DAYS:
+        cli(sample, "send", "--date", day)
+    settings = load_settings(sample)
+    conn = store.connect(settings.database_path)
+    try:
+        whole = digest.preview(conn, settings, IsoWeek.parse(WEEK))
+    finally:
+        conn.close()
+    assert whole is not None
+
+    rendered = digest.render(whole, settings)
+
+    check_golden(f"digest-{WEEK}.html", rendered.html)
+    check_golden(f"digest-{WEEK}.txt", rendered.text)
