@@ -522,22 +522,37 @@ def _next_issue_day(config) -> date:
 def check_command(
     day: Optional[str] = typer.Option(None, "--date", "-d", help="The issue's day, YYYY-MM-DD (default: today)."),
     format: StatusFormat = typer.Option(StatusFormat.text, "--format", "-f", help="text, or json for machines."),
+    digest: bool = typer.Option(False, "--digest", help="Check each variant of the weekly digest instead."),
+    week: Optional[str] = typer.Option(
+        None, "--week", "-w", help="With --digest: the ISO week, e.g. 2026-W48 (default: last week)."),
 ) -> None:
     """Check the day's issue and a sample message against the email rules; exit 1 on any error."""
     from newsletter.check import check_issue, format_report
 
-    when = parse_day(day)
-    try:
-        report = check_issue(settings(), when)
-    except NewsletterError as err:
-        output.fail(err)
+    if digest or week is not None:
+        if not digest or day is not None:
+            output.fail("--week goes with --digest" if not digest else "--digest does not take --date")
+        from newsletter.sending import check_digest
+
+        try:
+            reports = check_digest(settings(), store(), parse_week(week))
+        except NewsletterError as err:
+            output.fail(err)
+        if not reports:
+            typer.echo(f"{parse_week(week)}: no reader is owed a digest: nothing to check")
+    else:
+        try:
+            reports = [check_issue(settings(), parse_day(day))]
+        except NewsletterError as err:
+            output.fail(err)
     if format is StatusFormat.json:
         import json
 
-        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        shown = [report.to_dict() for report in reports]
+        typer.echo(json.dumps(shown if digest else shown[0], indent=2, ensure_ascii=False))
     else:
-        typer.echo(format_report(report))
-    if report.errors:
+        typer.echo("\n".join(format_report(report) for report in reports))
+    if any(report.errors for report in reports):
         raise typer.Exit(1)
 
 

@@ -236,6 +236,14 @@ def _digest_variants(conn: sqlite3.Connection, settings: Settings, week: IsoWeek
         raise NotSentError(f"{week}: the digest cannot be made: {err}", findings=err.findings) from err
 
 
+def check_digest(settings: Settings, conn: sqlite3.Connection, week: IsoWeek) -> list[CheckReport]:
+    """Return the check of each variant of WEEK's digest, as frozen or as it would be sent now."""
+    from newsletter.check import check_rendered
+
+    variants, _ = _digest_variants(conn, settings, week)
+    return [check_rendered(PreparedIssue(r.issue.day, r, 0), settings) for r in variants]
+
+
 def _check_variant(settings: Settings, rendered: RenderedIssue, force: bool) -> CheckReport:
     """Check one variant as a daily issue is checked; raise CheckFailedError on an error unless FORCE."""
     from newsletter.check import check_rendered
@@ -265,4 +273,5 @@ def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-__all__ = ["CheckFailedError", "DaySend", "DigestSend", "NotSentError", "send_day", "send_digest", "stop_on_signals"]
+__all__ = ["CheckFailedError", "DaySend", "DigestSend", "NotSentError", "check_digest", "send_day", "send_digest",
+           "stop_on_signals"]

@@ -190,6 +190,7 @@ def test_a_week_is_sent_once_a_week_not_over_is_refused_and_status_shows_the_var
     cli(sample, "send", "--digest", "--week", WEEK)
 
     again = cli(sample, "send", "--digest", "--week", WEEK)
+    checked = cli(sample, "check", "--digest", "--week", WEEK)
     not_over = runner.invoke(app, ["--project", str(sample), "send", "--digest", "--week", "2099-W02"])
     bad = runner.invoke(app, ["--project", str(sample), "send", "--digest", "--week", "2026-W54"])
     status = cli(sample, "status", "--digest", "--week", WEEK)
@@ -201,6 +202,7 @@ def test_a_week_is_sent_once_a_week_not_over_is_refused_and_status_shows_the_var
     conn.close()
 
     assert f"{WEEK}.1: already sent to 1; nothing to do" in again
+    assert f"Issue of {WEEK}.1" in checked and "no problems found" in checked  # the frozen variant
     assert len(digests(sample)) == 1
     assert not_over.exit_code == 1
     assert "Error: 2099-W02: the week is not over until the end of Sunday 2099-01-11" in not_over.output
@@ -235,8 +237,10 @@ def test_a_digest_that_fails_the_check_freezes_nothing_and_sends_nothing(sample,
     (sample / "templates" / "digest.html.j2").write_text(
         '{% extends "partials/layout.html.j2" %}{% block content %}<p>{{ undefined_thing }}</p>{% endblock %}')
 
+    checked = runner.invoke(app, ["--project", str(sample), "check", "--digest", "--week", WEEK])
     result = runner.invoke(app, ["--project", str(sample), "send", "--digest", "--week", WEEK])
 
+    assert checked.exit_code == 1 and "undefined_thing" in checked.output
     assert result.exit_code == 1
     assert "Error:" in result.output and "undefined_thing" in result.output
     conn = sqlite3.connect(sample / "subscribers" / "newsletter.db")
