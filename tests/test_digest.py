@@ -49,7 +49,8 @@ def cli(project: Path, *args: str) -> str:
     return result.output
 
 
-def choose(project: Path, address: str, *, frequency: Frequency | None = None, sections=None, at: str = "") -> None:
+def choose(project: Path, address: str, *, frequency: Frequency | None = None, sections=(), at: str = "") -> None:
+    """Set a reader's FREQUENCY and SECTIONS (default: every section, whatever the sample list says)."""
     conn = store.connect(project / "subscribers" / "newsletter.db")
     try:
         reader = subscribers.get(conn, address)
