@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jinja2
 
-from newsletter import i18n, structure
+from newsletter import i18n, store, structure
 from newsletter.errors import BuildError, NewsletterError
 from newsletter.files import PUBLIC_DIR, PUBLIC_FILE, make_dirs, write_atomic
 from newsletter.models import Issue, RenderedIssue
@@ -282,7 +282,7 @@ def build_site(conn: sqlite3.Connection, settings: Settings, out: Path, now: dat
     env = env or make_environment(settings)
     try:
         issues = archived_issues(conn, settings)
-    except sqlite3.Error as err:
+    except store.errors() as err:
         raise NewsletterError(f"{settings.database_path}: cannot read the sent issues: {err}") from err
     counts = [0, 0]
     make_dirs(out, PUBLIC_DIR)

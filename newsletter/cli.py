@@ -20,6 +20,7 @@ from newsletter.delivery.transport import TransportName
 from newsletter.errors import NewsletterError
 from newsletter import cli_output as output
 from newsletter.cli_context import _state, parse_day, parse_week, settings, store
+from newsletter.cli_db import db_app
 from newsletter.cli_subscribers import subscribers_app
 from newsletter.settings import find_project, load_settings
 
@@ -30,6 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(db_app, name="db")
 
 
 @app.callback()
@@ -620,7 +622,6 @@ def inbox_command(
                                                       "exits 75 on a fault so the MTA tries again later."),
 ) -> None:
     """Read bounces, complaints and mailto unsubscribes ([inbox] over IMAP, or a Maildir, an mbox, stdin) and update the list."""
-    import sqlite3
     from datetime import timezone
 
     from newsletter import inbox
@@ -629,13 +630,13 @@ def inbox_command(
 
     try:  # every fault, the settings' and the database's too, exits TEMPFAIL under --stdin
         config = load_settings(find_project(_state.project or Path.cwd()))
-        conn = store_module.connect(config.database_path)
+        conn = store_module.open_database(config)
         source = inbox.open_source(config, maildir=maildir, mbox=mbox, stdin=sys.stdin.buffer if stdin else None)
         try:
             summary = inbox.run(conn, config, secret_key(config), source, datetime.now(timezone.utc))
         finally:
             source.close()
-    except (NewsletterError, OSError, sqlite3.Error) as err:
+    except store_module.errors(NewsletterError, OSError) as err:
         where = f"{err.filename}: " if isinstance(err, OSError) and err.filename else ""
         typer.echo(f"Error: {where}{err}", err=True)
         raise typer.Exit(TEMPFAIL if stdin else 1) from None
@@ -646,7 +647,7 @@ def inbox_command(
 
 def main() -> None:
     """Run the command line; a disk or database fault no library call turned into an error is one line too."""
-    import sqlite3
+    from newsletter.store import errors
 
     try:
         app(prog_name="newsletter")
@@ -654,11 +655,12 @@ def main() -> None:
         where = f"{err.filename}: " if err.filename else ""
         typer.echo(f"Error: {where}{err.strerror or err}", err=True)
         sys.exit(1)
-    except sqlite3.Error as err:
-        from newsletter.store import describe
+    except errors() as err:
+        from newsletter.store import describe, where as database_named
 
         loaded = _state._settings
-        path = loaded.database_path if loaded else Path("the subscriber database")
-        typer.echo(f"Error: {path}: the subscriber database failed: {describe(path, err)}", err=True)
+        path = database_named(loaded) if loaded else Path("the subscriber database")
+        detail = describe(path, err) if isinstance(path, Path) else " ".join(str(err).split())
+        typer.echo(f"Error: {path}: the subscriber database failed: {detail}", err=True)
         sys.exit(1)
 

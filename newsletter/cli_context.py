@@ -36,7 +36,7 @@ def store():
     from newsletter import store as store_module
 
     try:
-        return store_module.connect(settings().database_path)
+        return store_module.open_database(settings())
     except NewsletterError as err:
         output.fail(err)
 

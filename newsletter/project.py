@@ -122,6 +122,11 @@ timeout = 30.0                        # seconds
 every_minutes = 5
 max_message_bytes = 10000000          # larger messages are left for a human unread
 
+[database]
+url = ""                              # empty: the SQLite file subscribers/newsletter.db. Several hosts on one list:
+                                      # "postgresql://newsletter@db.example.org/newsletter", password from
+                                      # NEWSLETTER_DATABASE_PASSWORD (or the whole URL in NEWSLETTER_DATABASE_URL)
+
 # Articles from feeds (README: "Articles from feeds"): one [[feeds]] table per feed; `newsletter fetch`
 # (and the scheduler, before each send) writes each new entry as an article file in articles/DAY/.
 # [[feeds]]

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 
+from newsletter import store
 from newsletter.events import Kind
 from newsletter.weeks import DIGEST_KEY_LIKE
+
+if typing.TYPE_CHECKING:
+    from newsletter.settings import Settings
 
 COMPLAINT_RATE_LIMIT = 0.001  # 0.1%: act before Google's 0.3%
 WINDOW_DAYS = 30
@@ -93,8 +97,16 @@ def complaint_rate(conn: sqlite3.Connection, last: date, days: int = WINDOW_DAYS
 
 
 @contextlib.contextmanager
-def reading(path: Path) -> Iterator[sqlite3.Connection | None]:
-    """Open the database at PATH read-only (None when there is none yet): a check must not create it."""
+def reading(settings: Settings) -> Iterator[typing.Any]:
+    """Open the project's database read-only (None when there is none yet): a check must not create it."""
+    if settings.database_url():
+        conn = store.open_database(settings)
+        try:
+            yield conn
+        finally:
+            conn.close()
+        return
+    path = settings.database_path
     if not path.is_file():
         yield None
         return

@@ -254,7 +254,7 @@ def run_due_issue(
             logger.info("%s", prepared.skipped_reason)
 
     try:
-        conn = store.connect(settings.database_path)
+        conn = store.open_database(settings)
     except NewsletterError as err:
         return result(FAILED, detail=_cause(err))
     try:
@@ -424,7 +424,7 @@ def _log_nothing_due(settings: Settings, now: datetime) -> None:
     when = f"the {settings.schedule.send_time} slot of {slot.day} passed {ago:.1f} h ago"
     window = f"[schedule] catch_up_hours = {settings.schedule.catch_up_hours:g}"
     try:
-        conn = store.connect(settings.database_path)
+        conn = store.open_database(settings)
         try:
             state = issue_status(conn, slot.day).state
         finally:

@@ -91,7 +91,7 @@ def send_day(
 
     with contextlib.ExitStack() as stack:
         if conn is None and not test_to:
-            conn = store.connect(settings.database_path)
+            conn = store.open_database(settings)
             stack.callback(conn.close)
         for attempt in range(_PREPARE_ATTEMPTS):
             prepared, report = _prepare_and_check(settings, day, force, conn)

@@ -24,6 +24,8 @@ CONFIG_NAME = "newsletter.toml"
 SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
 SMTP_PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
 INBOX_PASSWORD_ENV = "NEWSLETTER_INBOX_PASSWORD"
+DATABASE_URL_ENV = "NEWSLETTER_DATABASE_URL"  # the whole URL, password included: overrides [database] url
+DATABASE_PASSWORD_ENV = "NEWSLETTER_DATABASE_PASSWORD"  # the password of [database] url
 SECRET_KEY_FILE = "subscribers/secret.key"
 WEBHOOK_SECRET_ENV = {"postmark": "NEWSLETTER_POSTMARK_PASSWORD", "mailgun": "NEWSLETTER_MAILGUN_SIGNING_KEY"}
 WEBHOOK_SECRET_WHAT = {"postmark": "password of the webhook's HTTP basic auth in Postmark",
@@ -141,6 +143,13 @@ class InboxSettings:
 
 
 @dataclass(frozen=True)
+class DatabaseSettings:
+    # empty: the SQLite file subscribers/newsletter.db; "postgresql://user@host:5432/db": a database
+    # several hosts share (the password only from NEWSLETTER_DATABASE_PASSWORD)
+    url: str = ""
+
+
+@dataclass(frozen=True)
 class SesWebhookSettings:
     enabled: bool = False  # POST /webhooks/ses takes Amazon SNS messages
     topics: tuple[str, ...] = ()  # the TopicArns whose messages are believed; required when enabled
@@ -202,6 +211,7 @@ _SECTIONS: dict[str, type] = {
     "bounces": BouncesSettings,
     "inbox": InboxSettings,
     "webhooks": WebhooksSettings,
+    "database": DatabaseSettings,
 }
 _TOML_NAMES = {("sender", "from_address"): "from"}  # field name -> toml key
 
@@ -229,6 +239,7 @@ class Settings:
     inbox: InboxSettings = field(default_factory=InboxSettings)
     webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
     feeds: tuple[FeedSettings, ...] = ()  # the [[feeds]] tables, in order
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
 
     def __post_init__(self) -> None:
         # the defaults that follow other settings, filled once here so every reader sees the value
@@ -260,6 +271,22 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.root / "subscribers" / "newsletter.db"
+
+    def database_url(self, environ: typing.Mapping[str, str] = os.environ) -> str:
+        """Return the PostgreSQL URL to use, password included, or "" for the SQLite file."""
+        if url := environ.get(DATABASE_URL_ENV, "").strip():
+            if not _is_postgres_url(url):
+                raise SettingsError(f"{DATABASE_URL_ENV}: {hide_password(url)!r} is not a URL such as "
+                                    "'postgresql://newsletter:PASSWORD@db.example.org/newsletter'")
+            return url
+        if not self.database.url:
+            return ""
+        password = environ.get(DATABASE_PASSWORD_ENV, "")
+        if not password:
+            return self.database.url
+        from newsletter.postgres import with_password
+
+        return with_password(self.database.url, password)
 
     @property
     def sender_domain(self) -> str:
@@ -459,6 +486,7 @@ def _check_values(path: Path, settings: Settings) -> None:
     _check_webhooks(path, settings.webhooks)
     _check_digest(path, settings.digest)
     _check_feeds(path, settings)
+    _check_database(path, settings.database)
 
 
 def _check_digest(path: Path, digest: DigestSettings) -> None:
@@ -576,6 +604,27 @@ def _check_mailbox(path: Path, key: str, value: str, *, named: bool) -> None:
         )
 
 
+def _is_postgres_url(url: str) -> bool:
+    return url.split("://", 1)[0] in ("postgresql", "postgres") and "://" in url
+
+
+def hide_password(url: str) -> str:
+    """URL with any password replaced, for an error message."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _check_database(path: Path, database: DatabaseSettings) -> None:
+    url = database.url
+    if not url:
+        return
+    if not _is_postgres_url(url):
+        raise SettingsError(f"{path}: database.url {hide_password(url)!r} is not a URL such as "
+                            "'postgresql://newsletter@db.example.org:5432/newsletter' (leave it out for SQLite)")
+    if hide_password(url) != url:
+        raise SettingsError(f"{path}: database.url holds a password; remove it from the file and set "
+                            f"{DATABASE_PASSWORD_ENV} in the environment instead")
+
+
 def _check_webhooks(path: Path, hooks: WebhooksSettings) -> None:
     if hooks.ses.enabled and not hooks.ses.topics:
         raise SettingsError(f"{path}: webhooks.ses.topics must name the SNS topics SES publishes to, "
@@ -613,7 +662,7 @@ def secret_key(settings: Settings, environ: typing.Mapping[str, str] = os.enviro
     try:
         key = path.read_bytes().strip()
     except FileNotFoundError:
-        if issues_were_sent(settings.database_path):
+        if issues_were_sent(settings):
             raise SettingsError(
                 f"{path}: missing, but issues were already sent with unsubscribe links signed by it; "
                 f"restore the file from a backup (or set {SECRET_KEY_ENV}). A new key would break every link sent"
@@ -651,8 +700,20 @@ def create_secret_key(path: Path) -> bytes:
     return key
 
 
-def issues_were_sent(database: Path) -> bool:
+def issues_were_sent(settings: Settings) -> bool:
     """Tell whether the ledger holds any issue; a database that cannot be read counts as yes."""
+    if settings.database_url():
+        from newsletter import store
+
+        try:
+            conn = store.open_database(settings)
+            try:
+                return conn.execute("SELECT 1 FROM issues LIMIT 1").fetchone() is not None
+            finally:
+                conn.close()
+        except store.errors(NewsletterError):
+            return True
+    database = settings.database_path
     if not database.exists():
         return False
     try:

@@ -1,16 +1,22 @@
-"""The SQLite connection (WAL, synchronous=FULL, BEGIN IMMEDIATE), the schema and its migrations."""
+"""The database: the SQLite connection (WAL, synchronous=FULL, BEGIN IMMEDIATE), the schema and its
+migrations; PostgreSQL (postgres.py) behind the same interface when `[database] url` names one."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sqlite3
+import sys
+import typing
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 from newsletter.errors import NewsletterError, StoreError
 from newsletter.files import PRIVATE_FILE, private_dir
+
+if typing.TYPE_CHECKING:
+    from newsletter.settings import Settings
 
 BUSY_TIMEOUT_MS = 30_000
 FULL_BELOW_BYTES = 64 * 1024  # a write failed and less than this is free: say the disk is full
@@ -192,12 +198,63 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE deliveries ADD COLUMN variant TEXT NOT NULL DEFAULT ''
     """,
+    # 11: what SQLite's rowid told, said in columns PostgreSQL has too: the ledger's claims read
+    # pending rows in subscriber order (the index gives it, as it gave rowid order), and `started`
+    # numbers the issues in the order they were frozen (an issue started later supersedes an older
+    # day's; existing issues are numbered by when they were frozen)
+    """
+    DROP INDEX deliveries_state;
+    CREATE INDEX deliveries_state ON deliveries (issue_day, state, subscriber_id);
+    ALTER TABLE issues ADD COLUMN started INTEGER NOT NULL DEFAULT 0;
+    UPDATE issues SET started = (SELECT count(*) FROM issues j
+        WHERE j.created_at < issues.created_at OR (j.created_at = issues.created_at AND j.day <= issues.day))
+    """,
 )
 
 
 def now_iso() -> str:
     """Return the current UTC time as ISO 8601 with seconds, for created/updated columns."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def open_database(settings: Settings) -> typing.Any:
+    """Open the project's database: PostgreSQL when `[database] url` names one, else the SQLite file."""
+    url = settings.database_url()
+    if url:
+        return connect_url(url)
+    return connect(settings.database_path)
+
+
+def connect_url(url: str) -> typing.Any:
+    """Open the PostgreSQL database at URL (password included), migrated to the latest schema."""
+    from newsletter import postgres  # psycopg loads only for a project that uses it
+
+    return postgres.connect(url, MIGRATIONS)
+
+
+def where(settings: Settings) -> Path | str:
+    """Return what errors name as the project's database: the SQLite file, or the URL without its password."""
+    try:
+        url = settings.database_url()
+    except NewsletterError:
+        url = ""
+    if url:
+        from newsletter.postgres import shown
+
+        return shown(url)
+    return settings.database_path
+
+
+def is_postgres(conn: object) -> bool:
+    """Tell whether CONN is a PostgreSQL connection."""
+    return not isinstance(conn, sqlite3.Connection)
+
+
+def errors(*others: type[Exception]) -> tuple[type[Exception], ...]:
+    """Return the exception types a database call raises (psycopg's only once psycopg is loaded), and OTHERS."""
+    if "psycopg" in sys.modules:
+        return (sqlite3.Error, sys.modules["psycopg"].Error, *others)
+    return (sqlite3.Error, *others)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -264,7 +321,12 @@ def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
     A database that cannot be written (full disk, read-only, corrupted) raises StoreError naming
     the file and the cause; the transaction is rolled back, so nothing of the block is recorded.
+    On PostgreSQL the same, on every host at once (postgres.Connection.write).
     """
+    if is_postgres(conn):
+        with conn.write():  # type: ignore[attr-defined]
+            yield conn
+        return
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as err:

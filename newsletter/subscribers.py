@@ -103,7 +103,7 @@ def writing(conn: sqlite3.Connection, what: str) -> Iterator[None]:
     try:
         with store.write(conn):
             yield
-    except sqlite3.Error as err:
+    except store.errors() as err:
         raise SubscriberError(f"{what}: the database refused the change, so nothing changed: {err}") from err
 
 
@@ -513,7 +513,7 @@ def longest_email(conn: sqlite3.Connection, status: str | None = None, search: s
                   section: str | None = None) -> int:
     """Return the length of the longest address that `iter_subscribers` would yield (for table columns)."""
     where, params = _filters(status, search, section)
-    row = conn.execute(f"SELECT max(length(email)) FROM subscribers WHERE 1{where}", params).fetchone()
+    row = conn.execute(f"SELECT max(length(email)) FROM subscribers WHERE 1 = 1{where}", params).fetchone()
     return row[0] or 0
 
 

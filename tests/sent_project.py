@@ -6,12 +6,17 @@ part), then copied for each test that changes it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from pathlib import Path
 
 from typer.testing import CliRunner
 
+from newsletter import dbcopy, store
 from newsletter.cli import app
+from newsletter.settings import DATABASE_URL_ENV
+from pg_server import sqlite_connect
 
 REPO = Path(__file__).resolve().parent.parent
 # 26 cross-references 25, 24, 22, 21; 25 and 24 are enough for a reference to follow both ways
@@ -34,6 +39,14 @@ def make_sent_project(folder: Path, days: tuple[str, ...] = SENT_DAYS) -> Path:
 
 
 def copy_project(source: Path, target: Path) -> Path:
-    """Copy a made project (database included) so a test may change it."""
+    """Copy a made project (database included) so a test may change it.
+
+    On the PostgreSQL pass the project was made on SQLite (once per module, before the test's own
+    database existed): its list and history are copied into the test's database, as `db copy` does.
+    """
     shutil.copytree(source, target)
+    if url := os.environ.get(DATABASE_URL_ENV):
+        with contextlib.closing(sqlite_connect(target / "subscribers" / "newsletter.db")) as sqlite, \
+                contextlib.closing(store.connect_url(url)) as postgres:
+            dbcopy.copy(sqlite, postgres, url)
     return target

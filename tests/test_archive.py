@@ -175,13 +175,13 @@ def test_feed_is_atom_with_the_full_content_of_each_issue(site):
     assert f'href="{BASE}/archive/2026/11/25/"' in content.text  # absolute in a feed reader
     assert not TOKEN.search(content.text)
 
-
+@pytest.mark.sqlite_only  # uses the module's project, whose list is in its SQLite file
 def test_building_again_rewrites_nothing_that_did_not_change(sent, site):
     result = CliRunner().invoke(app, ["--project", str(sent), "archive"])
     assert result.exit_code == 0, result.output
     assert "(0 files written, 6 unchanged)" in result.output
 
-
+@pytest.mark.sqlite_only  # uses the module's project, whose list is in its SQLite file
 def test_archive_out_writes_the_site_where_asked(sent, tmp_path):
     result = CliRunner().invoke(app, ["--project", str(sent), "archive", "--out", str(tmp_path / "public")])
     assert result.exit_code == 0, result.output
@@ -196,7 +196,7 @@ def test_a_project_that_sent_nothing_gets_an_empty_archive_and_a_valid_feed(proj
     root = ET.parse(project / "outbox/site/feed.xml").getroot()
     assert root.findall(f"{ATOM}entry") == [] and root.find(f"{ATOM}updated").text
 
-
+@pytest.mark.sqlite_only  # uses the module's project, whose list is in its SQLite file
 def test_feed_keeps_only_the_latest_issues(sent):
     settings = load_settings(sent)
     issues = archive.archived_issues(store.connect(settings.database_path), settings)
@@ -266,7 +266,7 @@ def test_an_overridden_layout_keeps_its_hidden_preheader_out_of_pages_and_feed(r
     for entry in _entries(site / "feed.xml").values():
         assert 'data-preview="yes"' not in entry.find(f"{ATOM}content").text
 
-
+@pytest.mark.sqlite_only  # builds an old SQLite schema by hand
 def test_issues_frozen_before_the_structure_was_kept_get_the_same_site(sent, site, tmp_path):
     project = copy_project(sent, tmp_path / "old")
     database = load_settings(project).database_path
@@ -281,6 +281,7 @@ def test_issues_frozen_before_the_structure_was_kept_get_the_same_site(sent, sit
         old.execute(f"DROP TABLE {table}")
     old.execute("DROP TABLE issue_variants")  # schema 10's
     old.execute("ALTER TABLE deliveries DROP COLUMN variant")
+    old.execute("ALTER TABLE issues DROP COLUMN started")  # schema 11's
     old.execute("PRAGMA user_version = 4")
     old.close()
     result = CliRunner().invoke(app, ["--project", str(project), "archive", "--out", str(tmp_path / "site")])

@@ -209,6 +209,7 @@ def test_import_of_a_missing_file(run, tmp_path):
     assert result.stderr == f"Error: {tmp_path / 'nope.csv'}: cannot read the file: No such file or directory\n"
 
 
+@pytest.mark.sqlite_only  # two projects, and the PostgreSQL pass gives every project one database
 def test_export_to_stdout_and_to_a_file_round_trips(run, runner, tmp_path):
     ok(run("import", str(FIXTURES / "formula.csv")))
     ok(run("unsubscribe", "formula.two@example.com"))

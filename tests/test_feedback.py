@@ -149,6 +149,7 @@ def test_a_diagnostic_text_is_cut_so_a_report_cannot_grow_the_database(conn, set
     assert len(events.history(conn, person.id)[-1].detail) == events.MAX_DETAIL
 
 
+@pytest.mark.sqlite_only  # a new database per example (the SQL it runs is the other tests' on PostgreSQL)
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(reports=st.lists(st.tuples(st.sampled_from(list(FeedbackKind)), st.sampled_from(["a", "b", "c"]),
                                   st.integers(0, 20)), max_size=12))

@@ -184,7 +184,7 @@ def test_stdin_keeps_a_message_for_a_human_in_the_project(project):
     kept = mailbox.Maildir(project / "inbox" / "for-a-human", create=False)
     assert [m.as_bytes() for m in kept] and kept.get_bytes(next(iter(kept.keys()))) == raw
 
-
+@pytest.mark.sqlite_only  # the fault is a SQLite file made unreadable
 def test_stdin_exits_75_on_a_fault_so_the_mta_tries_again(project):
     settings = configure(project)
     conn = add_everyone(settings)

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -65,7 +64,7 @@ def make_project(folder: Path, *, zone: str, send_time: str, catch_up_hours: flo
 
 
 def active_emails(settings: Settings) -> set[str]:
-    conn = sqlite3.connect(settings.database_path)
+    conn = store.connect(settings.database_path)
     try:
         return {row[0] for row in conn.execute("SELECT email FROM subscribers WHERE status = 'active'")}
     finally:

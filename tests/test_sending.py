@@ -156,7 +156,7 @@ def test_a_signal_sets_the_stop_and_the_handlers_are_put_back(tmp_path):
         assert stop.wait(5)
     assert signal.getsignal(signal.SIGTERM) is before
 
-
+@pytest.mark.sqlite_only  # SQLite's typeof
 def test_the_ledger_keeps_plain_strings(tmp_path):
     settings = load_settings(small_project(tmp_path))
     send_day(settings, DAY)

@@ -333,3 +333,36 @@ def test_init_writes_the_webhook_tables_off_with_their_defaults(project: Path) -
     text = (project / "newsletter.toml").read_text()
     assert "[webhooks.ses]" in text and "[webhooks.postmark]" in text and "[webhooks.mailgun]" in text
     assert load_settings(project).webhooks == WebhooksSettings()
+
+
+def test_the_database_url_takes_its_password_from_the_environment_only(tmp_path: Path) -> None:
+    write_config(tmp_path, """
+        [database]
+        url = "postgresql://news:hunter2@db.example.org/news"
+    """)
+    with pytest.raises(SettingsError, match=r"database.url holds a password; .* NEWSLETTER_DATABASE_PASSWORD") as err:
+        load_settings(tmp_path)
+    assert "hunter2" not in str(err.value)
+    write_config(tmp_path, """
+        [database]
+        url = "postgresql://news@db.example.org:5433/news"
+    """)
+    settings = load_settings(tmp_path)
+    assert settings.database_url({}) == "postgresql://news@db.example.org:5433/news"
+    assert settings.database_url({"NEWSLETTER_DATABASE_PASSWORD": "p@ss/word"}) == \
+        "postgresql://news:p%40ss%2Fword@db.example.org:5433/news"
+    whole = "postgresql://other:secret@db2.example.org/other"
+    assert settings.database_url({"NEWSLETTER_DATABASE_URL": whole}) == whole
+
+
+def test_a_database_url_that_is_not_postgresql_is_named(tmp_path: Path) -> None:
+    write_config(tmp_path, """
+        [database]
+        url = "mysql://news@db.example.org/news"
+    """)
+    with pytest.raises(SettingsError, match=r"newsletter.toml: database.url 'mysql://news@db.example.org/news' is not"):
+        load_settings(tmp_path)
+    settings = load_settings(write_config(tmp_path, ""))
+    assert settings.database_url({}) == ""  # SQLite, the default
+    with pytest.raises(SettingsError, match=r"^NEWSLETTER_DATABASE_URL: 'sqlite:///x.db' is not a URL"):
+        settings.database_url({"NEWSLETTER_DATABASE_URL": "sqlite:///x.db"})

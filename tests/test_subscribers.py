@@ -129,7 +129,8 @@ def test_remove_erases_the_person_and_their_deliveries(conn):
     bob = subscribers.add(conn, "bob@example.com").subscriber
     with store.write(conn):
         conn.execute(
-            "INSERT INTO issues VALUES ('2026-11-26', 1, 'done', 's', 'h', 't', 'x', 'now', 'now')"
+            "INSERT INTO issues (day, number, status, subject, html, text, sha256, created_at, updated_at)"
+            " VALUES ('2026-11-26', 1, 'done', 's', 'h', 't', 'x', 'now', 'now')"
         )
         for person in (ada, bob):
             conn.execute(
@@ -146,6 +147,7 @@ def test_remove_erases_the_person_and_their_deliveries(conn):
     assert conn.execute("SELECT count(*) FROM subscribers WHERE email_key LIKE 'ada%'").fetchone()[0] == 0
 
 
+@pytest.mark.sqlite_only  # a SQLite trigger makes the failure; test_postgres has its own
 def test_a_database_failure_is_a_subscriber_error_and_changes_nothing(conn):
     subscribers.add(conn, "ada@example.com")
     conn.execute(
@@ -167,6 +169,7 @@ def test_count_by_status_counts_every_status(conn):
     assert subscribers.count_by_status(conn) == {"active": 3, "unsubscribed": 1, "bounced": 1, "pending": 0}
 
 
+@pytest.mark.sqlite_only  # SQLite's trace callback counts the queries
 def test_iter_subscribers_streams_in_keyset_batches(conn):
     for i in range(25):
         subscribers.add(conn, f"p{i:02}@example.com")
@@ -229,6 +232,7 @@ def test_export_json_is_an_array_of_objects(conn):
     assert json.loads(only.getvalue()) == []
 
 
+@pytest.mark.sqlite_only  # the folder listing includes SQLite's file
 def test_export_to_a_file_replaces_it_whole(conn, tmp_path):
     subscribers.add(conn, "ada@example.com")
     target = tmp_path / "list.csv"
@@ -247,6 +251,7 @@ free_names = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")
 prefixes = st.sampled_from(["", "-", "+", "=", "'", "o'", "a.b"])
 
 
+@pytest.mark.sqlite_only  # a new database per example (the SQL it runs is the other tests' on PostgreSQL)
 @pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(prefixes, formula_names | free_names, st.sampled_from(subscribers.STATUSES)),
@@ -400,7 +405,7 @@ class SubscriberListMachine(RuleBasedStateMachine):
 
 
 SubscriberListMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=15, deadline=None)
-test_subscriber_list_matches_a_dict_model = SubscriberListMachine.TestCase
+test_subscriber_list_matches_a_dict_model = pytest.mark.sqlite_only(SubscriberListMachine.TestCase)  # as above
 
 
 # ----------------------------------------------------------------------------- two processes at once
@@ -425,6 +430,7 @@ print("done")
 """
 
 
+@pytest.mark.sqlite_only  # its workers open a SQLite file; test_postgres has the same on PostgreSQL
 def test_two_processes_change_the_list_at_once_without_losing_updates(tmp_path):
     database = tmp_path / "list.db"
     first = store.connect(database)
@@ -520,6 +526,7 @@ def test_a_pending_export_imports_back_as_pending(conn, tmp_path):
     assert subscribers.get(other, "carol@example.com").status == "pending"
 
 
+@pytest.mark.sqlite_only  # builds an old SQLite schema by hand
 def test_a_version_2_database_gains_the_pending_status_and_keeps_its_ids(tmp_path):
     path = tmp_path / "old.db"
     old = sqlite3.connect(path, isolation_level=None)
@@ -575,6 +582,7 @@ OPERATIONS = st.lists(st.tuples(
     st.integers(0, 2)), max_size=25)
 
 
+@pytest.mark.sqlite_only  # a new database per example (the SQL it runs is the other tests' on PostgreSQL)
 @pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=OPERATIONS)

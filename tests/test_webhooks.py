@@ -215,7 +215,7 @@ def test_an_endpoint_refuses_other_methods(client):
     assert client.get("/webhooks/ses").status_code in (404, 405)
     assert httpx.codes.is_error(client.put("/webhooks/mailgun", content=b"{}").status_code)
 
-
+@pytest.mark.sqlite_only  # a full disk under the SQLite file
 def test_a_mailgun_event_refused_for_a_full_disk_is_taken_when_mailgun_retries_it(serve, project):
     server = serve()
     genuine = mailgun_payload(mailgun_event(recipient="zoe.akesson@example.com"), token="r" * 50)

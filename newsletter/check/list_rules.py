@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 
-from newsletter import reputation, subscribers
+from newsletter import reputation, store, subscribers
 from newsletter.check.context import Context
+from newsletter.errors import StoreError
 from newsletter.findings import Finding, error, warning
 from newsletter.rules import Rule
 from newsletter.settings import CONFIG_NAME
@@ -15,11 +15,11 @@ from newsletter.settings import CONFIG_NAME
 def complaint_rate(ctx: Context) -> Iterator[Finding]:
     """The last 30 days' complaints stay under 0.1% of the messages delivered (Google's limit is 0.3%)."""
     try:
-        with reputation.reading(ctx.settings.database_path) as conn:
+        with reputation.reading(ctx.settings) as conn:
             if conn is None:
                 return
             window = reputation.complaint_rate(conn, ctx.issue.day)
-    except sqlite3.Error:  # a database of an older schema, or locked: nothing to say from it
+    except store.errors(StoreError):  # an older schema, locked, unreachable: nothing to say from it
         return
     if window.rate is None or window.rate <= reputation.COMPLAINT_RATE_LIMIT:
         return

@@ -145,22 +145,26 @@ def freeze_and_snapshot(
     A subscriber who joins after this moment gets the next issue, not this one: the snapshot is
     taken only here, when the issue row is created. Each row names its reader's variant (the key
     of their sections among ALL_SECTIONS); VARIANTS are frozen beside the issue
-    (recipients.snapshot, which raises VariantsChangedError for a variant not prepared).
+    (recipients.snapshot, which raises VariantsChangedError for a variant not prepared). Two senders that start the day at once (on
+    several hosts sharing PostgreSQL) freeze it once: the second finds the first one's issue.
     """
     sha = content_sha256(html, text)
-    # message_id runs inside SQLite so the snapshot is one INSERT … SELECT that streams the list
-    conn.create_function("newsletter_message_id", 1, message_id, deterministic=True)
-    try:
-        with store.write(conn):
-            conn.execute(
-                "INSERT INTO issues (day, number, status, subject, html, text, sha256, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (day.isoformat(), number, ISSUE_SENDING, subject, html, text, sha, now, now),
-            )
+    key = day.isoformat()
+    with store.write(conn):
+        created = conn.execute(
+            "INSERT INTO issues (day, number, status, subject, html, text, sha256, created_at, updated_at, started)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(started), 0) + 1 FROM issues))"
+            " ON CONFLICT (day) DO NOTHING",
+            (key, number, ISSUE_SENDING, subject, html, text, sha, now, now),
+        ).rowcount
+        if created:
             _store_structure(conn, day, structure)
-            recipients.snapshot(conn, day, now=now, all_sections=all_sections, variants=variants)
-    finally:
-        conn.create_function("newsletter_message_id", 1, None)
+            recipients.snapshot(conn, day, now=now, all_sections=all_sections, variants=variants,
+                                message_id=message_id)
+    if not created:
+        issue = frozen_issue(conn, day)
+        assert issue is not None
+        return issue
     return FrozenIssue(day, number, ISSUE_SENDING, subject, html, text, sha, now, structure)
 
 
@@ -225,8 +229,8 @@ def _claim(conn: sqlite3.Connection, key: str, limit: int, *, sha256: str, now: 
     shas = variant_sha256 or {}
     claimed: list[Claimed] = []
     skipped: list[int] = []
-    # due retries first, then pending rows in snapshot order (the index on (issue_day, state)
-    # yields them in rowid order, so no sort over the remaining list per batch)
+    # due retries first, then pending rows in snapshot order (the index on (issue_day, state,
+    # subscriber_id) yields them in that order, so no sort over the remaining list per batch)
     rows = conn.execute(
         f"SELECT {_CLAIM_COLUMNS} FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id"
         " WHERE d.issue_day = ? AND d.state = 'retry' AND coalesce(d.next_attempt_at, '') <= ?"
@@ -236,7 +240,7 @@ def _claim(conn: sqlite3.Connection, key: str, limit: int, *, sha256: str, now: 
     if len(rows) < limit:
         rows += conn.execute(
             f"SELECT {_CLAIM_COLUMNS} FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id"
-            " WHERE d.issue_day = ? AND d.state = 'pending' ORDER BY d.rowid LIMIT ?",
+            " WHERE d.issue_day = ? AND d.state = 'pending' ORDER BY d.subscriber_id LIMIT ?",
             (key, limit - len(rows)),
         ).fetchall()
     for row in rows:
@@ -426,7 +430,7 @@ def release(conn: sqlite3.Connection, day: date, subscriber_ids: Iterable[int], 
     with store.write(conn):
         before = conn.total_changes
         conn.executemany(
-            "UPDATE deliveries SET state = 'pending', attempts = max(attempts - 1, 0), updated_at = ?"
+            "UPDATE deliveries SET state = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = ?"
             " WHERE issue_day = ? AND subscriber_id = ? AND state = 'claimed'",
             [(now, key, sid) for sid in subscriber_ids],
         )
@@ -513,7 +517,7 @@ def expire_superseded(conn: sqlite3.Connection, *, now: str) -> dict[date, int]:
         # a daily issue by a later day's, a digest by a later week's (not by another variant of its week)
         superseded = conn.execute(
             f"SELECT i.day, max(j.day) FROM issues i JOIN issues j"
-            f" ON {_EDITION.format(t='j')} > {_EDITION.format(t='i')} AND j.rowid > i.rowid"
+            f" ON {_EDITION.format(t='j')} > {_EDITION.format(t='i')} AND j.started > i.started"
             f" AND (i.day LIKE '{DIGEST_KEY_LIKE}') = (j.day LIKE '{DIGEST_KEY_LIKE}')"
             " WHERE i.status != 'done' GROUP BY i.day").fetchall()
         for key, newest in superseded:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -66,23 +66,31 @@ def variant_keys(conn: sqlite3.Connection, day: date, all_sections: Sequence[str
     return sorted(row[0] for row in rows)
 
 
+_SNAPSHOT_BATCH = 5000
+
+
 def snapshot(conn: sqlite3.Connection, day: date, *, now: str, all_sections: Sequence[str],
-             variants: Sequence[Variant], where: str = DAILY) -> None:
+             variants: Sequence[Variant], message_id: Callable[[int], str], where: str = DAILY) -> None:
     """Add a `pending` row for every reader WHERE selects, naming their variant; inside a transaction.
 
-    `newsletter_message_id` must be registered on CONN. Rows of a variant with nothing for its
+    The list is read a batch at a time (SQLite and PostgreSQL alike). Rows of a variant with nothing for its
     readers today are skipped with the reason. A reader whose variant was not prepared (they
     changed their sections meanwhile) raises VariantsChangedError: the caller's transaction rolls
     back and the issue is prepared again.
     """
     key = day.isoformat()
     expression, params = key_sql(all_sections)
-    conn.execute(
-        "INSERT OR IGNORE INTO deliveries (issue_day, subscriber_id, state, attempts, message_id, email,"
-        f" updated_at, variant) SELECT ?, id, 'pending', 0, newsletter_message_id(id), email, ?, {expression}"
-        f" FROM subscribers WHERE {where} ORDER BY id",
-        (key, now, *params),
-    )
+    last = 0
+    while rows := conn.execute(
+        f"SELECT id, email, {expression} FROM subscribers WHERE {where} AND id > ? ORDER BY id LIMIT ?",
+        (*params, last, _SNAPSHOT_BATCH),
+    ).fetchall():
+        conn.executemany(
+            "INSERT INTO deliveries (issue_day, subscriber_id, state, attempts, message_id, email, updated_at, variant)"
+            " VALUES (?, ?, 'pending', 0, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(key, row[0], message_id(row[0]), row[1], now, row[2]) for row in rows],
+        )
+        last = rows[-1][0]
     prepared = {variant.key: variant for variant in variants}
     found = [row[0] for row in conn.execute("SELECT DISTINCT variant FROM deliveries WHERE issue_day = ?", (key,))]
     missing = sorted(k for k in found if k != ALL and k not in prepared)

@@ -126,7 +126,7 @@ def read_mailbox(settings: Settings, now: datetime, environ: Mapping[str, str] =
     from newsletter import store
     from newsletter.settings import secret_key
 
-    conn = store.connect(settings.database_path)
+    conn = store.open_database(settings)
     try:
         source = open_source(settings, environ=environ)
         try:

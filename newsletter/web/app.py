@@ -43,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter import archive, i18n, signing, store, subscribers
 from newsletter.delivery.single import send_single
-from newsletter.errors import NewsletterError
+from newsletter.errors import NewsletterError, StoreError
 from newsletter.i18n import N_
 from newsletter.models import Subscriber
 from newsletter.settings import Settings, secret_key
@@ -147,7 +147,7 @@ class WebApp:
         return HTMLResponse(html, status_code=status, headers={**_PAGE_HEADERS, **(headers or {})})
 
     def connect(self) -> sqlite3.Connection:
-        return store.connect(self.settings.database_path)
+        return store.open_database(self.settings)
 
     async def _in_thread(self, work: Callable[[sqlite3.Connection], object]):
         def run() -> object:
@@ -159,8 +159,8 @@ class WebApp:
 
         try:
             return await run_in_threadpool(run)
-        except (NewsletterError, sqlite3.Error) as err:
-            if not isinstance(err, sqlite3.Error) and not isinstance(err.__cause__, sqlite3.Error):
+        except store.errors(NewsletterError) as err:
+            if not isinstance(err, store.errors(StoreError)) and not isinstance(err.__cause__, store.errors()):
                 raise
             # read-only, disk full, locked past the busy timeout: nothing changed; the sender retries
             logger.error("the database cannot be used, answered 503: %s", err)

@@ -105,12 +105,12 @@ class MailWorker:
         while not self.stopping.is_set():
             self.wakeup.clear()
             try:
-                conn = store.connect(self.settings.database_path)
+                conn = store.open_database(self.settings)
                 try:
                     process_due(conn, *self.args, stop=self.stopping)
                 finally:
                     conn.close()
-            except (NewsletterError, sqlite3.Error) as err:
+            except store.errors(NewsletterError) as err:
                 logger.error("outgoing mail: %s (tried again in %s s)", err, IDLE_WAKE)
             self.wakeup.wait(IDLE_WAKE)
 

@@ -1,0 +1,223 @@
+"""PostgreSQL as the shared database: the schema and its version, writers on several connections and
+processes taking turns, faults named by host, and `db copy` moving a SQLite list with its history.
+
+The rest of the suite runs on PostgreSQL too (NEWSLETTER_TEST_DATABASE=postgresql, `make test`);
+these tests are about what only PostgreSQL has."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from newsletter import postgres, store, subscribers
+from newsletter.cli import app
+from newsletter.errors import NewsletterError, StoreError
+from newsletter.settings import DATABASE_URL_ENV
+from pg_server import sqlite_connect
+from sent_project import make_sent_project
+
+pytestmark = pytest.mark.postgres_only
+
+
+@pytest.fixture
+def url(database_backend) -> str:
+    return database_backend
+
+
+@pytest.fixture
+def pg(url):
+    with contextlib.closing(store.connect_url(url)) as conn:
+        yield conn
+
+
+def test_a_new_database_gets_the_whole_schema_and_its_version(pg):
+    assert postgres.schema_version(pg) == len(store.MIGRATIONS)
+    tables = {row[0] for row in pg.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+    assert {"subscribers", "issues", "deliveries", "subscriber_events", "outgoing_mail"} <= tables
+    # SQLite's types, said in PostgreSQL's words
+    kinds = dict(pg.execute("SELECT column_name, data_type FROM information_schema.columns"
+                            " WHERE table_name = 'outgoing_mail'").fetchall())
+    assert kinds["raw"] == "bytea" and kinds["id"] == "bigint"
+
+
+def test_a_database_newer_than_the_code_is_a_clear_error_naming_the_host(url, pg):
+    pg.execute(f"INSERT INTO {postgres.SCHEMA_TABLE} (version) VALUES (?)", (len(store.MIGRATIONS) + 1,))
+    postgres.close_pools()  # the next connection of this process checks the version again
+    with pytest.raises(NewsletterError, match=rf"^{postgres.shown(url)}: database schema version \d+ is newer"):
+        store.connect_url(url)
+
+
+def test_rows_are_read_by_name_and_position_and_blobs_come_back_as_bytes(pg):
+    with store.write(pg):
+        pg.execute("INSERT INTO outgoing_mail (email, requested_at, raw, next_attempt_at) VALUES (?, ?, ?, ?)",
+                   ("a@example.org", "t", b"\x00\xffbytes", "t"))
+    row = pg.execute("SELECT id, raw FROM outgoing_mail WHERE email LIKE ?", ("A@%",)).fetchone()
+    assert row["raw"] == row[1] == b"\x00\xffbytes" and row["id"] == 1
+    assert dict(row) == {"id": 1, "raw": b"\x00\xffbytes"}
+
+
+def test_write_commits_on_success_and_rolls_back_on_error(pg):
+    subscribers.add(pg, "kept@example.com")
+    with pytest.raises(RuntimeError):
+        with store.write(pg):
+            pg.execute("UPDATE subscribers SET name = 'changed'")
+            raise RuntimeError("stop")
+    assert subscribers.get(pg, "kept@example.com").name == ""
+
+
+def test_writers_take_turns_like_sqlite_begin_immediate(url):
+    """A second writer waits for the first at its start, on another connection or host."""
+    first, second = store.connect_url(url), store.connect_url(url)
+    holding, second_in = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def other() -> None:
+        holding.wait(10)
+        with store.write(second):
+            second_in.set()
+            order.append("second")
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with store.write(first):
+        holding.set()
+        # the other writer is blocked on the lock while this one holds it
+        assert not second_in.wait(0.5)
+        order.append("first")
+    thread.join(10)
+    assert order == ["first", "second"]
+    first.close()
+    second.close()
+
+
+def test_a_connection_lost_in_a_write_is_an_error_naming_the_host_and_records_nothing(url, pg):
+    subscribers.add(pg, "ann@example.com")
+    with pytest.raises(StoreError) as err:
+        with store.write(pg):
+            pg.execute("UPDATE subscribers SET name = 'lost'")
+            pg.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    assert str(err.value).startswith(f"{postgres.shown(url)}: cannot write the subscriber database: ")
+    assert str(err.value).endswith("nothing of this change was recorded")
+    with contextlib.closing(store.connect_url(url)) as again:  # the pool replaces the dead connection
+        assert subscribers.get(again, "ann@example.com").name == ""
+
+
+def test_an_unreachable_server_is_one_error_line_naming_it(project, runner, monkeypatch):
+    monkeypatch.setenv(DATABASE_URL_ENV, "postgresql://news:secret@127.0.0.1:1/news")
+    result = runner.invoke(app, ["--project", str(project), "subscribers", "count"])
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        "Error: postgresql://news@127.0.0.1:1/news: cannot open the subscriber database: ")
+    assert "secret" not in result.output
+
+
+WORKER = """
+import sys
+from pathlib import Path
+from newsletter import importer, store, subscribers
+
+conn = store.connect_url(sys.argv[1])
+prefix, imports = sys.argv[2], Path(sys.argv[3])
+sys.stdin.read()  # the parent closes stdin to start all workers together
+for i in range(40):
+    subscribers.add(conn, f"{prefix}{i}@example.com", name=f"{prefix} {i}")
+    if i % 3 == 0:
+        subscribers.unsubscribe(conn, f"{prefix}{i}@example.com")
+    if i % 10 == 0:
+        importer.import_file(conn, imports / f"{prefix}{i}.csv")
+    subscribers.unsubscribe(conn, "shared@example.com")
+    subscribers.add(conn, "shared@example.com", resubscribe=True)
+print("done")
+"""
+
+
+def test_three_processes_change_the_list_at_once_without_losing_updates(url, pg, tmp_path):
+    subscribers.add(pg, "shared@example.com")
+    prefixes = ("a", "b", "c")
+    for prefix in prefixes:
+        for i in range(0, 40, 10):
+            (tmp_path / f"{prefix}{i}.csv").write_text(
+                "email,name\n" + "".join(f"{prefix}imp{i}-{j}@example.com,Imported\n" for j in range(25)),
+                encoding="utf-8")
+    workers = {prefix: subprocess.Popen([sys.executable, "-c", WORKER, url, prefix, str(tmp_path)],
+                                        stdin=subprocess.PIPE, stdout=(tmp_path / f"{prefix}.out").open("w"),
+                                        stderr=(tmp_path / f"{prefix}.err").open("w"))
+               for prefix in prefixes}
+    for worker in workers.values():
+        worker.stdin.close()
+    for prefix, worker in workers.items():
+        worker.wait(timeout=120)
+        err = (tmp_path / f"{prefix}.err").read_text()
+        assert worker.returncode == 0 and (tmp_path / f"{prefix}.out").read_text() == "done\n", err
+    for prefix in prefixes:
+        for i in range(40):
+            person = subscribers.get(pg, f"{prefix}{i}@example.com")
+            assert person.status == ("unsubscribed" if i % 3 == 0 else "active"), person
+    assert subscribers.count_by_status(pg)["active"] == 1 + 3 * (40 - 14) + 3 * 4 * 25
+    assert subscribers.get(pg, "shared@example.com").status == "active"
+
+
+# ----------------------------------------------------------------------------- db copy
+
+
+@pytest.fixture(scope="module")
+def sqlite_project(tmp_path_factory) -> Path:
+    """A project on SQLite with two sent issues (made before the test's PostgreSQL URL is set)."""
+    return make_sent_project(tmp_path_factory.mktemp("copy") / "project", days=("2026-11-25", "2026-11-26"))
+
+
+@pytest.fixture
+def on_sqlite(monkeypatch):
+    """Run the CLI on the project's SQLite file (the PostgreSQL pass sends every project to PostgreSQL)."""
+    monkeypatch.delenv(DATABASE_URL_ENV)
+    monkeypatch.setattr(store, "connect", sqlite_connect)
+
+
+def _outputs(runner: CliRunner, project: Path, *commands: list[str]) -> list[str]:
+    outputs = []
+    for command in commands:
+        result = runner.invoke(app, ["--project", str(project), *command])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    return outputs
+
+
+def test_db_copy_moves_the_list_with_its_history_and_checks_the_counts(sqlite_project, url, runner, monkeypatch,
+                                                                      on_sqlite):
+    looks = (["subscribers", "count"], ["status", "--date", "2026-11-26"], ["subscribers", "list", "--format", "csv"],
+             ["subscribers", "show", "mara.ilves@example.org"])
+    before = _outputs(runner, sqlite_project, *looks)
+    result = runner.invoke(app, ["--project", str(sqlite_project), "db", "copy", "--to", url])
+    assert result.exit_code == 0, result.output
+    assert "the counts match" in result.output
+    assert "deliveries" in result.output and "subscriber_events" in result.output
+    monkeypatch.setenv(DATABASE_URL_ENV, url)
+    assert _outputs(runner, sqlite_project, *looks) == before
+    # new rows get new ids after the copied ones
+    added = runner.invoke(app, ["--project", str(sqlite_project), "subscribers", "add", "new@example.org"])
+    assert added.exit_code == 0, added.output
+
+
+def test_db_copy_into_a_database_that_holds_a_list_refuses_and_changes_nothing(sqlite_project, url, pg, runner,
+                                                                               on_sqlite):
+    subscribers.add(pg, "already@example.org")
+    result = runner.invoke(app, ["--project", str(sqlite_project), "db", "copy", "--to", url])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {postgres.shown(url)}: table subscribers already holds 1 rows; "
+                                    "copy only into an empty database")
+    assert subscribers.count_by_status(pg)["active"] == 1
+    assert pg.execute("SELECT count(*) FROM issues").fetchone()[0] == 0
+
+
+def test_db_copy_refuses_a_password_on_the_command_line(sqlite_project, runner, on_sqlite):
+    result = runner.invoke(app, ["--project", str(sqlite_project), "db", "copy", "--to",
+                                 "postgresql://news:secret@db.example.org/news"])
+    assert result.exit_code == 1
+    assert result.output == "Error: --to: put the password in NEWSLETTER_DATABASE_PASSWORD, not on the command line\n"
