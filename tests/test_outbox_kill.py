@@ -75,8 +75,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def ledger_rows(project: Path, day: str) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(project / "subscribers" / "newsletter.db", timeout=30)
-    conn.row_factory = sqlite3.Row
+    conn = store.connect(project / "subscribers" / "newsletter.db")
     try:
         return conn.execute(
             "SELECT subscriber_id, state, message_id, email FROM deliveries WHERE issue_day = ?", (day,)
@@ -86,7 +85,7 @@ def ledger_rows(project: Path, day: str) -> list[sqlite3.Row]:
 
 
 def active_addresses(project: Path) -> set[str]:
-    conn = sqlite3.connect(project / "subscribers" / "newsletter.db", timeout=30)
+    conn = store.connect(project / "subscribers" / "newsletter.db")
     try:
         return {row[0] for row in conn.execute("SELECT email FROM subscribers WHERE status = 'active'")}
     finally:

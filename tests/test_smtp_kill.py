@@ -95,8 +95,7 @@ def day_of(project: Path) -> str:
 
 
 def ledger(project: Path, day: str) -> dict[str, sqlite3.Row]:
-    conn = sqlite3.connect(project / "subscribers" / "newsletter.db", timeout=30)
-    conn.row_factory = sqlite3.Row
+    conn = store.connect(project / "subscribers" / "newsletter.db")
     try:
         return {row["email"]: row for row in conn.execute(
             "SELECT email, state, doubted, message_id FROM deliveries WHERE issue_day = ?", (day,))}
