@@ -37,8 +37,11 @@ demo: $(BIN)/newsletter
 	@echo "Next: $(BIN)/newsletter preview --date $(DEMO_DAY), $(BIN)/newsletter status --date $(DEMO_DAY),"
 	@echo "      $(BIN)/newsletter preview --digest --week $(DEMO_WEEK), $(BIN)/newsletter status --digest --week $(DEMO_WEEK)"
 
+# the whole suite on SQLite, then the tests of everything that reads or writes the database on a
+# throwaway PostgreSQL (tests/pg_server.py; they skip, saying why, where PostgreSQL is not installed)
 test: $(BIN)/newsletter
 	$(BIN)/python -m pytest -q
+	NEWSLETTER_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q
 
 # the three benchmarks at small sizes (a quick look, about a minute); README gives the full-size runs
 bench: $(BIN)/newsletter

@@ -382,7 +382,7 @@ def run_due_digest(settings: Settings, week: IsoWeek, *, today: date, stop: thre
         return RunResult(week.key(0), outcome, kind="digest", seconds=time.perf_counter() - started, **fields)
 
     try:
-        conn = store.connect(settings.database_path)
+        conn = store.open_database(settings)
         try:
             keys = frozen_keys(conn, week)
             if keys and all(issue_status(conn, key).state is IssueState.DONE for key in keys):

@@ -196,7 +196,7 @@ def send_digest(
                            f"{week}` shows it so far)")
     with contextlib.ExitStack() as stack:
         if conn is None:
-            conn = store.connect(settings.database_path)
+            conn = store.open_database(settings)
             stack.callback(conn.close)
         secret_key(settings)  # made (if ever) before the freeze: a key is never made once something is frozen
         variants, plan = _digest_variants(conn, settings, week)

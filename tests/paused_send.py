@@ -21,9 +21,11 @@ def start_paused(project: Path, day: str, after: int, command: list[str] | None 
     process = subprocess.Popen(command or send_command(project, day), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, TEST_PAUSE_AFTER: str(after)})
     assert process.stdout is not None and process.stderr is not None
+    seen = []
     for line in process.stdout:
+        seen.append(line)
         paused = re.fullmatch(r"test hook: paused after ([\d,]+) of [\d,]+ messages\n", line)
         if paused:
             return process, int(paused[1].replace(",", ""))
     process.wait()
-    raise AssertionError(f"the send ended without pausing: {process.stderr.read()}")
+    raise AssertionError(f"the send ended without pausing: {''.join(seen)}{process.stderr.read()}")

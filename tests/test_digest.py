@@ -12,7 +12,6 @@ import email
 import email.policy
 import re
 import shutil
-import sqlite3
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -60,7 +59,7 @@ def choose(project: Path, address: str, *, frequency: Frequency | None = None, s
 
 
 def addresses(project: Path, limit: int = 6) -> list[str]:
-    conn = sqlite3.connect(project / "subscribers" / "newsletter.db")
+    conn = store.connect(project / "subscribers" / "newsletter.db")
     try:
         return [row[0] for row in conn.execute(
             "SELECT email FROM subscribers WHERE status = 'active' ORDER BY id LIMIT ?", (limit,))]
@@ -244,7 +243,7 @@ def test_a_digest_that_fails_the_check_freezes_nothing_and_sends_nothing(sample,
     assert checked.exit_code == 1 and "undefined_thing" in checked.output
     assert result.exit_code == 1
     assert "Error:" in result.output and "undefined_thing" in result.output
-    conn = sqlite3.connect(sample / "subscribers" / "newsletter.db")
+    conn = store.connect(sample / "subscribers" / "newsletter.db")
     assert conn.execute("SELECT count(*) FROM issues WHERE day LIKE '2026-W48%'").fetchone()[0] == 0
     assert digests(sample) == {}
 

@@ -139,3 +139,18 @@ def test_backup_copies_the_live_database(tmp_path):
 def test_now_iso_is_utc_with_seconds():
     stamp = store.now_iso()
     assert stamp.endswith("+00:00") and len(stamp) == len("2026-11-26T06:00:00+00:00")
+
+
+def test_the_code_opens_the_projects_database_only_through_open_database():
+    """`store.open_database(settings)` picks SQLite or PostgreSQL ([database] url); a direct connect to
+    the SQLite file would leave a project on PostgreSQL reading an empty file."""
+    import re
+    from pathlib import Path
+
+    import newsletter
+
+    direct = re.compile(r"(store|store_module)\.connect\([^)]*database_path|sqlite3\.connect\(")
+    found = [f"{path.name}:{number}" for path in Path(newsletter.__file__).parent.rglob("*.py")
+             if path.name not in ("store.py", "reputation.py", "settings.py")  # their SQLite-only read paths
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if direct.search(line)]
+    assert found == []

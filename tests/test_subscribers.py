@@ -656,6 +656,7 @@ def test_preferences_are_kept_with_their_time_and_history(conn):
     with pytest.raises(SubscriberError, match="not on the list"):
         subscribers.set_preferences(conn, 999, frequency=Frequency.DAILY, source="cli")
 
+@pytest.mark.sqlite_only  # builds an old SQLite schema by hand
 
 def test_a_version_7_list_keeps_its_readers_and_they_get_everything_daily(tmp_path):
     path = tmp_path / "newsletter.db"

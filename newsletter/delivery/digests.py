@@ -45,8 +45,8 @@ def freeze_week(
             key = rendered.issue.day
             text = key.isoformat()
             conn.execute(
-                "INSERT INTO issues (day, number, status, subject, html, text, sha256, created_at, updated_at)"
-                " VALUES (?, 0, 'sending', ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO issues (day, number, status, subject, html, text, sha256, created_at, updated_at, started)"
+                " VALUES (?, 0, 'sending', ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(started), 0) + 1 FROM issues))",
                 (text, rendered.issue.subject, rendered.html, rendered.text,
                  ledger.content_sha256(rendered.html, rendered.text), now, now))
             conn.execute("INSERT INTO issue_structures (day, structure) VALUES (?, ?)", (text, described))
