@@ -430,7 +430,8 @@ def release(conn: sqlite3.Connection, day: date, subscriber_ids: Iterable[int], 
     with store.write(conn):
         before = conn.total_changes
         conn.executemany(
-            "UPDATE deliveries SET state = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = ?"
+            "UPDATE deliveries SET state = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,"
+            " updated_at = ?"
             " WHERE issue_day = ? AND subscriber_id = ? AND state = 'claimed'",
             [(now, key, sid) for sid in subscriber_ids],
         )
