@@ -149,12 +149,14 @@ class Connection:
         return cursor
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One transaction that writers on every host take in turn (see the module's docstring)."""
+    def write(self, queued: bool = True) -> Iterator[Connection]:
+        """One transaction that writers on every host take in turn (see the module's docstring); not
+        QUEUED, one that locks the rows it changes itself (SELECT … FOR UPDATE SKIP LOCKED)."""
         raw = self.raw
         try:
             raw.execute("BEGIN")
-            raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            if queued:
+                raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
         except psycopg.Error as err:
             self._rollback()
             raise self.error(err, writing=True) from err
@@ -184,6 +186,13 @@ class Connection:
             if got:
                 with contextlib.suppress(psycopg.Error, StoreError):
                     self.execute("SELECT pg_advisory_unlock(?)", (key,))
+
+    def holder_gone(self, key: int) -> bool:
+        """Tell whether no session holds the advisory lock KEY (a sender that held it has ended or died)."""
+        if self.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]:
+            self.execute("SELECT pg_advisory_unlock(?)", (key,))
+            return True
+        return False
 
     def _rollback(self) -> None:
         raw = self._raw

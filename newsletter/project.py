@@ -65,6 +65,7 @@ rate = 0.0                            # messages per second across all connectio
 hourly_cap = 0                        # messages per hour; 0 = no cap
 concurrency = 4                       # SMTP connections
 batch_size = 500                      # messages per fsync group and ledger commit
+lease_seconds = 600.0                 # several senders on PostgreSQL: a stalled sender's rows go to the others after this
 
 [smtp]
 host = "localhost"

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from newsletter.delivery.ledger import IssueState, State, issue_status
-from newsletter.delivery.lock import held_lock
+from newsletter.delivery.lock import SCHEDULE_KEY, database_lock, held_lock
 from newsletter.errors import LockedError, NewsletterError
 from newsletter.sending import stop_on_signals  # noqa: F401 - the scheduler's name for it too
 from newsletter.settings import Settings
@@ -450,13 +450,14 @@ def schedule_lock_path(settings: Settings) -> Path:
     return settings.database_path.parent / SCHEDULE_LOCK_NAME
 
 
-def schedule_lock(settings: Settings) -> contextlib.AbstractContextManager[Path]:
-    """Hold the project's scheduler lock; raise LockedError when another scheduler holds it."""
-    return held_lock(
-        schedule_lock_path(settings),
-        "another `newsletter schedule` is running for this project (pid {pid}); it sends the issues, "
-        "so this one stops",
-    )
+def schedule_lock(settings: Settings) -> contextlib.AbstractContextManager[object]:
+    """Hold the project's scheduler lock; raise LockedError when another scheduler holds it (on
+    PostgreSQL, an advisory lock: one scheduler across every host, so each day is sent once)."""
+    busy = ("another `newsletter schedule` is running for this project (pid {pid}); it sends the issues, "
+            "so this one stops")
+    if settings.database_url():
+        return database_lock(settings, SCHEDULE_KEY, busy.replace("(pid {pid})", "on one of the hosts"))
+    return held_lock(schedule_lock_path(settings), busy)
 
 
 def run_once(settings: Settings, now: datetime, *, stop: threading.Event | None = None) -> RunResult | None:

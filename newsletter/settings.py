@@ -90,6 +90,9 @@ class DeliverySettings:
     hourly_cap: int = 0
     concurrency: int = 4
     batch_size: int = 500
+    # seconds a sender's claimed rows stay its own without it claiming more (several senders on
+    # PostgreSQL): past it, another sender takes them over (a sender whose connection is gone at once)
+    lease_seconds: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -471,6 +474,8 @@ def _check_values(path: Path, settings: Settings) -> None:
         raise SettingsError(
             f"{path}: issue.default_section {settings.issue.default_section!r} is not in issue.sections"
         )
+    if not 0 < settings.delivery.lease_seconds < math.inf:
+        raise SettingsError(f"{path}: delivery.lease_seconds must be a positive number of seconds")
     for key in ("min_articles", "batch_size", "concurrency"):
         section = "issue" if key == "min_articles" else "delivery"
         minimum = 0 if key == "min_articles" else 1

@@ -209,6 +209,14 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE issues SET started = (SELECT count(*) FROM issues j
         WHERE j.created_at < issues.created_at OR (j.created_at = issues.created_at AND j.day <= issues.day))
     """,
+    # 10: several senders on one database (PostgreSQL): who claimed a row (a number each `send` run
+    # draws) and until when the claim is theirs without a word from them (README "Several hosts");
+    # which `serve` is sending a queued mail (a number each server draws)
+    """
+    ALTER TABLE deliveries ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE deliveries ADD COLUMN lease_until TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outgoing_mail ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''
+    """,
 )
 
 
@@ -315,16 +323,23 @@ def migrate(conn: sqlite3.Connection) -> int:
     return len(MIGRATIONS)
 
 
+def skip_locked(conn: object, table: str) -> str:
+    """Return the clause that makes a SELECT lock the rows of TABLE it returns and pass over rows another
+    transaction holds (PostgreSQL's FOR UPDATE SKIP LOCKED); "" on SQLite, where one writer runs at a time."""
+    return f" FOR UPDATE OF {table} SKIP LOCKED" if is_postgres(conn) else ""
+
+
 @contextlib.contextmanager
-def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def write(conn: sqlite3.Connection, *, rows_locked: bool = False) -> Iterator[sqlite3.Connection]:
     """Run the block in one BEGIN IMMEDIATE transaction: commit on success, roll back on any error.
 
     A database that cannot be written (full disk, read-only, corrupted) raises StoreError naming
     the file and the cause; the transaction is rolled back, so nothing of the block is recorded.
-    On PostgreSQL the same, on every host at once (postgres.Connection.write).
+    On PostgreSQL the same, on every host at once (postgres.Connection.write); with ROWS_LOCKED the
+    block locks the rows it changes itself (`skip_locked`), and does not wait for other writers.
     """
     if is_postgres(conn):
-        with conn.write():  # type: ignore[attr-defined]
+        with conn.write(queued=not rows_locked):  # type: ignore[attr-defined]
             yield conn
         return
     try:

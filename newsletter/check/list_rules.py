@@ -35,11 +35,11 @@ def complaint_rate(ctx: Context) -> Iterator[Finding]:
 def chosen_sections(ctx: Context) -> Iterator[Finding]:
     """Every section readers chose is in [issue] sections: a renamed or removed one would reach none of them."""
     try:
-        with reputation.reading(ctx.settings.database_path) as conn:
+        with reputation.reading(ctx.settings) as conn:
             if conn is None:
                 return
             chosen = subscribers.chosen_sections(conn)
-    except sqlite3.Error:  # a database of an older schema: nobody chose a section yet
+    except store.errors(StoreError):  # an older schema (nobody chose a section yet), unreachable
         return
     known = ctx.settings.issue.sections
     for name, readers in sorted(chosen.items()):

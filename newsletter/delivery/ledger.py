@@ -203,18 +203,29 @@ def _store_structure(conn: sqlite3.Connection, day: date, structure: str | None)
         )
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Whose claims they are (a number each send run draws, held as a PostgreSQL advisory lock for
+    as long as the run lives) and until when they stay its own without another claim from it."""
+
+    owner: str = ""
+    until: str = ""
+
+
 def claim_batch(
     conn: sqlite3.Connection, day: date, limit: int, *, sha256: str, now: str,
-    variant_sha256: Mapping[str, str] | None = None,
+    variant_sha256: Mapping[str, str] | None = None, lease: Lease = Lease(),
 ) -> Claim:
     """Claim up to LIMIT rows that are pending (or due for a retry) in one transaction.
 
     A row whose subscriber is no longer active (unsubscribed or bounced after the snapshot, or
     removed) becomes `skipped`; the others become `claimed` with the content fingerprint they get
     (their variant's in VARIANT_SHA256, else SHA256, the full issue's).
+    Several senders claim at once on PostgreSQL: each passes over the rows another is claiming.
     """
-    with store.write(conn):
-        return _claim(conn, day.isoformat(), limit, sha256=sha256, now=now, variant_sha256=variant_sha256)
+    with store.write(conn, rows_locked=True):
+        return _claim(conn, day.isoformat(), limit, sha256=sha256, now=now, variant_sha256=variant_sha256,
+                      lease=lease)
 
 
 _CLAIM_COLUMNS = (
@@ -224,23 +235,24 @@ _CLAIM_COLUMNS = (
 
 
 def _claim(conn: sqlite3.Connection, key: str, limit: int, *, sha256: str, now: str,
-           variant_sha256: Mapping[str, str] | None = None) -> Claim:
+           variant_sha256: Mapping[str, str] | None = None, lease: Lease = Lease()) -> Claim:
     """Claim up to LIMIT due rows of the issue KEY inside the caller's transaction (see claim_batch)."""
     shas = variant_sha256 or {}
     claimed: list[Claimed] = []
     skipped: list[int] = []
+    locked = store.skip_locked(conn, "d")
     # due retries first, then pending rows in snapshot order (the index on (issue_day, state,
     # subscriber_id) yields them in that order, so no sort over the remaining list per batch)
     rows = conn.execute(
         f"SELECT {_CLAIM_COLUMNS} FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id"
         " WHERE d.issue_day = ? AND d.state = 'retry' AND coalesce(d.next_attempt_at, '') <= ?"
-        " ORDER BY d.next_attempt_at LIMIT ?",
+        f" ORDER BY d.next_attempt_at LIMIT ?{locked}",
         (key, now, limit),
     ).fetchall()
     if len(rows) < limit:
         rows += conn.execute(
             f"SELECT {_CLAIM_COLUMNS} FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id"
-            " WHERE d.issue_day = ? AND d.state = 'pending' ORDER BY d.subscriber_id LIMIT ?",
+            f" WHERE d.issue_day = ? AND d.state = 'pending' ORDER BY d.subscriber_id LIMIT ?{locked}",
             (key, limit - len(rows)),
         ).fetchall()
     for row in rows:
@@ -257,9 +269,14 @@ def _claim(conn: sqlite3.Connection, key: str, limit: int, *, sha256: str, now: 
     # the address used is recorded: it is the subscriber's current one, which may have changed
     conn.executemany(
         "UPDATE deliveries SET state = 'claimed', attempts = attempts + 1, sha256 = ?, email = ?,"
-        " updated_at = ? WHERE issue_day = ? AND subscriber_id = ?",
-        [(shas.get(c.variant, sha256), c.subscriber.email, now, key, c.subscriber.id) for c in claimed],
+        " updated_at = ?, claimed_by = ?, lease_until = ? WHERE issue_day = ? AND subscriber_id = ?",
+        [(shas.get(c.variant, sha256), c.subscriber.email, now, lease.owner, lease.until, key, c.subscriber.id)
+         for c in claimed],
     )
+    if lease.owner and claimed:  # a sender that claims is alive: its earlier claims stay its own
+        conn.execute("UPDATE deliveries SET lease_until = ? WHERE issue_day = ? AND claimed_by = ?"
+                     " AND state IN ('claimed', 'data_sent') AND lease_until < ?",
+                     (lease.until, key, lease.owner, lease.until))
     return Claim(tuple(claimed), len(skipped))
 
 
@@ -381,6 +398,7 @@ def record(
     claim: int = 0,
     sha256: str = "",
     variant_sha256: Mapping[str, str] | None = None,
+    lease: Lease = Lease(),
 ) -> Claim:
     """Record, in one transaction, rows about to get their body (`data_sent`) and attempts' results.
 
@@ -421,7 +439,7 @@ def record(
                 subscribers.record_bounce(conn, outcome.subscriber_id, now=now)
         if claim <= 0:
             return Claim((), 0)
-        return _claim(conn, key, claim, sha256=sha256, now=now, variant_sha256=variant_sha256)
+        return _claim(conn, key, claim, sha256=sha256, now=now, variant_sha256=variant_sha256, lease=lease)
 
 
 def release(conn: sqlite3.Connection, day: date, subscriber_ids: Iterable[int], *, now: str) -> int:
@@ -438,22 +456,50 @@ def release(conn: sqlite3.Connection, day: date, subscriber_ids: Iterable[int], 
         return conn.total_changes - before
 
 
-def recover_interrupted(conn: sqlite3.Connection, day: date, *, now: str) -> tuple[int, int]:
+def recover_interrupted(conn: sqlite3.Connection, day: date, *, now: str, owner: str = "") -> tuple[int, int]:
     """Resolve rows a killed SMTP send left behind; return (claimed → retry, data_sent → in_doubt).
 
     A claimed row never had the end of its message sent: it is retried at once. A data_sent row may
     or may not have reached its reader (RELIABILITY.md): it is in doubt, and the policy decides.
+    On SQLite one send runs at a time (the send lock), so every such row is a dead send's. On
+    PostgreSQL other senders may be at work: only rows whose sender is gone (its advisory lock is
+    free) or has not claimed for its lease are taken, never OWNER's own.
     """
     key = day.isoformat()
     with store.write(conn):
+        whose, values = _abandoned(conn, key, now, owner)
+        if not whose:
+            return 0, 0
         retried = conn.execute(
-            "UPDATE deliveries SET state = 'retry', next_attempt_at = ?, updated_at = ?"
-            " WHERE issue_day = ? AND state = 'claimed'", (now, now, key)).rowcount
+            "UPDATE deliveries SET state = 'retry', next_attempt_at = ?, updated_at = ?, claimed_by = ''"
+            f" WHERE issue_day = ? AND state = 'claimed'{whose}", (now, now, key, *values)).rowcount
         doubted = conn.execute(
-            "UPDATE deliveries SET state = 'in_doubt', doubted = doubted + 1, updated_at = ?,"
+            "UPDATE deliveries SET state = 'in_doubt', doubted = doubted + 1, updated_at = ?, claimed_by = '',"
             " last_reply = 'the send was interrupted after the server accepted the recipient'"
-            " WHERE issue_day = ? AND state = 'data_sent'", (now, key)).rowcount
+            f" WHERE issue_day = ? AND state = 'data_sent'{whose}", (now, key, *values)).rowcount
     return retried, doubted
+
+
+def _abandoned(conn: sqlite3.Connection, key: str, now: str, owner: str) -> tuple[str, list[str]]:
+    """Return the condition (and its values) that picks the claims of senders that are gone; "" for none."""
+    if not store.is_postgres(conn):
+        return " AND 1 = 1", []
+    owners = {row[0] for row in conn.execute(
+        "SELECT DISTINCT claimed_by FROM deliveries WHERE issue_day = ? AND state IN ('claimed', 'data_sent')",
+        (key,))} - {owner or None}
+    if not owners:
+        return "", []
+    gone = [o for o in owners if not o.isdigit() or conn.holder_gone(int(o))]  # type: ignore[attr-defined]
+    mine, values = (" AND claimed_by <> ?", [owner]) if owner else ("", [])
+    if gone:
+        return f"{mine} AND (lease_until < ? OR claimed_by IN ({', '.join('?' * len(gone))}))", [*values, now, *gone]
+    return f"{mine} AND lease_until < ?", [*values, now]
+
+
+def held_elsewhere(conn: sqlite3.Connection, day: date, owner: str) -> int:
+    """Return how many of DAY's rows other senders hold (claimed, or with their body being sent)."""
+    return conn.execute("SELECT count(*) FROM deliveries WHERE issue_day = ? AND state IN ('claimed', 'data_sent')"
+                        " AND claimed_by <> ?", (day.isoformat(), owner)).fetchone()[0]
 
 
 def apply_in_doubt_policy(conn: sqlite3.Connection, day: date, policy: InDoubt | str, *, now: str) -> int:

@@ -1,4 +1,8 @@
-"""Project locks: one sender (subscribers/send.lock) and one scheduler (schedule.lock) at a time."""
+"""Project locks: one sender (subscribers/send.lock) and one scheduler (schedule.lock) at a time.
+
+On PostgreSQL the locks are the database's (advisory locks), so they hold across hosts: one
+scheduler, one outbox send; SMTP senders share a day instead (the ledger's claims keep them apart).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from newsletter.errors import LockedError
 from newsletter.settings import Settings
 
 LOCK_NAME = "send.lock"
+SEND_KEY = 0x6E6C_0010  # PostgreSQL advisory lock keys
+SCHEDULE_KEY = 0x6E6C_0011
 
 
 def lock_path(settings: Settings) -> Path:
@@ -56,6 +62,30 @@ def _holder(fd: int) -> str:
     return "unknown"
 
 
-def send_lock(settings: Settings) -> contextlib.AbstractContextManager[Path]:
-    """Hold the project's send lock for the block; raise LockedError when another send holds it."""
-    return held_lock(lock_path(settings), "another send is running (pid {pid}); try again when it ends")
+def send_lock(settings: Settings, transport: str = "") -> contextlib.AbstractContextManager[object]:
+    """Hold the project's send lock for the block; raise LockedError when another send holds it.
+
+    On PostgreSQL several SMTP senders (TRANSPORT, default [delivery] transport) share a day, so
+    they take no lock; an outbox send is one at a time across every host."""
+    busy = "another send is running (pid {pid}); try again when it ends"
+    if settings.database_url():
+        if (transport or settings.delivery.transport) == "smtp":
+            return contextlib.nullcontext()
+        return database_lock(settings, SEND_KEY, busy.replace(" (pid {pid})", " on one of the hosts"))
+    return held_lock(lock_path(settings), busy)
+
+
+@contextlib.contextmanager
+def database_lock(settings: Settings, key: int, busy: str) -> Iterator[object]:
+    """Hold the PostgreSQL advisory lock KEY on a connection of its own for the block; LockedError(BUSY)
+    when another session (on any host) holds it. A holder that dies lets go with its connection."""
+    from newsletter import store
+
+    conn = store.open_database(settings)
+    try:
+        with conn.advisory_lock(key) as got:
+            if not got:
+                raise LockedError(f"{store.where(settings)}: {busy}")
+            yield conn
+    finally:
+        conn.close()

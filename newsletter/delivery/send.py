@@ -189,8 +189,11 @@ def send_issue(
                if transport is None or isinstance(transport, str) else transport)
     day = rendered.issue.day
     stamp: Callable[[], str] = (lambda: now.isoformat(timespec="seconds")) if now else store.now_iso
+    # several senders share a day on PostgreSQL (SMTP): each run draws a number its claims carry, and
+    # holds it as an advisory lock while it lives, so the others know when its claims are abandoned
+    owner = str(secrets.randbits(62)) if store.is_postgres(conn) and carrier.name == TransportName.SMTP else ""
     try:
-        with _lock_when_free(settings, lock_wait, stop):
+        with _lock_when_free(settings, lock_wait, stop, carrier.name), _alive(conn, owner):
             recovery = carrier.recover(conn, day, now=stamp())
             frozen, start = _start(conn, settings, rendered, variants, day, stamp, rebuild=rebuild,
                                    retry_failed=retry_failed)
@@ -209,9 +212,12 @@ def send_issue(
             counts = ledger.counts(conn, day)
             claims = Claims(conn, day, frozen.sha256, settings.delivery.batch_size, stop or threading.Event(),
                             todo=counts[ledger.PENDING] + counts[ledger.RETRY], progress=progress,
-                            clock=(lambda: now) if now else None,
+                            clock=(lambda: now) if now else None, owner=owner,
+                            lease_seconds=settings.delivery.lease_seconds,
                             variant_sha256={k: v.sha256 for k, v in recipients.frozen_variants(conn, day).items()})
             totals = carrier.deliver(claims, template)
+            if owner:
+                totals = _take_over(carrier, claims, template, totals, stamp)
             done = ledger.finish_if_done(conn, day, now=stamp())
     finally:
         carrier.close()
@@ -307,7 +313,43 @@ def _templates(conn: sqlite3.Connection, settings: Settings, rendered: RenderedI
 
 
 @contextlib.contextmanager
-def _lock_when_free(settings: Settings, wait: float, stop: threading.Event | None) -> Iterator[None]:
+def _alive(conn, owner: str) -> Iterator[None]:
+    """Hold OWNER's advisory lock for the block (PostgreSQL): while it is held, its claims are its own."""
+    if not owner:
+        yield
+        return
+    with conn.advisory_lock(int(owner)):
+        yield
+
+
+_TAKE_OVER_POLL = 0.5  # seconds between looks at the rows other senders hold
+
+
+def _take_over(carrier: Transport, claims: Claims, template, totals: Totals, stamp: Callable[[], str]) -> Totals:
+    """Once nothing is left to claim, wait for the rows other senders hold; send again those whose
+    sender is gone (its connection closed: killed) or has not claimed for its lease."""
+    while not claims.stop.is_set() and ledger.held_elsewhere(claims.conn, claims.day, claims.owner):
+        retried, doubted = ledger.recover_interrupted(claims.conn, claims.day, now=stamp(), owner=claims.owner)
+        if retried:
+            logger.info("%s: %d row(s) of a sender that is gone are sent by this one", claims.day, retried)
+            totals = _added(totals, carrier.deliver(claims, template))
+        elif not doubted:
+            claims.stop.wait(_TAKE_OVER_POLL)
+    return totals
+
+
+def _added(first: Totals, second: Totals) -> Totals:
+    """Return the totals of two passes of a run as one."""
+    values = {}
+    for each in dataclasses.fields(Totals):
+        a, b = getattr(first, each.name), getattr(second, each.name)
+        values[each.name] = (a or b) if isinstance(a, bool) else a + b
+    values["waiting_retries"] = second.waiting_retries
+    return Totals(**values)
+
+
+@contextlib.contextmanager
+def _lock_when_free(settings: Settings, wait: float, stop: threading.Event | None, transport: str) -> Iterator[None]:
     """Hold the send lock, waiting up to WAIT seconds (polling) while another send holds it."""
     deadline = time.monotonic() + wait
     pause = stop or threading.Event()
@@ -315,7 +357,7 @@ def _lock_when_free(settings: Settings, wait: float, stop: threading.Event | Non
     with contextlib.ExitStack() as held:
         while True:
             try:
-                held.enter_context(send_lock(settings))
+                held.enter_context(send_lock(settings, transport))
                 break
             except LockedError as err:
                 if pause.is_set() or time.monotonic() >= deadline:

@@ -451,7 +451,7 @@ class _PoolRun:
                 claim = ledger.record(conn, day, data_sent=data_sent, outcomes=self.held, now=self.claims.now_ms(),
                                       in_doubt=self.pool.in_doubt, sha256=self.claims.sha256,
                                       variant_sha256=self.claims.variant_sha256,
-                                      claim=self.ahead - self.in_flight if wanted else 0)
+                                      claim=self.ahead - self.in_flight if wanted else 0, lease=self.claims.lease())
                 self.held.clear()
                 if wanted:
                     self._hand_out(claim)

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -114,6 +114,8 @@ class Claims:
     progress: Progress | None = None
     clock: Callable[[], datetime] | None = None  # a fixed clock (tests): retries are not waited for
     variant_sha256: Mapping[str, str] = field(default_factory=dict)  # each frozen variant's fingerprint
+    owner: str = ""  # this run's number: its claims carry it (several senders on PostgreSQL)
+    lease_seconds: float = 600.0  # how long its claims stay its own without another claim
 
     def now(self) -> str:
         """The time the ledger records, to the second."""
@@ -131,10 +133,15 @@ class Claims:
         """Whether a run may wait for retries due soon (not with a fixed clock)."""
         return self.clock is None
 
+    def lease(self) -> ledger.Lease:
+        """This run's claims: its number, and until when they are its own."""
+        until = self._moment() + timedelta(seconds=self.lease_seconds)
+        return ledger.Lease(self.owner, until.isoformat(timespec="seconds"))
+
     def take(self, limit: int, *, now: str | None = None) -> ledger.Claim:
         """Claim up to LIMIT due rows (retries first, due by NOW); rows of subscribers who left are skipped."""
         return ledger.claim_batch(self.conn, self.day, limit, sha256=self.sha256, now=now or self.now(),
-                                  variant_sha256=self.variant_sha256)
+                                  variant_sha256=self.variant_sha256, lease=self.lease())
 
     def record_sent(self, subscriber_ids: Sequence[int]) -> None:
         """Record claimed rows as sent: call only once their messages are safely delivered."""

@@ -10,7 +10,9 @@ then dropped with an error in the log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -38,9 +40,22 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
-def _next_due(conn: sqlite3.Connection, now: datetime) -> sqlite3.Row | None:
-    return conn.execute("SELECT id, email, recipient, raw, attempts FROM outgoing_mail "
-                        "WHERE next_attempt_at <= ? ORDER BY id LIMIT 1", (_stamp(now),)).fetchone()
+def claim_due(conn: sqlite3.Connection, now: datetime, owner: str = "") -> sqlite3.Row | None:
+    """Take the next due mail for the server OWNER (several `serve` on PostgreSQL): a row another
+    living server took is passed over; one whose server is gone (its advisory lock free) is taken."""
+    with store.write(conn):
+        taken = [""]
+        if owner:
+            others = [row[0] for row in conn.execute(
+                "SELECT DISTINCT claimed_by FROM outgoing_mail WHERE claimed_by NOT IN ('', ?)", (owner,))]
+            gone = [o for o in others if not o.isdigit() or conn.holder_gone(int(o))]  # type: ignore[attr-defined]
+            taken += gone
+        row = conn.execute("SELECT id, email, recipient, raw, attempts FROM outgoing_mail WHERE next_attempt_at <= ?"
+                           f" AND claimed_by IN ({', '.join('?' * len(taken))}) ORDER BY id LIMIT 1",
+                           (_stamp(now), *taken)).fetchone()
+        if row is not None and owner:
+            conn.execute("UPDATE outgoing_mail SET claimed_by = ? WHERE id = ?", (owner, row["id"]))
+    return row
 
 
 def _failed(conn: sqlite3.Connection, row: sqlite3.Row, err: Exception, now: datetime) -> None:
@@ -53,15 +68,16 @@ def _failed(conn: sqlite3.Connection, row: sqlite3.Row, err: Exception, now: dat
     pause = min(RETRY_FIRST * 2 ** (attempts - 1), RETRY_MAX)
     logger.warning("outgoing mail %s: not sent (attempt %s, next in %s): %s", row["id"], attempts, pause, err)
     with store.write(conn):
-        conn.execute("UPDATE outgoing_mail SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+        conn.execute("UPDATE outgoing_mail SET attempts = ?, next_attempt_at = ?, last_error = ?, claimed_by = ''"
+                     " WHERE id = ?",
                      (attempts, _stamp(now + pause), str(err)[:500], row["id"]))
 
 
 def process_due(conn: sqlite3.Connection, settings: Settings, env: jinja2.Environment, key: bytes,
-                now: Callable[[], datetime], send: Send, stop: threading.Event | None = None) -> int:
-    """Resolve and send every queued mail that is due; return how many were sent."""
+                now: Callable[[], datetime], send: Send, stop: threading.Event | None = None, owner: str = "") -> int:
+    """Resolve and send every queued mail that is due (and no other server's); return how many were sent."""
     sent = 0
-    while (stop is None or not stop.is_set()) and (row := _next_due(conn, now())) is not None:
+    while (stop is None or not stop.is_set()) and (row := claim_due(conn, now(), owner)) is not None:
         try:
             if row["raw"] is None:
                 if not signup.resolve(conn, settings, env, key, row["id"], row["email"], now()):
@@ -102,17 +118,25 @@ class MailWorker:
         self.thread.join(timeout)
 
     def _run(self) -> None:
-        while not self.stopping.is_set():
-            self.wakeup.clear()
-            try:
-                conn = store.open_database(self.settings)
+        with contextlib.ExitStack() as alive:
+            owner = ""
+            while not self.stopping.is_set():
+                self.wakeup.clear()
                 try:
-                    process_due(conn, *self.args, stop=self.stopping)
-                finally:
-                    conn.close()
-            except store.errors(NewsletterError) as err:
-                logger.error("outgoing mail: %s (tried again in %s s)", err, IDLE_WAKE)
-            self.wakeup.wait(IDLE_WAKE)
+                    if not owner and self.settings.database_url():
+                        # several servers on PostgreSQL: this one's number, held while it lives
+                        number = secrets.randbits(62)
+                        holder = alive.enter_context(contextlib.closing(store.open_database(self.settings)))
+                        alive.enter_context(holder.advisory_lock(number))
+                        owner = str(number)
+                    conn = store.open_database(self.settings)
+                    try:
+                        process_due(conn, *self.args, stop=self.stopping, owner=owner)
+                    finally:
+                        conn.close()
+                except store.errors(NewsletterError) as err:
+                    logger.error("outgoing mail: %s (tried again in %s s)", err, IDLE_WAKE)
+                self.wakeup.wait(IDLE_WAKE)
 
 
-__all__ = ["MAX_ATTEMPTS", "MailWorker", "process_due"]
+__all__ = ["MAX_ATTEMPTS", "MailWorker", "claim_due", "process_due"]
