@@ -2,6 +2,7 @@
 
     python bench/smtp.py --subscribers 4000 --concurrency 4 --runs 3
     python bench/smtp.py --size 35        # messages of about 35 KB, like the sample issues
+    python bench/smtp.py --database postgresql --subscribers 4000 --runs 3   # SQLite vs PostgreSQL, 1 and 3 senders
 
 Makes a temporary project with a realistic issue (15 articles, about 172 KB per message, or
 eight articles sized to --size KB) and N subscribers, starts `smtp-sink` on a free port of
@@ -293,12 +294,27 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="where the temporary project goes (default: $TMPDIR)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary project")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="postgresql: one sender on SQLite, then one and three at once on PostgreSQL (bench/"
+                             "smtp_databases.py), instead of the comparison with smtp-source")
     args = parser.parse_args()
     tools = {name: find_tool(name) for name in POSTFIX_TOOLS}
     if not all(tools.values()):
         missing = ", ".join(name for name, path in tools.items() if not path)
         print(f"skipped: Postfix's {missing} not found; on Debian or Ubuntu `apt-get install postfix` "
               "installs smtp-sink and smtp-source (in /usr/sbin)")
+        return
+    if args.database == "postgresql":
+        from smtp_databases import run_databases, show_databases
+
+        port = free_port()
+        sink = start_sink(tools["smtp-sink"], port)
+        try:
+            result = run_databases(args, port)
+        finally:
+            sink.terminate()
+            sink.wait()
+        print(json.dumps(result)) if args.json else show_databases(result)
         return
     result = run(args, tools["smtp-sink"], tools["smtp-source"])
     print(json.dumps(result) if args.json else "", end="\n" if args.json else "")

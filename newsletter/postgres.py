@@ -28,7 +28,7 @@ import psycopg_pool
 from newsletter.errors import StoreError
 
 SCHEMES = ("postgresql", "postgres")
-POOL_MAX = 8  # connections per process and database: the web's worker threads, the sender's claims
+POOL_MAX = 16  # connections per process and database: the web's worker threads, the sender's claims
 CONNECT_TIMEOUT = 10  # seconds to reach the server
 # advisory lock keys (any 64-bit numbers of our own; "nl" + a purpose)
 WRITE_LOCK = 0x6E6C_0001  # every write transaction: writers queue as under SQLite's BEGIN IMMEDIATE
@@ -217,6 +217,14 @@ class Connection:
         if not raw.closed and raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):
                 raw.execute("ROLLBACK")
+
+    def __del__(self) -> None:
+        # a command that never closes its connection (the process ends anyway) gives it back to the
+        # pool when it drops it, so a long-lived process (tests, the scheduler) never runs the pool dry
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit the pool may be gone already
+            pass
 
     def __enter__(self) -> Connection:
         return self

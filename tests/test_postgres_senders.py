@@ -6,6 +6,7 @@ and the web's mail queue on several hosts."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -27,6 +28,8 @@ from newsletter.schedule import schedule_lock
 from newsletter.settings import load_settings
 from paused_send import send_command
 from test_smtp_kill import ACTIVE, Recorder, day_of, ledger, project, server  # noqa: F401 - fixtures
+from test_web_serve import Server, configure, relay, sent  # noqa: F401 - fixtures
+from sent_project import copy_project
 
 pytestmark = pytest.mark.postgres_only
 
@@ -34,6 +37,26 @@ pytestmark = pytest.mark.postgres_only
 @pytest.fixture
 def shared(project):  # noqa: F811 - test_smtp_kill's project (SMTP to a recorder), on this test's database
     return project
+
+
+@pytest.fixture
+def project_sent(sent, tmp_path, relay):  # noqa: F811 - test_web_serve's sent project, mailing to its relay
+    folder = copy_project(sent, tmp_path / "web")
+    configure(folder, relay.port)
+    return folder
+
+
+@pytest.fixture
+def start_two(project_sent):
+    servers: list[Server] = []
+
+    def start_server() -> Server:
+        servers.append(Server(project_sent))
+        return servers[-1]
+
+    yield start_server
+    for each in servers:
+        each.stop()
 
 
 def start_three(project: Path, day: str, pauses: list[int]) -> list[subprocess.Popen]:
@@ -158,3 +181,39 @@ def test_the_web_mail_queue_hands_each_row_to_one_server(database_backend):
         assert outgoing.claim_due(rival, now, str(secrets.randbits(62)))["id"] == 3
         rival.close()
     conn.close()
+
+
+def test_two_web_servers_on_one_list_lose_no_update_and_mail_each_confirmation_once(project_sent, relay, start_two):
+    """Unsubscribes and sign-ups through two `newsletter serve` at once, as behind a load balancer."""
+    from test_web_serve import ONE_CLICK, status, unsubscribe_token
+
+    relay.release.set()
+    first, second = start_two(), start_two()
+    settings = load_settings(project_sent)
+    with contextlib.closing(store.connect_url(settings.database_url())) as conn:
+        readers = [row[0] for row in conn.execute("SELECT email FROM subscribers WHERE status = 'active' ORDER BY id")]
+    tokens = {reader: unsubscribe_token(project_sent, reader) for reader in readers}
+    newcomers = [f"new{n}@example.net" for n in range(12)]
+    answers: list[int] = []
+    lock = threading.Lock()
+
+    def visit(web, work) -> None:
+        for kind, value in work:
+            answer = (web.client.post(f"/u/{tokens[value]}", data=ONE_CLICK) if kind == "leave"
+                      else web.client.post("/subscribe", data={"email": value}))
+            with lock:
+                answers.append(answer.status_code)
+
+    work = [("leave", r) for r in readers] + [("join", n) for n in newcomers]
+    threads = [threading.Thread(target=visit, args=(web, work[i::4]))
+               for i, web in enumerate((first, second, first, second))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert answers == [200] * len(work)
+    assert all(status(project_sent, reader) == "unsubscribed" for reader in readers)
+    mails = relay.wait_for(len(newcomers), seconds=60)
+    assert sorted(m["To"] for m in mails) == sorted(newcomers)  # each confirmation once, by one server
+    log = "".join(first.log + second.log)
+    assert "locked" not in log and "Traceback" not in log, log

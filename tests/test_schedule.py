@@ -335,8 +335,10 @@ def test_two_schedulers_started_at_once_send_each_subscriber_one_message(tmp_pat
             thread.join(timeout=20)
     assert not any(thread.is_alive() for thread in threads)
     (err,) = refused
-    assert str(err).startswith(f"{settings.root / 'subscribers' / 'schedule.lock'}: another `newsletter schedule` "
-                               f"is running for this project (pid {os.getpid()})")
+    # a lock file on SQLite, the database's advisory lock on PostgreSQL (one scheduler across hosts)
+    where, who = ((store.where(settings), "on one of the hosts") if settings.database_url() else
+                  (settings.root / "subscribers" / "schedule.lock", f"(pid {os.getpid()})"))
+    assert str(err).startswith(f"{where}: another `newsletter schedule` is running for this project {who}")
     assert_each_active_subscriber_got_one(settings, day)
 
 
@@ -345,8 +347,9 @@ def test_second_scheduler_from_the_command_line_exits_with_a_clear_error(tmp_pat
     with schedule.schedule_lock(settings):
         result = runner.invoke(app, ["--project", str(settings.root), "schedule", "--once"])
     assert result.exit_code == 1
-    assert re.fullmatch(r"Error: \S+/schedule\.lock: another `newsletter schedule` is running for this project "
-                        r"\(pid \d+\); it sends the issues, so this one stops\n", result.stderr)
+    assert re.fullmatch(r"Error: \S+(/schedule\.lock|/test_\w+): another `newsletter schedule` is running for this "
+                        r"project (\(pid \d+\)|on one of the hosts); it sends the issues, so this one stops\n",
+                        result.stderr)
     assert messages_per_subscriber(settings, day) == Counter()
 
 

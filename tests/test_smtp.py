@@ -214,6 +214,7 @@ def transactions(statements: list[str]) -> list[list[str]]:
             grouped[-1].append(statement)
     return grouped
 
+@pytest.mark.sqlite_only  # SQLite's trace callback counts the commits
 
 def test_a_busy_send_claims_rows_in_the_commits_that_record_data_sent_not_in_commits_of_their_own(
         project, conn, server):
