@@ -111,6 +111,7 @@ def reading(settings: Settings) -> Iterator[typing.Any]:
         yield None
         return
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row  # rows read by name, as on every connection of the store
     try:
         yield conn
     finally:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from datetime import date
 
-from newsletter import reputation
+from newsletter import reputation, store
 from newsletter.check.context import Context
+from newsletter.errors import StoreError
 from newsletter.findings import Finding, warning
 from newsletter.rules import Rule
 from newsletter.settings import Settings
@@ -16,14 +16,13 @@ from newsletter.settings import Settings
 def feed_findings(settings: Settings, day: date) -> Iterator[Finding]:
     """Yield one warning per problem the last fetch for DAY met, each naming its feed."""
     try:
-        with reputation.reading(settings.database_path) as conn:
+        with reputation.reading(settings) as conn:
             if conn is None:
                 return
-            conn.row_factory = sqlite3.Row
             from newsletter.feeds import state
 
             found = state.warnings(conn, day)
-    except sqlite3.Error:  # a database of an older schema, or locked: nothing to say from it
+    except store.errors(StoreError):  # an older schema, locked, unreachable: nothing to say from it
         return
     for url, message in found:
         yield warning(Rule.FEED, message, url)
