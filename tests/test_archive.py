@@ -282,6 +282,8 @@ def test_issues_frozen_before_the_structure_was_kept_get_the_same_site(sent, sit
     old.execute("DROP TABLE issue_variants")  # schema 10's
     old.execute("ALTER TABLE deliveries DROP COLUMN variant")
     old.execute("ALTER TABLE issues DROP COLUMN started")  # schema 11's
+    for column in ("claimed_by", "lease_until"):  # schema 12's
+        old.execute(f"ALTER TABLE deliveries DROP COLUMN {column}")
     old.execute("PRAGMA user_version = 4")
     old.close()
     result = CliRunner().invoke(app, ["--project", str(project), "archive", "--out", str(tmp_path / "site")])

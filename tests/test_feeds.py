@@ -168,7 +168,8 @@ def test_a_started_issue_is_not_fetched_for_and_make_demo_runs_twice(project, se
     from newsletter import store
 
     conn = store.connect(project / "subscribers" / "newsletter.db")
-    conn.execute("INSERT INTO issues VALUES (?, 1, 'done', 's', 'h', 't', 'x', 'now', 'now')", (DAY.isoformat(),))
+    conn.execute("INSERT INTO issues (day, number, status, subject, html, text, sha256, created_at, updated_at)"
+                 " VALUES (?, 1, 'done', 's', 'h', 't', 'x', 'now', 'now')", (DAY.isoformat(),))
     conn.close()
     result = fetch(runner, project)
     assert result.exit_code == 0 and "The issue of 2026-11-26 is already done: its articles are frozen" in result.output
