@@ -209,7 +209,7 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE issues SET started = (SELECT count(*) FROM issues j
         WHERE j.created_at < issues.created_at OR (j.created_at = issues.created_at AND j.day <= issues.day))
     """,
-    # 11: several senders on one database (PostgreSQL): who claimed a row (a number each `send` run
+    # 12: several senders on one database (PostgreSQL): who claimed a row (a number each `send` run
     # draws) and until when the claim is theirs without a word from them (README "Several hosts");
     # which `serve` is sending a queued mail (a number each server draws)
     """

@@ -11,7 +11,6 @@ issue_rules, list_rules, message_rules); a new rule is one more function in one 
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, time
 
@@ -79,13 +78,14 @@ def check_rendered(prepared: PreparedIssue, settings: Settings) -> CheckReport:
 
 def _variant_keys(settings: Settings, day: date) -> list[str]:
     """Return the variants DAY's issue has readers for, read without creating or changing the database."""
-    from newsletter import reputation
+    from newsletter import reputation, store
     from newsletter.delivery.recipients import variant_keys
+    from newsletter.errors import StoreError
 
     try:
-        with reputation.reading(settings.database_path) as conn:
+        with reputation.reading(settings) as conn:
             return variant_keys(conn, day, settings.issue.sections) if conn is not None else []
-    except sqlite3.Error:  # an older schema: `send` migrates it, and its check sees the variants
+    except store.errors(StoreError):  # an older schema: `send` migrates it, and its check sees the variants
         return []
 
 
