@@ -154,9 +154,8 @@ class Connection:
         QUEUED, one that locks the rows it changes itself (SELECT … FOR UPDATE SKIP LOCKED)."""
         raw = self.raw
         try:
-            raw.execute("BEGIN")
-            if queued:
-                raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            # one round trip for both (each commit of a send waits for its transaction's round trips)
+            raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})" if queued else "BEGIN")
         except psycopg.Error as err:
             self._rollback()
             raise self.error(err, writing=True) from err
