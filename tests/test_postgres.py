@@ -7,8 +7,6 @@ these tests are about what only PostgreSQL has."""
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from newsletter import postgres, store, subscribers
 from newsletter.cli import app
 from newsletter.errors import NewsletterError, StoreError
 from newsletter.settings import DATABASE_URL_ENV
+from list_helpers import change_at_once
 from pg_server import sqlite_connect
 from sent_project import make_sent_project
 
@@ -118,44 +117,11 @@ def test_an_unreachable_server_is_one_error_line_naming_it(project, runner, monk
     assert "secret" not in result.output
 
 
-WORKER = """
-import sys
-from pathlib import Path
-from newsletter import importer, store, subscribers
-
-conn = store.connect_url(sys.argv[1])
-prefix, imports = sys.argv[2], Path(sys.argv[3])
-sys.stdin.read()  # the parent closes stdin to start all workers together
-for i in range(40):
-    subscribers.add(conn, f"{prefix}{i}@example.com", name=f"{prefix} {i}")
-    if i % 3 == 0:
-        subscribers.unsubscribe(conn, f"{prefix}{i}@example.com")
-    if i % 10 == 0:
-        importer.import_file(conn, imports / f"{prefix}{i}.csv")
-    subscribers.unsubscribe(conn, "shared@example.com")
-    subscribers.add(conn, "shared@example.com", resubscribe=True)
-print("done")
-"""
-
 
 def test_three_processes_change_the_list_at_once_without_losing_updates(url, pg, tmp_path):
     subscribers.add(pg, "shared@example.com")
     prefixes = ("a", "b", "c")
-    for prefix in prefixes:
-        for i in range(0, 40, 10):
-            (tmp_path / f"{prefix}{i}.csv").write_text(
-                "email,name\n" + "".join(f"{prefix}imp{i}-{j}@example.com,Imported\n" for j in range(25)),
-                encoding="utf-8")
-    workers = {prefix: subprocess.Popen([sys.executable, "-c", WORKER, url, prefix, str(tmp_path)],
-                                        stdin=subprocess.PIPE, stdout=(tmp_path / f"{prefix}.out").open("w"),
-                                        stderr=(tmp_path / f"{prefix}.err").open("w"))
-               for prefix in prefixes}
-    for worker in workers.values():
-        worker.stdin.close()
-    for prefix, worker in workers.items():
-        worker.wait(timeout=120)
-        err = (tmp_path / f"{prefix}.err").read_text()
-        assert worker.returncode == 0 and (tmp_path / f"{prefix}.out").read_text() == "done\n", err
+    change_at_once(url, prefixes, 40, tmp_path)
     for prefix in prefixes:
         for i in range(40):
             person = subscribers.get(pg, f"{prefix}{i}@example.com")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from newsletter.errors import SubscriberError
 from newsletter.events import Kind
 from newsletter.models import Frequency
 
-from list_helpers import snapshot, write
+from list_helpers import change_at_once, snapshot, write
 
 # ----------------------------------------------------------------------------- one at a time
 
@@ -410,25 +408,6 @@ test_subscriber_list_matches_a_dict_model = pytest.mark.sqlite_only(SubscriberLi
 
 # ----------------------------------------------------------------------------- two processes at once
 
-WORKER = """
-import sys
-from pathlib import Path
-from newsletter import importer, store, subscribers
-
-conn = store.connect(Path(sys.argv[1]))
-prefix, imports = sys.argv[2], Path(sys.argv[3])
-sys.stdin.read()  # the parent closes stdin to start both workers together
-for i in range(60):
-    subscribers.add(conn, f"{prefix}{i}@example.com", name=f"{prefix} {i}")
-    if i % 3 == 0:
-        subscribers.unsubscribe(conn, f"{prefix}{i}@example.com")
-    if i % 10 == 0:
-        importer.import_file(conn, imports / f"{prefix}{i}.csv")
-    subscribers.unsubscribe(conn, "shared@example.com")
-    subscribers.add(conn, "shared@example.com", resubscribe=True)
-print("done")
-"""
-
 
 @pytest.mark.sqlite_only  # its workers open a SQLite file; test_postgres has the same on PostgreSQL
 def test_two_processes_change_the_list_at_once_without_losing_updates(tmp_path):
@@ -436,27 +415,7 @@ def test_two_processes_change_the_list_at_once_without_losing_updates(tmp_path):
     first = store.connect(database)
     subscribers.add(first, "shared@example.com")
     first.close()
-    for prefix in ("a", "b"):
-        for i in range(0, 60, 10):
-            (tmp_path / f"{prefix}{i}.csv").write_text(
-                "email,name\n" + "".join(f"{prefix}imp{i}-{j}@example.com,Imported\n" for j in range(25)),
-                encoding="utf-8",
-            )
-    workers = {
-        prefix: subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(database), prefix, str(tmp_path)],
-            stdin=subprocess.PIPE, stdout=(tmp_path / f"{prefix}.out").open("w"),
-            stderr=(tmp_path / f"{prefix}.err").open("w"),
-        )
-        for prefix in ("a", "b")
-    }
-    for worker in workers.values():
-        worker.stdin.close()
-    for prefix, worker in workers.items():
-        worker.wait(timeout=120)
-        err = (tmp_path / f"{prefix}.err").read_text()
-        assert worker.returncode == 0 and (tmp_path / f"{prefix}.out").read_text() == "done\n", err
-        assert "locked" not in err
+    change_at_once(str(database), ("a", "b"), 60, tmp_path)
     conn = store.connect(database)
     for prefix in ("a", "b"):
         for i in range(60):
