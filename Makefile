@@ -37,11 +37,17 @@ demo: $(BIN)/newsletter
 	@echo "Next: $(BIN)/newsletter preview --date $(DEMO_DAY), $(BIN)/newsletter status --date $(DEMO_DAY),"
 	@echo "      $(BIN)/newsletter preview --digest --week $(DEMO_WEEK), $(BIN)/newsletter status --digest --week $(DEMO_WEEK)"
 
-# the whole suite on SQLite, then the tests of everything that reads or writes the database on a
-# throwaway PostgreSQL (tests/pg_server.py; they skip, saying why, where PostgreSQL is not installed)
+# the whole suite on SQLite and, alongside it (one pass a core), the tests of everything that reads
+# or writes the database on a throwaway PostgreSQL (tests/pg_server.py; they skip, saying why, where
+# PostgreSQL is not installed); its output follows the SQLite pass's; either pass failing fails the target
 test: $(BIN)/newsletter
-	$(BIN)/python -m pytest -q
-	NEWSLETTER_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q
+	@NEWSLETTER_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q -p no:cacheprovider >.test-postgresql.log 2>&1 & \
+	postgresql=$$!; \
+	echo "$(BIN)/python -m pytest -q  (the PostgreSQL pass runs alongside: .test-postgresql.log)"; \
+	$(BIN)/python -m pytest -q; sqlite=$$?; \
+	wait $$postgresql; pg=$$?; \
+	echo; echo "NEWSLETTER_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q"; cat .test-postgresql.log; \
+	test $$sqlite -eq 0 && test $$pg -eq 0
 
 # the three benchmarks at small sizes (a quick look, about a minute); README gives the full-size runs
 bench: $(BIN)/newsletter
