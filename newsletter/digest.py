@@ -25,7 +25,7 @@ from newsletter import i18n, structure
 from newsletter.builder import _one_line, _trim, archive_url, long_date
 from newsletter.errors import NewsletterError
 from newsletter.headers import has_encoded_word
-from newsletter.models import Issue, RenderedIssue
+from newsletter.models import Issue, RenderedIssue, decode_sections
 from newsletter.rules import PREHEADER_MIN
 from newsletter.settings import CONFIG_NAME, Settings
 from newsletter.weeks import DigestKey, IsoWeek
@@ -133,7 +133,7 @@ def owed(conn: sqlite3.Connection, issues: list[WeekIssue]) -> dict[int, tuple[f
         for subscriber_id, chosen in rows:
             days[subscriber_id].append(issue.day)
             if subscriber_id not in sections:
-                sections[subscriber_id] = frozenset(line for line in (chosen or "").split("\n") if line)
+                sections[subscriber_id] = decode_sections(chosen or "")
     return {sid: (sections[sid], tuple(found)) for sid, found in days.items()}
 
 

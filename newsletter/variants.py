@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from newsletter.errors import DeliveryError
-from newsletter.models import RenderedIssue, Subscriber
+from newsletter.models import RenderedIssue, Subscriber, decode_sections, encode_sections
 
 if TYPE_CHECKING:
     from newsletter.delivery.ledger import Claimed
@@ -30,12 +30,12 @@ def key_of(sections: Iterable[str], all_sections: Sequence[str]) -> str:
     chosen = {name for name in sections if name}
     if not chosen or chosen == set(all_sections):
         return ALL
-    return "\n".join(sorted(chosen))
+    return encode_sections(chosen)  # a key is the sections as the list stores them
 
 
 def sections_of(key: str) -> frozenset[str]:
     """Return the sections of a variant KEY (empty: every section)."""
-    return frozenset(name for name in key.split("\n") if name)
+    return decode_sections(key)
 
 
 def describe(key: str) -> str:
@@ -49,7 +49,7 @@ def key_sql(all_sections: Sequence[str], column: str = "sections") -> tuple[str,
     Plain SQL, so the snapshot stays one INSERT … SELECT: the stored text is already sorted, one
     name a line; a reader who chose every section gets the full issue.
     """
-    return f"CASE WHEN {column} = ? THEN '' ELSE {column} END", ("\n".join(sorted(set(all_sections))),)
+    return f"CASE WHEN {column} = ? THEN '' ELSE {column} END", (encode_sections(all_sections),)
 
 
 @dataclass(frozen=True)
