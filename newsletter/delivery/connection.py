@@ -1,9 +1,10 @@
-"""One SMTP connection: the [smtp] settings checked, a session opened, one message sent per call.
+"""One SMTP connection: the [smtp] settings checked, a session opened and closed, what a reply means.
 
-`SmtpConnection.send` sends one message to one recipient and says what came of it (an `Attempt`);
-trouble that is not about one recipient (a login, TLS, a sender the server refuses) is raised as
-`ConnectionTrouble`, which the pool turns into its circuit breaker. How a refusal is read (whom
-it blames) is `replies.py`'s job.
+`SmtpConnection.open` connects, greets, starts TLS and logs in (blocking); the messages then go
+through `session.py`, which drives the open socket without blocking. An `Attempt` says what came
+of one message; trouble that is not about one recipient (a login, TLS, a sender the server
+refuses, a reply that blames us: `refused`) is `ConnectionTrouble`, which the pool turns into its
+circuit breaker. How a refusal is read (whom it blames) is `replies.py`'s job.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import select
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from enum import StrEnum
@@ -135,17 +136,6 @@ class Attempt:
     blame: Blame | None = None  # rejected: whom the reply blames (replies.py)
 
 
-def _attempt(kind: AttemptKind, reply: Reply, *, at_rcpt: bool = False) -> Attempt:
-    return Attempt(kind, str(reply), at_rcpt, reply.enhanced, reply.code)
-
-
-HeldEnd = Callable[["Attempt | ConnectionTrouble"], None]  # told what came of a held message
-
-
-def _nobody(result: Attempt | ConnectionTrouble) -> None:
-    """Nothing was held."""
-
-
 class SmtpConnection:
     """One SMTP session, opened on first use and reused for message after message."""
 
@@ -153,7 +143,6 @@ class SmtpConnection:
         self.config = config
         self._smtp: smtplib.SMTP | None = None
         self._pipelining = False
-        self._held: str | None = None  # the recipient whose message waits for its final "." (send's hold_end)
 
     @property
     def is_open(self) -> bool:
@@ -222,15 +211,17 @@ class SmtpConnection:
         self._smtp = smtp
 
     @property
-    def holding(self) -> bool:
-        """Whether a message waits for its final "." (see `send`)."""
-        return self._held is not None
+    def smtp(self) -> smtplib.SMTP | None:
+        """The open session (session.py writes and reads its socket itself)."""
+        return self._smtp
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether the server offers PIPELINING (RFC 2920)."""
+        return self._pipelining
 
     def close(self) -> None:
-        """Say QUIT (politely, briefly) and close; a held message is not ended, so the server discards it."""
-        if self._held is not None:
-            self._held = None
-            self._drop()
+        """Say QUIT (politely, briefly) and close."""
         smtp, self._smtp = self._smtp, None
         if smtp is not None:
             try:
@@ -239,201 +230,39 @@ class SmtpConnection:
                 pass
             _close(smtp)
 
-    def _drop(self) -> None:
+    def drop(self) -> None:
+        """Close at once, without QUIT: a message whose final "." was not sent is discarded by the server."""
         smtp, self._smtp = self._smtp, None
         _close(smtp)
 
-    def send(self, recipient: str, data: bytes,
-             before_data: Callable[[], Callable[[], None]] | None = None, *, last_reply: str = "",
-             sender: str | None = None) -> Attempt:
-        """Send one message to RECIPIENT; DATA is the output of `stuff`; SENDER (VERP) overrides the envelope's.
 
-        BEFORE_DATA runs once the server accepted the recipient: it asks for the ledger's
-        `data_sent` and returns a function that waits until that is durable. The body is written
-        meanwhile, all but the final ".": the server has the end of the message only after that
-        wait (RELIABILITY.md: a row that is not yet data_sent never had the end of its message),
-        so the commit's latency hides behind the transfer. Raises ConnectionTrouble only for a
-        sender the server refuses (not about one recipient); everything else is an Attempt.
-        LAST_REPLY is what this row's previous attempt recorded (see `_refused`).
+def attempt_of(kind: AttemptKind, reply: Reply, *, at_rcpt: bool = False) -> Attempt:
+    """The Attempt of KIND that REPLY said."""
+    return Attempt(kind, str(reply), at_rcpt, reply.enhanced, reply.code)
 
-        """
-        attempt = self._transact(recipient, data, before_data, last_reply=last_reply, sender=sender)
-        assert attempt is not None, "only send_holding_end holds a message"
-        return attempt
 
-    def send_holding_end(self, recipient: str, data: bytes, before_data: Callable[[], Callable[[], None]], *,
-                         held_ended: HeldEnd, last_reply: str = "", sender: str | None = None) -> Attempt | None:
-        """Send as `send` does, but with a server that offers PIPELINING hold the final ".": return None.
+def refused(config: SmtpConfig, reply: Reply, recipient: str, stage: str, *, at_rcpt: bool = False,
+            last_reply: str = "") -> Attempt:
+    """Return the Attempt for a refusal; raise ConnectionTrouble when it blames our side (replies.py).
 
-        Once the ledger has data_sent, the final "." waits for the next message: its MAIL, RCPT and
-        DATA go out in the same packet (RFC 2920 lets a message's end start a group of commands),
-        saving a round trip per message, and HELD_ENDED is told what came of the held message
-        before that message goes on. `end_held` ends a held message alone (nothing more to send).
-        """
-        return self._transact(recipient, data, before_data, last_reply=last_reply, sender=sender, hold_end=True,
-                              held_ended=held_ended)
-
-    def _transact(self, recipient: str, data: bytes, before_data: Callable[[], Callable[[], None]] | None, *,
-                  last_reply: str, sender: str | None, hold_end: bool = False,
-                  held_ended: HeldEnd = _nobody) -> Attempt | None:
-        """One message's transaction: see `send` and `send_holding_end`."""
-        smtp = self._smtp
-        assert smtp is not None, "open() first"
-        where = self.config.where
-        mail_from = sender or self.config.sender
-        sent_end = False
-        try:
-            pipelined = self._pipelining
-            rcpt: Reply | None
-            if pipelined:
-                # RFC 2920: MAIL, RCPT and DATA in one write (DATA last), then the three replies: one
-                # round trip instead of three. The body still waits for the ledger (before_data).
-                commands = f"MAIL FROM:<{mail_from}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
-                if self._held is not None:
-                    if not self._end_with(commands, held_ended):
-                        return Attempt(AttemptKind.DROPPED, f"{where}: the connection closed after the previous message")
-                    smtp = self._smtp
-                    assert smtp is not None
-                else:
-                    smtp.send(commands)
-                mail, rcpt = Reply.of(*smtp.getreply()), Reply.of(*smtp.getreply())
-            else:
-                mail = Reply.of(*smtp.mail(mail_from))
-                rcpt = Reply.of(*smtp.rcpt(recipient)) if mail.code == 250 else None
-            if mail.code != 250 or rcpt is None or rcpt.code not in (250, 251):
-                refusal = rcpt if mail.code == 250 and rcpt is not None else mail
-                # pipelined, DATA was sent too: its reply (503/554, no valid recipient) is read and
-                # dropped; a server that said 354 anyway wants a body: that session is closed
-                late = Reply.of(*smtp.getreply()) if pipelined else None
-                self._after_refusal(late if late is not None and late.code == 354 else refusal)
-                if refusal is mail and mail.code >= 500:
-                    raise ConnectionTrouble(f"{where}: the server refuses the sender <{mail_from}>: {mail}",
-                                            fatal=True)
-                if refusal is mail:
-                    return _attempt(AttemptKind.DEFERRED, mail)
-                return self._refused(refusal, recipient, "at RCPT", at_rcpt=True, last_reply=last_reply)
-            recorded = before_data() if before_data is not None else None
-            if not pipelined:
-                smtp.putcmd("data")
-            ready = Reply.of(*smtp.getreply())
-            if ready.code != 354:
-                self._after_refusal(ready)
-                return self._refused(ready, recipient, "at DATA")
-            body, sock = memoryview(data), smtp.sock
-            assert sock is not None, "an open session has a socket"
-            sock.sendall(body[:-3])  # all but the final ".\r\n"
-            if recorded is not None:
-                recorded()
-            if _gave_up(sock):
-                # closed (or answered) before our final ".": the server cannot have the message
-                raise smtplib.SMTPServerDisconnected("the server closed the connection before the end of the message")
-            if hold_end and pipelined:
-                self._held = recipient
-                return None
-            sock.sendall(body[-3:])
-            sent_end = True
-            final = Reply.of(*smtp.getreply())
-            if final.code == 421:
-                self._drop()
-            if final.code == 250:
-                return _attempt(AttemptKind.SENT, final)
-            return self._refused(final, recipient, "at the end of the message")
-        except ConnectionTrouble:
-            raise
-        except (smtplib.SMTPException, OSError) as err:
-            self._drop()
-            cause = f"{where}: {_cause(err)}"
-            if self._held is not None:  # the held message's "." did not go out
-                self._held = None
-                held_ended(Attempt(AttemptKind.DROPPED, cause))
-            if sent_end:
-                return Attempt(AttemptKind.IN_DOUBT, f"{cause} after the end of the message")
-            return Attempt(AttemptKind.DROPPED, cause)
-        except BaseException:
-            self._drop()  # never QUIT in the middle of a body: the server must discard it
-            raise
-
-    def end_held(self) -> Attempt | ConnectionTrouble:
-        """Write the final "." of the message `send` held, and return what came of it."""
-        smtp, where = self._smtp, self.config.where
-        assert smtp is not None and smtp.sock is not None and self._held is not None, "nothing held"
-        try:
-            if _gave_up(smtp.sock):
-                raise smtplib.SMTPServerDisconnected("the server closed the connection before the end of the message")
-            smtp.sock.sendall(b".\r\n")
-        except (smtplib.SMTPException, OSError) as err:
-            self._held = None
-            self._drop()
-            return Attempt(AttemptKind.DROPPED, f"{where}: {_cause(err)}")
-        return self._held_reply()
-
-    def _end_with(self, commands: str, held_ended: HeldEnd) -> bool:
-        """Write the held message's "." and COMMANDS in one packet and tell HELD_ENDED what came of the
-        held message; return whether the session goes on (a refusal that blames us is raised)."""
-        smtp = self._smtp
-        assert smtp is not None and smtp.sock is not None
-        if _gave_up(smtp.sock):
-            raise smtplib.SMTPServerDisconnected("the server closed the connection before the end of the message")
-        smtp.sock.sendall(b".\r\n" + commands.encode("ascii"))
-        result = self._held_reply()
-        held_ended(result)
-        if isinstance(result, ConnectionTrouble):
-            raise ConnectionTrouble(str(result), fatal=result.fatal)
-        return self._smtp is not None
-
-    def _held_reply(self) -> Attempt | ConnectionTrouble:
-        """Read the reply to the held message's final "."; its end is written, so a drop now is in doubt."""
-        smtp, recipient, self._held = self._smtp, self._held, None
-        assert smtp is not None and recipient is not None
-        try:
-            final = Reply.of(*smtp.getreply())
-        except (smtplib.SMTPException, OSError) as err:
-            self._drop()
-            return Attempt(AttemptKind.IN_DOUBT, f"{self.config.where}: {_cause(err)} after the end of the message")
-        if final.code == 421:
-            self._drop()
-        if final.code == 250:
-            return _attempt(AttemptKind.SENT, final)
-        try:
-            return self._refused(final, recipient, "at the end of the message")
-        except ConnectionTrouble as trouble:
-            self._drop()
-            return trouble
-
-    def _refused(self, reply: Reply, recipient: str, stage: str, *, at_rcpt: bool = False,
-                 last_reply: str = "") -> Attempt:
-        """Return the Attempt for a refusal; raise ConnectionTrouble when it blames our side (replies.py).
-
-        Some servers give one recipient a reply that reads as ours (Microsoft 365 answers a
-        missing user with "550 5.4.1 Recipient address rejected: Access denied"). Retried rows
-        are claimed first, so that one row would pause every later send. When the same reply
-        already paused the last send at this very recipient (LAST_REPLY says so), it is about
-        them: the message fails (the subscriber is not bounced) and the send goes on; if the
-        server really refuses us, the next recipient pauses it again.
-        """
-        if reply.code < 500:
-            return _attempt(AttemptKind.DEFERRED, reply, at_rcpt=at_rcpt)
-        blame = classify(reply.code, reply.text)
-        if blame is Blame.OURS:
-            trouble = (f"{self.config.where}: {reply} (refused <{recipient}> {stage}; the reply blames "
-                       "the sender, the relay or our settings, not the recipient)")
-            if not (at_rcpt and last_reply == trouble):
-                raise ConnectionTrouble(trouble, fatal=True)
-            return Attempt(AttemptKind.REJECTED, f"{reply} (the same reply paused the last send at this recipient "
-                           "alone: failed, not bounced)", at_rcpt, reply.enhanced, reply.code, Blame.MESSAGE)
-        return Attempt(AttemptKind.REJECTED, str(reply), at_rcpt, reply.enhanced, reply.code, blame)
-
-    def _after_refusal(self, reply: Reply) -> None:
-        """Leave the session ready for the next message: RSET, or reconnect after a 421."""
-        if reply.code == 421 or reply.code == 354 or self._smtp is None:
-            self._drop()
-            return
-        try:
-            code, _ = self._smtp.rset()
-            if code != 250:
-                self._drop()
-        except (smtplib.SMTPException, OSError):
-            self._drop()
+    Some servers give one recipient a reply that reads as ours (Microsoft 365 answers a
+    missing user with "550 5.4.1 Recipient address rejected: Access denied"). Retried rows
+    are claimed first, so that one row would pause every later send. When the same reply
+    already paused the last send at this very recipient (LAST_REPLY says so), it is about
+    them: the message fails (the subscriber is not bounced) and the send goes on; if the
+    server really refuses us, the next recipient pauses it again.
+    """
+    if reply.code < 500:
+        return attempt_of(AttemptKind.DEFERRED, reply, at_rcpt=at_rcpt)
+    blame = classify(reply.code, reply.text)
+    if blame is Blame.OURS:
+        trouble = (f"{config.where}: {reply} (refused <{recipient}> {stage}; the reply blames "
+                   "the sender, the relay or our settings, not the recipient)")
+        if not (at_rcpt and last_reply == trouble):
+            raise ConnectionTrouble(trouble, fatal=True)
+        return Attempt(AttemptKind.REJECTED, f"{reply} (the same reply paused the last send at this recipient "
+                       "alone: failed, not bounced)", at_rcpt, reply.enhanced, reply.code, Blame.MESSAGE)
+    return Attempt(AttemptKind.REJECTED, str(reply), at_rcpt, reply.enhanced, reply.code, blame)
 
 
 def _no_delay(sock: socket.socket | None) -> None:
@@ -446,7 +275,7 @@ def _no_delay(sock: socket.socket | None) -> None:
         pass
 
 
-def _gave_up(sock: socket.socket) -> bool:
+def gave_up(sock: socket.socket) -> bool:
     """Whether the server closed the connection, or said something, while it should wait for our "."."""
     try:
         poller = select.poll()  # not select.select: a process with many files has descriptors past 1024
@@ -486,14 +315,14 @@ def send_one(settings: Settings, raw: bytes, recipient: str) -> None:
 def send_message(config: SmtpConfig, raw: bytes, recipient: str) -> None:
     """Send RAW to RECIPIENT over one connection to CONFIG's server (see send_one)."""
     from newsletter.addresses import ascii_address
+    from newsletter.delivery.session import Message, send_now, single_session
 
-    connection = SmtpConnection(config)
+    session = single_session(config)
     try:
-        connection.open()
-        attempt = connection.send(ascii_address(recipient), stuff(raw))
+        attempt = send_now(session, Message(recipient, ascii_address(recipient), stuff(raw)))
     except ConnectionTrouble as err:
         raise DeliveryError(str(err)) from err
     finally:
-        connection.close()
+        session.close()
     if attempt.kind is not AttemptKind.SENT:
         raise DeliveryError(f"{config.where}: not delivered to {recipient}: {attempt.reply}")

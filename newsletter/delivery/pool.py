@@ -1,0 +1,534 @@
+"""The SMTP pool's loop: every connection driven from one thread, and the ledger's commit points.
+
+One thread owns the database connection and every `Session` (session.py) through one selector:
+it claims rows ahead, starts a message on each session that is free, reads replies as they come,
+and records, in one transaction per round (a group commit, group_commit.py):
+
+1. `data_sent` for every message whose recipient the server accepted: its body goes out meanwhile,
+   but its final "." waits for that commit, so the end of a message never leaves unrecorded
+   (RELIABILITY.md);
+2. the results that came back meanwhile, and a claim of more rows when they run low.
+
+No thread per connection means no hand-off between threads per message: the fixed cost of a
+message is its bytes, its replies and its share of a commit. Signed messages are made ahead by
+two threads (OpenSSL releases the GIL), woken up through a socket pair.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from newsletter.delivery import ledger
+from newsletter.delivery.connection import Attempt, AttemptKind, ConnectionTrouble
+from newsletter.delivery.group_commit import GroupCommit
+from newsletter.delivery.replies import RefusalStreak
+from newsletter.delivery.session import Message, Session
+from newsletter.delivery.transport import Claims, Totals
+from newsletter.errors import NewsletterError
+from newsletter.models import Subscriber
+
+if TYPE_CHECKING:
+    from newsletter.delivery.smtp import SmtpTransport, Throttle
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_HOLD_SECONDS = 0.02  # the longest a result waits for a commit to share
+_TICK = 0.05  # the longest the loop sleeps with work in flight (a stop is seen within it)
+_SIGNERS = 2  # threads making signed messages ahead
+
+
+def iso_ms(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds")
+
+
+class _Slot:
+    """A session's next message, waiting for its send slot (the throttle) or for the session to reopen."""
+
+    def __init__(self, message: Message, not_before: float) -> None:
+        self.message, self.not_before, self.tries = message, not_before, 0
+
+
+class _Database:
+    """The loop's database calls, made on the thread that owns the connection (SQLite allows no
+    other) while the loop goes on: `serve` runs them until `close`."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()
+
+    def submit(self, call: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._jobs.put((call, future))
+        return future
+
+    def call(self, call: Callable[[], T]) -> T:
+        return self.submit(call).result()
+
+    def serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            call, future = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as err:  # the loop raises it where it waits
+                    future.set_exception(err)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+
+class PoolRun:
+    """One `deliver`: the sessions, the rows claimed ahead of them, and what is recorded when."""
+
+    def __init__(self, pool: SmtpTransport, claims: Claims, make_data: Callable[[ledger.Claimed], bytes],
+                 throttle: Throttle, envelope: Callable[[Subscriber], str | None] = lambda subscriber: None,
+                 *, sign_ahead: bool = False) -> None:
+        self.pool, self.claims, self.make_data, self.throttle = pool, claims, make_data, throttle
+        self.envelope = envelope  # each message's envelope sender (VERP), or None for the From address
+        self.totals = Totals()
+        self.rows: deque[ledger.Claimed] = deque()  # claimed, not yet on a session
+        self.in_flight = 0  # claimed and not yet settled
+        self.halt: ConnectionTrouble | None = None
+        self.drops_in_a_row, self.last_drop = 0, ""
+        self.claim_pause_until = 0.0
+        self.done_count = 0
+        self.ahead = max(4 * pool.concurrency, 32)  # rows claimed ahead of the sessions
+        self.held: list[ledger.Outcome] = []  # results not yet committed
+        self.held_since = 0.0
+        self.streak: RefusalStreak[ledger.Outcome] = RefusalStreak()  # refusals that may blame us
+        self.group = GroupCommit()  # how long to wait for more data_sent requests before a commit
+        self.claim_wanted = False  # the next commit also claims rows (one commit instead of two)
+        self.asking: list[tuple[Session, Message]] = []  # accepted recipients waiting for data_sent
+        self.database = _Database()  # the database calls, made by the thread that owns the connection
+        self.committing: Future[tuple[ledger.Claim, int]] | None = None  # the commit under way
+        self.committing_for: list[tuple[Session, Message]] = []  # whose data_sent it records
+        self.committing_wanted, self.committing_since = False, 0.0  # whether it claims; when it began
+        self.aborted = False  # the caller's thread failed: drop everything and end
+        self.released: list[int] = []  # rows given back untried
+        self.selector = selectors.DefaultSelector()
+        hold = not throttle.paces  # a throttle spaces messages: each final "." goes at once
+        self.sessions = [Session(pool.config, self, number=n, hold=hold, selector=self.selector)
+                         for n in range(pool.concurrency)]
+        self.slots: dict[Session, _Slot] = {}
+        self.signers = ThreadPoolExecutor(_SIGNERS, thread_name_prefix="smtp-sign") if sign_ahead else None
+        self.made: dict[int, Future[bytes]] = {}  # subscriber id → its message being made ahead
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> Totals:
+        """Claim, send and record until nothing is due, a stop, or a trip.
+
+        The loop runs in a thread of its own; this thread owns the database connection (SQLite
+        allows no other) and makes the loop's database calls, so a commit's fsync overlaps the
+        loop's work on the other connections instead of stopping it.
+        """
+        started = time.perf_counter()
+        failure: list[BaseException] = []
+
+        def loop() -> None:
+            try:
+                self._loop()
+            except BaseException as err:
+                failure.append(err)
+            finally:
+                self.database.close()
+
+        thread = threading.Thread(target=loop, name="smtp-pool", daemon=True)
+        thread.start()
+        try:
+            self.database.serve()
+        except BaseException:
+            self.aborted = True  # e.g. Ctrl-C here: the loop drops its sessions and ends
+            thread.join()
+            raise
+        thread.join()
+        if failure:
+            raise failure[0]
+        self.totals.seconds = time.perf_counter() - started
+        logger.debug("%s: commits of data_sent took %.1f ms, a connection's cycle %.1f ms (running averages)",
+                     self.claims.day, self.group.commit_seconds * 1e3, self.group.cycle_seconds * 1e3)
+        self.totals.waiting_retries = ledger.counts(self.claims.conn, self.claims.day)[ledger.RETRY]
+        return self.totals
+
+    def _loop(self) -> None:
+        self.claims.done(0)
+        try:
+            while self._step():
+                pass
+            self._finish()
+        except BaseException:
+            for session in self.sessions:  # nothing more leaves: rows stay claimed/data_sent for recovery
+                session.abandon()
+            raise
+        finally:
+            self._close()
+
+    def _step(self) -> bool:
+        """Do one round of the loop; return False when the run is over."""
+        if self.aborted:
+            raise RuntimeError("the SMTP send was interrupted")
+        winding_down = self.halt is not None or self.claims.stop.is_set()
+        if winding_down:
+            self._give_back()
+            if self.in_flight <= 0:
+                self.flush_now()
+                self.totals.stopped = self.halt is None
+                return False
+        elif self.in_flight <= self.ahead // 2 and time.monotonic() >= self.claim_pause_until:
+            if self.in_flight > self.pool.concurrency:
+                self.claim_wanted = True  # the sessions have rows left: the claim rides with the next commit
+            else:
+                self.flush_now()
+                limit = self.ahead - self.in_flight
+                self._hand_out(self.database.call(lambda: self.claims.take(limit, now=self.claims.now_ms())))
+                if self.in_flight == 0 and self.claim_pause_until > time.monotonic():
+                    return self._wait_for_retries()
+        self._start_messages(winding_down)
+        self._poll(self._timeout())
+        self._record()
+        if self.halt is None and self.drops_in_a_row >= self.pool.policy.drops_in_a_row:
+            self.halt = ConnectionTrouble(f"{self.last_drop} ({self.drops_in_a_row} messages in a row failed "
+                                          "this way)", fatal=True)
+        return True
+
+    def _hand_out(self, claim: ledger.Claim) -> None:
+        """Queue CLAIM's rows for the sessions; after an empty claim, claim again only in a while."""
+        self.claim_wanted = False
+        self.totals.skipped += claim.skipped
+        self.rows.extend(claim.rows)
+        self.in_flight += len(claim.rows)
+        if self.signers is not None:
+            for row in claim.rows:
+                future = self.signers.submit(self.make_data, row)
+                future.add_done_callback(self._wake)
+                self.made[row.subscriber.id] = future
+        if not claim.rows and not claim.skipped:
+            self.claim_pause_until = time.monotonic() + 0.05
+
+    def _wake(self, _: object = None) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # the pair is full (the loop is awake anyway) or closed (the run is over)
+
+    def _give_back(self) -> None:
+        """A stop or a trip: rows no session started go back to pending."""
+        drained = [row.subscriber.id for row in self.rows]
+        self.rows.clear()
+        for future in self.made.values():
+            future.cancel()
+        self.made.clear()
+        for session, slot in list(self.slots.items()):
+            drained.append(self._row(slot.message).subscriber.id)
+            del self.slots[session]
+        if drained:
+            self.in_flight -= len(drained)
+            self.released.extend(drained)
+
+    def _wait_for_retries(self) -> bool:
+        """Nothing claimable and nothing in flight: wait for a retry due soon, or end the run."""
+        due = self.database.call(lambda: ledger.next_retry_at(self.claims.conn, self.claims.day))
+        if due is None:
+            return False
+        wait = (datetime.fromisoformat(due) - datetime.now(timezone.utc)).total_seconds() if due else 0.0
+        if not self.claims.waits_for_retries or wait > self.pool.policy.wait_in_run:
+            return False
+        self.claims.stop.wait(min(max(wait, 0.0) + 0.01, self.pool.policy.wait_in_run))
+        return True
+
+    def _finish(self) -> None:
+        """Record what is held: a streak too short to blame us failed; after a trip it waits for the resume."""
+        self.claim_wanted = False
+        left = self.streak.release()
+        self.held.extend(self.settle(left) if self.halt is None else self._retry(left, self.claims.now_ms()))
+        if self.held or self.released:
+            self.flush_now()
+
+    def _close(self) -> None:
+        for session in self.sessions:
+            session.close()
+        if self.signers is not None:
+            self.signers.shutdown(wait=True, cancel_futures=True)
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # --- starting messages ----------------------------------------------------------------------
+
+    def _start_messages(self, winding_down: bool) -> None:
+        """Give each free session its next message; end a held message when none is coming."""
+        now = time.monotonic()
+        for session in self.sessions:
+            if session.dead or (session.is_open and not session.idle):
+                continue
+            slot = self.slots.get(session)
+            if slot is None:
+                if winding_down or not self.rows:
+                    if session.held is not None:
+                        session.end_held()
+                    continue
+                message = self._next_message()
+                if message is None:
+                    if session.held is not None and not self.rows:
+                        session.end_held()
+                    continue
+                delay = self.throttle.reserve()
+                slot = _Slot(message, now + delay)
+                if delay > 0:
+                    self.slots[session] = slot
+                    continue
+            elif now < slot.not_before:
+                continue
+            else:
+                del self.slots[session]
+            if self._ensure_open(session, slot, now):
+                session.begin(slot.message)
+
+    def _next_message(self) -> Message | None:
+        """The next row's message, or None while it is still being made (or could not be: reported)."""
+        while self.rows:
+            row = self.rows[0]
+            future = self.made.get(row.subscriber.id)
+            if future is not None and not future.done():
+                return None  # the loop wakes when it is made
+            self.rows.popleft()
+            self.made.pop(row.subscriber.id, None)
+            try:
+                from newsletter.addresses import ascii_address
+
+                data = future.result() if future is not None else self.make_data(row)
+                return Message(row, ascii_address(row.subscriber.email), data, self.envelope(row.subscriber),
+                               row.last_reply)
+            except NewsletterError as err:
+                self._settle_row(row, Attempt(AttemptKind.UNBUILDABLE, str(err)), 0)
+        return None
+
+    def _ensure_open(self, session: Session, slot: _Slot, now: float) -> bool:
+        """Open SESSION if it is closed; a failure waits and tries again, then trips the breaker."""
+        if session.is_open:
+            return True
+        try:
+            session.open()
+            return True
+        except ConnectionTrouble as trouble:
+            slot.tries += 1
+            policy = self.pool.policy
+            if trouble.fatal or slot.tries >= policy.connect_tries or self.claims.stop.is_set():
+                if not trouble.fatal and slot.tries >= policy.connect_tries:
+                    trouble = ConnectionTrouble(f"{trouble} ({slot.tries} tries)", fatal=True)
+                session.dead = True
+                self.ended(session, slot.message, trouble)
+                return False
+            slot.not_before = now + 0.2 * slot.tries
+            self.slots[session] = slot
+            return False
+
+    # --- waiting --------------------------------------------------------------------------------
+
+    def _timeout(self) -> float:
+        """How long the next poll may sleep (a commit that ends wakes it up)."""
+        now = time.monotonic()
+        idle = self.committing is None
+        if idle and self.asking and self._commit_due(now):
+            return 0.0
+        until = now + (_TICK if self.in_flight or self.released else 0.0)
+        if idle and self.asking:
+            until = min(until, self.group.wait_until(now))
+        if idle and self.held:
+            until = min(until, self.held_since + _HOLD_SECONDS)
+        for slot in self.slots.values():
+            until = min(until, slot.not_before)
+        for session in self.sessions:
+            if session.deadline:
+                until = min(until, session.deadline)
+        return max(until - now, 0.0)
+
+    def _poll(self, timeout: float) -> None:
+        """Wait up to TIMEOUT for a socket, then act on every one that is ready."""
+        for key, mask in self.selector.select(timeout):
+            session = key.data
+            if session is None:
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except OSError:
+                    pass
+                continue
+            if mask & selectors.EVENT_WRITE:
+                session.writable()
+            if mask & selectors.EVENT_READ:
+                session.readable()
+        now = time.monotonic()
+        for session in self.sessions:
+            if session.deadline and now >= session.deadline:
+                session.expire(now)
+
+    # --- what the sessions say (session.Listener) -----------------------------------------------
+
+    def asked(self, session: Session, message: Message) -> None:
+        self.asking.append((session, message))
+        self.group.asked(session.number, time.monotonic())
+
+    def ended(self, session: Session, message: Message, result: Attempt | ConnectionTrouble) -> None:
+        row = self._row(message)
+        if isinstance(result, ConnectionTrouble):
+            self.in_flight -= 1
+            self._add([ledger.Outcome(row.subscriber.id, ledger.RETRY, str(result),
+                                      retry_at=iso_ms(datetime.now(timezone.utc)))])
+            if result.fatal:
+                self.halt = self.halt or result
+            else:
+                self.drops_in_a_row += 1
+                self.last_drop = str(result)
+            return
+        self._settle_row(row, result, len(message.data))
+
+    @staticmethod
+    def _row(message: Message) -> ledger.Claimed:
+        row = message.token
+        assert isinstance(row, ledger.Claimed)
+        return row
+
+    def _settle_row(self, row: ledger.Claimed, attempt: Attempt, nbytes: int) -> None:
+        self.in_flight -= 1
+        self._add(self._on_done(row, attempt, nbytes))
+        self.done_count += 1
+
+    def _add(self, outcomes: list[ledger.Outcome]) -> None:
+        if outcomes and not self.held:
+            self.held_since = time.monotonic()
+        self.held.extend(outcomes)
+
+    # --- recording ------------------------------------------------------------------------------
+
+    def _commit_due(self, now: float) -> bool:
+        """Commit the data_sent asked for now: every busy session has asked, or the others are not worth
+        waiting for (group_commit.py)."""
+        return not any(session.busy for session in self.sessions) or now >= self.group.wait_until(now)
+
+    def _record(self) -> None:
+        """Commit what is due: data_sent for the sessions waiting, results held long enough, rows given back.
+
+        One commit at a time, on the database's thread: what comes meanwhile waits for the next.
+        """
+        if self.committing is not None:
+            if not self.committing.done():
+                return
+            self._committed()
+        now = time.monotonic()
+        asking = self.asking if self.asking and self._commit_due(now) else []
+        if not (asking or self.released or len(self.held) >= self.ahead
+                or (self.held and now - self.held_since >= _HOLD_SECONDS)):
+            return
+        if asking:
+            self.asking = []
+        self._commit(asking)
+
+    def flush_now(self) -> None:
+        """Commit the held results and give back the released rows, and wait for it."""
+        if self.committing is not None:
+            self.committing.result()
+            self._committed()
+        if self.held or self.released:
+            self._commit([])
+            assert self.committing is not None
+            self.committing.result()
+            self._committed()
+
+    def _commit(self, asking: list[tuple[Session, Message]]) -> None:
+        """Start the commit of ASKING's data_sent and the held results in one transaction (with a claim,
+        when one is wanted), and the release of the rows given back, on the database's thread."""
+        conn, day, claims = self.claims.conn, self.claims.day, self.claims
+        data_sent = [self._row(message).subscriber.id for _, message in asking]
+        outcomes, self.held = self.held, []
+        released, self.released = self.released, []
+        wanted = self.claim_wanted and self.halt is None and not claims.stop.is_set() and bool(data_sent or outcomes)
+        limit = self.ahead - self.in_flight if wanted else 0
+        if wanted:
+            self.claim_wanted = False
+
+        def commit() -> tuple[ledger.Claim, int]:
+            claim = ledger.Claim((), 0)
+            if data_sent or outcomes:
+                claim = ledger.record(conn, day, data_sent=data_sent, outcomes=outcomes, now=claims.now_ms(),
+                                      in_doubt=self.pool.in_doubt, sha256=claims.sha256,
+                                      variant_sha256=claims.variant_sha256, claim=limit, lease=claims.lease())
+            return claim, ledger.release(conn, day, released, now=claims.now_ms()) if released else 0
+
+        self.committing = self.database.submit(commit)
+        self.committing.add_done_callback(self._wake)
+        self.committing_for, self.committing_wanted, self.committing_since = asking, wanted, time.monotonic()
+
+    def _committed(self) -> None:
+        """The commit under way is done: its sessions may end their messages (an error ends the run)."""
+        assert self.committing is not None
+        future, asking, self.committing = self.committing, self.committing_for, None
+        claim, given_back = future.result()
+        self.totals.released += given_back
+        if asking:
+            self.group.committed((session.number for session, _ in asking), self.committing_since, time.monotonic())
+        for session, message in asking:
+            session.data_recorded(message)
+        if self.committing_wanted:
+            self._hand_out(claim)
+        self.claims.done(self.done_count)
+
+    def settle(self, decided: list[ledger.Outcome], nbytes: int = 0) -> list[ledger.Outcome]:
+        """Count DECIDED in the totals and return them, to be recorded."""
+        totals = self.totals
+        for outcome in decided:
+            if outcome.state == ledger.SENT:
+                totals.written += 1
+                totals.nbytes += nbytes
+            elif outcome.state == ledger.FAILED:
+                totals.failed += 1
+                totals.bounced += outcome.bounce
+            elif outcome.state == ledger.IN_DOUBT:
+                totals.in_doubt += 1
+            else:
+                totals.deferred += 1
+        return decided
+
+    @staticmethod
+    def _retry(outcomes: list[ledger.Outcome], when: str) -> list[ledger.Outcome]:
+        return [ledger.Outcome(o.subscriber_id, ledger.RETRY, o.reply, retry_at=when) for o in outcomes]
+
+    def _on_done(self, row: ledger.Claimed, attempt: Attempt, nbytes: int) -> list[ledger.Outcome]:
+        """Return the outcomes decided by ATTEMPT (a refusal is held until the streak says whom it blames)."""
+        now = datetime.now(timezone.utc)
+        outcome = self.pool.outcome(row, attempt, now)
+        if attempt.kind in (AttemptKind.DROPPED, AttemptKind.IN_DOUBT):
+            self.drops_in_a_row += 1
+            self.last_drop = attempt.reply
+        elif attempt.kind is not AttemptKind.UNBUILDABLE:
+            self.drops_in_a_row = 0
+        if attempt.kind is not AttemptKind.REJECTED:
+            released = self.settle(self.streak.release()) if attempt.kind is not AttemptKind.UNBUILDABLE else []
+            return released + self.settle([outcome], nbytes)
+        domain = row.subscriber.email.rpartition("@")[2]
+        decided = self.settle(self.streak.add(attempt.code, attempt.reply.partition(" ")[2], domain, outcome,
+                                              first_try=row.attempts <= 1))
+        if self.streak.tripped and self.halt is None:
+            count = self.streak.held
+            decided += self._retry(self.streak.release(), iso_ms(now))
+            self.halt = ConnectionTrouble(
+                f"{self.pool.config.where}: {attempt.reply} (the same refusal for {count} recipients in a row at "
+                "different domains: it blames our server, our address or a policy, not each recipient)",
+                fatal=True)
+        return decided
+
+
