@@ -478,6 +478,35 @@ def test_starttls_with_a_self_signed_certificate_trusted_by_ca_file_and_refused_
     assert handler.copies() == Counter({address: 1 for address in everyone})
 
 
+def test_megabyte_messages_over_starttls_arrive_whole_through_the_non_blocking_sessions(project, conn, tmp_path):
+    """Bodies far larger than a socket's buffer go out in pieces (TLS wants to write again, and
+    again): each reader still gets the whole message once, the final "." held for the next one."""
+    import ssl
+
+    cert, key = make_certificate(tmp_path)
+    shutil.copy(cert, project / "relay-ca.pem")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = FaultyServer()
+    handler.pipelining = True
+    controller = _Controller(handler, hostname="127.0.0.1", port=0, tls_context=context, require_starttls=True)
+    controller.start()
+    words = "\n".join(f"Paragraph {n}: the interceptor talks resumed at the border post." for n in range(30_000))
+    try:
+        everyone = add_subscribers(conn, 4)
+        settings = smtp_settings(project, controller.port, security="starttls", ca_file="relay-ca.pem")
+        report = send_issue(conn, settings, make_rendered(words=words))
+    finally:
+        controller.stop()
+    assert report.status == "done"
+    assert handler.copies() == Counter({address: 1 for address in everyone})
+    for _, _, raw in handler.received:
+        assert len(raw) > 2_000_000
+        text = email.message_from_bytes(raw, policy=email.policy.default).get_body(("plain",)).get_content()
+        assert "Paragraph 29999: the interceptor talks resumed at the border post." in text
+        assert text.count("the interceptor talks resumed") == 30_000
+
+
 @pytest.mark.parametrize("pipelining", [False, True])
 def test_a_stop_finishes_messages_in_flight_and_leaves_the_rest_pending(project, conn, server, pipelining):
     server.pipelining = pipelining

@@ -278,14 +278,15 @@ def _no_delay(sock: socket.socket | None) -> None:
 def gave_up(sock: socket.socket) -> bool:
     """Whether the server closed the connection, or said something, while it should wait for our "."."""
     try:
-        poller = select.poll()  # not select.select: a process with many files has descriptors past 1024
-        poller.register(sock, select.POLLIN)
-        if not poller.poll(0) and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-            return False
         if isinstance(sock, ssl.SSLSocket):
-            return True  # a TLS record before our "." (a close_notify, an early reply): nothing to wait for
-        sock.recv(1, socket.MSG_PEEK)  # b"" at the end of the stream, or an early reply
+            poller = select.poll()  # not select.select: a process with many files has descriptors past 1024
+            poller.register(sock, select.POLLIN)
+            # a TLS record before our "." (a close_notify, an early reply): nothing to wait for
+            return bool(poller.poll(0) or sock.pending())
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # b"" at the end of the stream, or an early reply
         return True
+    except BlockingIOError:
+        return False
     except (OSError, ValueError):
         return True
 

@@ -1,4 +1,4 @@
-"""When the SMTP pool's recording thread commits: one commit for every connection about to end a message.
+"""When the SMTP loop commits: one commit for every connection about to end a message.
 
 Each connection carries one message at a time, and a message's final "." waits for the commit
 that records it `data_sent` (RELIABILITY.md). So one commit can cover at most one message per
@@ -8,8 +8,8 @@ RCPT). Committing as soon as the first request comes splits the pool: the connec
 by one commit ask again while the next commit, holding the others, is on its way, and wait a
 whole commit more. The pool then runs at half its rate, taking turns.
 
-`GroupCommit` learns how long a commit takes and how long a cycle takes, and tells the recording
-thread how long to wait for the connections released by earlier commits: those expected back
+`GroupCommit` learns how long a commit takes and how long a cycle takes, and tells the
+loop (pool.py) how long to wait for the connections released by earlier commits: those expected back
 within one commit's time, and no longer. With a slow server (a cycle much longer than a commit)
 it never waits; the commit then hides behind the transfer of the body anyway.
 """

@@ -57,6 +57,50 @@ class Listener(Protocol):
         """What came of MESSAGE (ConnectionTrouble: not about this recipient, the session is dead)."""
 
 
+class ReplyReader:
+    """SMTP replies out of the bytes read, however they were split: `feed` bytes, then take `replies`.
+
+    A reply is one line "NNN text", or several "NNN-text" lines ended by "NNN text"; a code that is
+    not three digits reads as -1 (as smtplib does).
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._lines: list[bytes] = []  # the lines so far of a multi-line reply
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    @property
+    def overlong(self) -> bool:
+        """Whether what waits for its end of line is too long to be a reply (not an SMTP server)."""
+        return len(self._buffer) > _MAX_REPLY
+
+    def replies(self) -> list[Reply]:
+        """The replies complete so far, in order (each is taken once)."""
+        buffer = self._buffer
+        end = buffer.rfind(b"\n") + 1
+        if not end:
+            return []
+        complete = bytes(buffer[:end])
+        del buffer[:end]
+        out = []
+        for line in complete.split(b"\n")[:-1]:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line[3:4] == b"-":
+                self._lines.append(line)
+                continue
+            code = int(line[:3]) if line[:3].isdigit() else -1
+            if self._lines:
+                self._lines.append(line)
+                text, self._lines = b"\n".join(part[4:] for part in self._lines), []
+            else:
+                text = line[4:]
+            out.append(Reply.of(code, text))
+        return out
+
+
 class _Stage(Enum):
     MAIL = "mail"
     RCPT = "rcpt"
@@ -82,8 +126,7 @@ class Session:
         self.deadline = 0.0  # when what is awaited times out (0: nothing awaited)
         self._expect: deque[tuple[_Stage, Message | None]] = deque()
         self._out: deque[tuple[memoryview, Callable[[], None] | None]] = deque()
-        self._in = bytearray()
-        self._lines: list[bytes] = []  # the lines so far of a multi-line reply
+        self._reader = ReplyReader()
         self._writing = False  # registered for EVENT_WRITE
 
     # --- what the loop asks ---------------------------------------------------------------------
@@ -110,8 +153,7 @@ class Session:
         self.sock = smtp.sock
         self.sock.setblocking(False)
         self.pipelining = self.connection.pipelining
-        self._in.clear()
-        self._lines.clear()
+        self._reader = ReplyReader()
         if self.selector is not None:
             self.selector.register(self.sock, selectors.EVENT_READ, self)
             self._writing = False
@@ -165,7 +207,7 @@ class Session:
                 if not chunk:
                     self._lost("the connection dropped (Connection unexpectedly closed)")
                     return
-                self._in += chunk
+                self._reader.feed(chunk)
                 if not isinstance(sock, ssl.SSLSocket) or not sock.pending():
                     break
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -173,7 +215,6 @@ class Session:
         except OSError as err:
             self._lost(str(err) or type(err).__name__)
             return
-        self._touch()
         self._replies()
 
     def writable(self) -> None:
@@ -262,24 +303,14 @@ class Session:
     # --- reading --------------------------------------------------------------------------------
 
     def _replies(self) -> None:
-        """Act on each complete reply in what was read (a multi-line one ends with "NNN text")."""
-        buffer = self._in
-        start = 0
-        while self.sock is not None:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            line = bytes(buffer[start:end]).rstrip(b"\r")
-            start = end + 1
-            self._lines.append(line)
-            if line[3:4] == b"-":
-                continue
-            lines, self._lines = self._lines, []
-            code = int(line[:3]) if line[:3].isdigit() else -1
-            self._reply(Reply.of(code, b"\n".join(part[4:] for part in lines)))
-        del buffer[:start]
-        if len(buffer) > _MAX_REPLY and self.sock is not None:
+        """Act on each complete reply in what was read."""
+        for reply in self._reader.replies():
+            self._reply(reply)
+            if self.sock is None:
+                return
+        if self._reader.overlong:
             self._lost("the server sent a line too long to be an SMTP reply")
+            return
         self._touch()
 
     def _reply(self, reply: Reply) -> None:
@@ -335,14 +366,14 @@ class Session:
         """Send MESSAGE's final "." (or hold it) once its body is out and its data_sent recorded."""
         if not (message.body_out and message.recorded) or message is not self.current or self.sock is None:
             return
+        if self.hold and self.pipelining:
+            self.current, self.held = None, message  # `begin` or `end_held` checks the session before the "."
+            return
         if gave_up(self.sock):
             # closed (or answered) before our final ".": the server cannot have the message
             self._lost("the connection dropped (the server closed the connection before the end of the message)")
             return
         self.current = None
-        if self.hold and self.pipelining:
-            self.held = message
-            return
         self._expect.append((_Stage.END, message))
         self._write(b".\r\n", message)
 

@@ -28,8 +28,8 @@ class WireMessages:
     """Each subscriber's DATA bytes (dot-stuffed, ended with CRLF.CRLF) from an issue's MessageTemplate.
 
     The static segments of the template are dot-stuffed once per issue. Per subscriber only the
-    personal pieces (To, Message-ID, token, the lines with a name or token) are made, by a twin
-    template whose static segments are NUL separators, then stuffed and spliced in: scanning each
+    personal pieces (To, Message-ID, token, the lines with a name or token) are made
+    (`MessageTemplate.values`), then stuffed and spliced in: scanning each
     190 KB message for line-leading dots would cost more than making it. A DKIM signature covers the
     unstuffed bytes: the template signs from the same values (`MessageTemplate.signature`) and its
     header, which has no line starting with a dot, goes in front. A signer that cannot sign from
@@ -37,47 +37,42 @@ class WireMessages:
     """
 
     def __init__(self, template: MessageTemplate) -> None:
-        from newsletter.messages import MessageTemplate, sign
+        from newsletter.messages import sign
 
         self.template = template
         self._fast = template.signer is sign or template.signs_spliced
         if not self._fast:
             return
-        count = len(template.slots)
-        self._pieces = MessageTemplate(
-            template.day, template.settings, template.key, (b"",) + (b"\0",) * (count - 1) + (b"",),
-            template.slots, template.lines,
-        )
         # each static segment stuffed inside, and a second form for when it starts a line
         self._static = []
         for segment in template.segments:
             inner = segment.replace(b"\r\n.", b"\r\n..")
             self._static.append((inner, b"." + inner if inner.startswith(b".") else inner))
-        self._count = count
 
     def data(self, subscriber: Subscriber) -> bytes:
         """Return SUBSCRIBER's message as DATA bytes: the same as `stuff(template.personalize(...))`."""
         if not self._fast:
             return stuff(self.template.personalize(subscriber))
-        values = self._pieces.personalize(subscriber).split(b"\0")
-        if len(values) != self._count:  # a NUL inside a value: cannot happen with 7-bit headers
-            return stuff(self.template.personalize(subscriber))
+        values = self.template.values(subscriber)
         static = self._static
         out = [self.template.signature(values)]
         line_start = True  # whether the next byte starts a line (a leading "." is then doubled)
         piece = static[0][1]
-        for index in range(self._count + 1):
-            if index:
-                value = values[index - 1].replace(b"\r\n.", b"\r\n..")
-                if line_start and value.startswith(b"."):
+        if piece:
+            line_start = piece.endswith(b"\n")
+        out.append(piece)
+        for value, forms in zip(values, static[1:]):
+            if b"\r\n." in value:
+                value = value.replace(b"\r\n.", b"\r\n..")
+            if value:
+                if line_start and value[:1] == b".":
                     value = b"." + value
-                if value:
-                    line_start = value.endswith(b"\n")
+                line_start = value.endswith(b"\n")
                 out.append(value)
-                piece = static[index][1 if line_start else 0]
+            piece = forms[1] if line_start else forms[0]
             if piece:
                 line_start = piece.endswith(b"\n")
-            out.append(piece)
+                out.append(piece)
         if not line_start:
             out.append(b"\r\n")
         out.append(b".\r\n")
