@@ -526,6 +526,34 @@ def test_a_stop_finishes_messages_in_flight_and_leaves_the_rest_pending(project,
     assert server.copies() == Counter({address: 1 for address in everyone})
 
 
+def test_ctrl_c_mid_send_ends_it_at_once_and_the_next_send_mails_only_who_is_left(project, conn, server):
+    """A KeyboardInterrupt on the thread that owns the database (a Ctrl-C without sending.py's handler)
+    ends the send without hanging; nothing is lost, and only a message in doubt can go twice."""
+    import signal
+
+    server.pipelining = True
+    everyone = add_subscribers(conn, 40)
+    settings = smtp_settings(project, server.port)
+    original = server.handle_DATA
+
+    async def interrupting(smtp, session, envelope):
+        if envelope.rcpt_tos[0] == everyone[10]:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        return await original(smtp, session, envelope)
+
+    server.handle_DATA = interrupting
+    with pytest.raises(KeyboardInterrupt):
+        send_issue(conn, settings, make_rendered())
+    server.handle_DATA = original
+    assert 0 < sum(server.copies().values()) < 40
+
+    resumed = send_issue(conn, settings, make_rendered())
+    assert resumed.status == "done"
+    twice = {address for address, count in server.copies().items() if count > 1}
+    doubted = {row["email"] for row in rows(conn).values() if row["doubted"]}
+    assert set(server.copies()) == set(everyone) and twice <= doubted
+
+
 def test_retries_stop_when_the_next_days_issue_starts(project, conn, server):
     everyone = add_subscribers(conn, 3)
     server.rcpt_replies[everyone[0]] = ["451 4.7.1 Greylisted, please try again later"]

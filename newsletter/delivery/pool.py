@@ -61,14 +61,20 @@ class _Slot:
 
 class _Database:
     """The loop's database calls, made on the thread that owns the connection (SQLite allows no
-    other) while the loop goes on: `serve` runs them until `close`."""
+    other) while the loop goes on: `serve` runs them until `close`, or `fail` refuses them all."""
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._failed: BaseException | None = None
 
     def submit(self, call: Callable[[], T]) -> Future[T]:
         future: Future[T] = Future()
-        self._jobs.put((call, future))
+        with self._lock:
+            if self._failed is not None:
+                future.set_exception(self._failed)
+            else:
+                self._jobs.put((call, future))
         return future
 
     def call(self, call: Callable[[], T]) -> T:
@@ -82,6 +88,18 @@ class _Database:
                     future.set_result(call())
                 except BaseException as err:  # the loop raises it where it waits
                     future.set_exception(err)
+
+    def fail(self, err: BaseException) -> None:
+        """The serving thread gave up (ERR): every call waiting, and every later one, raises ERR."""
+        with self._lock:
+            self._failed = err
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None and job[1].set_running_or_notify_cancel():
+                    job[1].set_exception(err)
 
     def close(self) -> None:
         self._jobs.put(None)
@@ -151,8 +169,9 @@ class PoolRun:
         thread.start()
         try:
             self.database.serve()
-        except BaseException:
+        except BaseException as err:
             self.aborted = True  # e.g. Ctrl-C here: the loop drops its sessions and ends
+            self.database.fail(err)
             thread.join()
             raise
         thread.join()
