@@ -114,7 +114,7 @@ def _issue_article(
         article=article, anchor=anchor, body_html=body,
         sources=_dedupe([*article.sources, *citations(text, settings.newsletter.short_name)]),
         cross_references=tuple(references),
-        summary=_one_line(article.summary) or _first_sentence(text, settings),
+        summary=one_line(article.summary) or _first_sentence(text, settings),
     )
 
 
@@ -212,7 +212,7 @@ def _subject(settings: Settings, day: date, number: int, lead: Article | None) -
         subject = template.format(**values)
     except (ValueError, TypeError) as err:
         raise refuse(f" cannot be filled in ({err}); allowed keys: {allowed}") from err
-    subject = _one_line(subject)
+    subject = one_line(subject)
     if not lead:  # "{short_name} {long_date}: {lead_title}" with no lead: drop the dangling ':'
         subject = subject.rstrip(" :-–—·|,")
     if has_encoded_word(subject):
@@ -220,7 +220,7 @@ def _subject(settings: Settings, day: date, number: int, lead: Article | None) -
     return subject
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """Return TEXT with control characters turned into spaces and whitespace collapsed."""
     return " ".join(FORBIDDEN_CHARS.sub(" ", text).split())
 
@@ -232,9 +232,9 @@ def _preheader(
     _ = i18n.gettext_for(settings)
     when = long_date(day, settings.newsletter.language)
     if lead is None:
-        return _trim(f"{_('No articles today')}{TITLE_JOINER}{settings.newsletter.name}{TITLE_JOINER}{when}")
-    text = _one_line(lead.summary) or _first_sentence(plain_text(lead.tokens), settings)
-    text = _trim(text)
+        return trim_preheader(f"{_('No articles today')}{TITLE_JOINER}{settings.newsletter.name}{TITLE_JOINER}{when}")
+    text = one_line(lead.summary) or _first_sentence(plain_text(lead.tokens), settings)
+    text = trim_preheader(text)
     fillers = [a.title for a in ordered if a is not lead]
     if not text:
         text = lead.title
@@ -242,10 +242,10 @@ def _preheader(
     for filler in fillers:
         if len(text) >= PREHEADER_MIN:
             break
-        text = f"{text}{TITLE_JOINER}{_one_line(filler)}"
-    text = _trim(text)
+        text = f"{text}{TITLE_JOINER}{one_line(filler)}"
+    text = trim_preheader(text)
     if text.casefold() == subject.casefold():
-        text = _trim(f"{text}{TITLE_JOINER}" + _("No. %(number)s") % {"number": number})
+        text = trim_preheader(f"{text}{TITLE_JOINER}" + _("No. %(number)s") % {"number": number})
     return text
 
 
@@ -270,9 +270,9 @@ def _first_sentence(text: str, settings: Settings) -> str:
     return " ".join(re.sub(r"\s+([.,;:!?])", r"\1", first).split())
 
 
-def _trim(text: str) -> str:
+def trim_preheader(text: str) -> str:
     """Return TEXT cut to at most PREHEADER_MAX characters on a word boundary, with an ellipsis."""
-    text = _one_line(text)
+    text = one_line(text)
     if len(text) <= PREHEADER_MAX:
         return text
     cut = text[: PREHEADER_MAX - len(ELLIPSIS) + 1]
@@ -297,4 +297,4 @@ def _dedupe(items: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(i for i in items if i))
 
 
-__all__ = ["build_issue", "long_date", "archive_url", "citations", "MONTHS", "SUBJECT_KEYS"]
+__all__ = ["build_issue", "long_date", "archive_url", "citations", "one_line", "trim_preheader", "MONTHS", "SUBJECT_KEYS"]

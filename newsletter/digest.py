@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from newsletter import i18n, structure
-from newsletter.builder import _one_line, _trim, archive_url, long_date
+from newsletter.builder import one_line, trim_preheader, archive_url, long_date
 from newsletter.errors import NewsletterError
 from newsletter.headers import has_encoded_word
 from newsletter.models import Issue, RenderedIssue, decode_sections
@@ -197,12 +197,12 @@ def make_digest(key: DigestKey, sections: frozenset[str], days: tuple[DigestDay,
     # empty settings (the default): the catalog's wording, in the newsletter's language
     subject_template = settings.digest.subject or _("{name}: the week of {dates}")
     preheader_template = settings.digest.preheader or _("{articles} articles from {issues} issues: {lead_title}")
-    subject = _one_line(_fill("subject", subject_template, values, settings)).rstrip(" :-–—·|,")
-    preheader = _trim(_fill("preheader", preheader_template, values, settings))
+    subject = one_line(_fill("subject", subject_template, values, settings)).rstrip(" :-–—·|,")
+    preheader = trim_preheader(_fill("preheader", preheader_template, values, settings))
     for headline in (a.headline for a in articles[1:]):  # too short for inbox lists: add headlines
         if len(preheader) >= PREHEADER_MIN:
             break
-        preheader = _trim(f"{preheader} · {_one_line(headline)}")
+        preheader = trim_preheader(f"{preheader} · {one_line(headline)}")
     return Digest(key, sections, days, subject, preheader)
 
 
