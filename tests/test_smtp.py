@@ -554,6 +554,35 @@ def test_ctrl_c_mid_send_ends_it_at_once_and_the_next_send_mails_only_who_is_lef
     assert set(server.copies()) == set(everyone) and twice <= doubted
 
 
+@pytest.mark.parametrize("signed", [False, True])
+def test_a_reader_whose_message_cannot_be_made_fails_alone_and_everyone_else_gets_theirs(project, conn, server,
+                                                                                        signed):
+    """A name the header rules refuse (a control character written into the list by hand) fails that
+    row as unbuildable; signed, the messages are made ahead in other threads, and it is the same."""
+    server.pipelining = True
+    everyone = add_subscribers(conn, 20)
+    broken = everyone[7]
+    with store.write(conn):
+        conn.execute("UPDATE subscribers SET name = ? WHERE email = ?", ("Eve\x07 Example", broken))
+    settings = smtp_settings(project, server.port)
+    if signed:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (project / "dkim.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                             serialization.PrivateFormat.PKCS8,
+                                                             serialization.NoEncryption()))
+        settings = settings.replace("dkim", selector="news2026", domain="newsletter.example.org", key_file="dkim.pem")
+
+    report = send_issue(conn, settings, make_rendered())
+
+    assert report.written == 19 and report.failed == 1
+    assert server.copies() == Counter({address: 1 for address in everyone if address != broken})
+    assert (rows(conn)[broken]["state"], rows(conn)[broken]["reason"]) == ("failed", "unbuildable")
+    assert all(b"DKIM-Signature:" in raw for _, _, raw in server.received) == signed
+
+
 def test_retries_stop_when_the_next_days_issue_starts(project, conn, server):
     everyone = add_subscribers(conn, 3)
     server.rcpt_replies[everyone[0]] = ["451 4.7.1 Greylisted, please try again later"]
