@@ -28,6 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from newsletter.addresses import ascii_address
 from newsletter.delivery import ledger
 from newsletter.delivery.connection import Attempt, AttemptKind, ConnectionTrouble
 from newsletter.delivery.group_commit import GroupCommit
@@ -341,8 +342,6 @@ class PoolRun:
             self.rows.popleft()
             self.made.pop(row.subscriber.id, None)
             try:
-                from newsletter.addresses import ascii_address
-
                 data = ahead[0].result()[ahead[1]] if ahead is not None else self.make_data(row)
                 if isinstance(data, NewsletterError):
                     raise data
