@@ -387,7 +387,7 @@ class PoolRun:
         for slot in self.slots.values():
             until = min(until, slot.not_before)
         for session in self.sessions:
-            if session.deadline:
+            if session.awaiting:
                 until = min(until, session.deadline)
         return max(until - now, 0.0)
 
@@ -408,8 +408,7 @@ class PoolRun:
                 session.readable()
         now = time.monotonic()
         for session in self.sessions:
-            if session.deadline and now >= session.deadline:
-                session.expire(now)
+            session.expire(now)
 
     # --- what the sessions say (session.Listener) -----------------------------------------------
 

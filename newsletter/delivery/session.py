@@ -123,7 +123,7 @@ class Session:
         self.current: Message | None = None  # the message whose transaction is open
         self.held: Message | None = None  # body out and recorded, its final "." waiting
         self.dead = False  # a reply blamed our side: this session sends nothing more
-        self.deadline = 0.0  # when what is awaited times out (0: nothing awaited)
+        self.deadline = 0.0  # when what is awaited times out (see `awaiting`)
         self._expect: deque[tuple[_Stage, Message | None]] = deque()
         self._out: deque[tuple[memoryview, Callable[[], None] | None]] = deque()
         self._reader = ReplyReader()
@@ -220,9 +220,14 @@ class Session:
     def writable(self) -> None:
         self._flush()
 
+    @property
+    def awaiting(self) -> bool:
+        """Whether a reply is awaited or bytes wait to go out (then `deadline` counts)."""
+        return bool(self._expect or self._out) and self.sock is not None
+
     def expire(self, now: float) -> None:
-        """Time out what is awaited, if its deadline passed."""
-        if self.deadline and now >= self.deadline and self.sock is not None:
+        """Time out what is awaited, if its deadline passed (waiting for a commit never times out)."""
+        if self.awaiting and now >= self.deadline:
             self._lost("no reply in time (timeout)")
 
     def close(self) -> None:
@@ -298,7 +303,8 @@ class Session:
         self._writing = False
 
     def _touch(self) -> None:
-        self.deadline = time.monotonic() + self.config.timeout if self._expect or self._out else 0.0
+        """Something moved: what is awaited now has the whole timeout again."""
+        self.deadline = time.monotonic() + self.config.timeout
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -488,7 +494,7 @@ def send_now(session: Session, message: Message) -> Attempt:
         while not listener.results and session.sock is not None:
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if session._out else 0)
             selector.register(session.sock, events)
-            ready = selector.select(max(session.deadline - time.monotonic(), 0.0) if session.deadline
+            ready = selector.select(max(session.deadline - time.monotonic(), 0.0) if session.awaiting
                                     else session.config.timeout)
             selector.unregister(session.sock)
             for _, mask in ready:
