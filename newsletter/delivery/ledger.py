@@ -416,25 +416,27 @@ def record(
                 " WHERE issue_day = ? AND subscriber_id = ? AND state = 'claimed'",
                 [(now, key, sid) for sid in data_sent],
             )
-        for outcome in outcomes:
-            if outcome.state == IN_DOUBT:
-                # SET expressions see the row as it was: `doubted = 0` is the count before this one
-                conn.execute(
-                    "UPDATE deliveries SET doubted = doubted + 1, last_reply = ?, updated_at = ?,"
-                    " state = CASE WHEN ? = 'retry' AND doubted = 0 THEN 'retry' ELSE 'in_doubt' END,"
-                    " next_attempt_at = ?"
-                    " WHERE issue_day = ? AND subscriber_id = ? AND state = 'data_sent'",
-                    (outcome.reply, now, in_doubt, outcome.retry_at or now, key, outcome.subscriber_id),
-                )
-                continue
-            if outcome.state not in (SENT, RETRY, FAILED):
-                raise ValueError(f"an attempt cannot end in {outcome.state!r}")
-            conn.execute(
+        doubted = [outcome for outcome in outcomes if outcome.state == IN_DOUBT]
+        ended = [outcome for outcome in outcomes if outcome.state != IN_DOUBT]
+        if doubted:
+            # SET expressions see the row as it was: `doubted = 0` is the count before this one
+            conn.executemany(
+                "UPDATE deliveries SET doubted = doubted + 1, last_reply = ?, updated_at = ?,"
+                " state = CASE WHEN ? = 'retry' AND doubted = 0 THEN 'retry' ELSE 'in_doubt' END,"
+                " next_attempt_at = ?"
+                " WHERE issue_day = ? AND subscriber_id = ? AND state = 'data_sent'",
+                [(o.reply, now, in_doubt, o.retry_at or now, key, o.subscriber_id) for o in doubted],
+            )
+        if ended:
+            if any(outcome.state not in (SENT, RETRY, FAILED) for outcome in ended):
+                raise ValueError(f"an attempt cannot end in {[o.state for o in ended]!r}")
+            conn.executemany(  # one statement for all of them: most commits record several
                 "UPDATE deliveries SET state = ?, last_reply = ?, reason = ?, next_attempt_at = ?, updated_at = ?"
                 " WHERE issue_day = ? AND subscriber_id = ? AND state IN ('claimed', 'data_sent')",
-                (outcome.state, outcome.reply, outcome.reason,
-                 outcome.retry_at if outcome.state == RETRY else None, now, key, outcome.subscriber_id),
+                [(o.state, o.reply, o.reason, o.retry_at if o.state == RETRY else None, now, key, o.subscriber_id)
+                 for o in ended],
             )
+        for outcome in ended:
             if outcome.bounce:
                 subscribers.record_bounce(conn, outcome.subscriber_id, now=now)
         if claim <= 0:
