@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from newsletter.addresses import ascii_domain
 from newsletter.dkim_canon import (
-    Canonicalization, SplicedBody, body_hash, head_of, signed_header_data, split_message,
+    Canonicalization, SignedHeaders, SplicedBody, body_hash, head_of, head_segments, split_message,
 )
 from newsletter.errors import HeaderError, SettingsError
 from newsletter.settings import Settings
@@ -52,6 +52,7 @@ MIN_RSA_BITS = 2048
 _DKIM_SELECTOR = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _LINE = 78  # where the DKIM-Signature header is folded
 _BH_SLOT = b"#" * 44  # where bh= goes in a folded header
+_PKCS1, _SHA256 = padding.PKCS1v15(), hashes.SHA256()
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class SigningKey:
         """Return the signature of DATA (the header hash input) for the b= tag."""
         if isinstance(self.private, Ed25519PrivateKey):  # RFC 8463: Ed25519 over the SHA-256 digest
             return self.private.sign(hashlib.sha256(data).digest())
-        return self.private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        return self.private.sign(data, _PKCS1, _SHA256)
 
 
 def _fold(pieces: Sequence[bytes], line: bytes) -> tuple[bytes, bytes]:
@@ -100,7 +101,9 @@ class DkimSigner:
         names = [name + b":" for name in self.headers]
         names[-1] = names[-1][:-1]
         self._h = names  # the h= value, in pieces it may be folded between
-        self._prefixes: dict[tuple[bytes, int], list[bytes]] = {}
+        self._fields = SignedHeaders(self.canon, self.headers)
+        # per key: the moment of the last prefix made, and that prefix as written and canonical, cut at bh=
+        self._prefixes: dict[bytes, tuple[int, tuple[bytes, bytes], tuple[bytes, bytes]]] = {}
 
     def __repr__(self) -> str:
         return f"DkimSigner(domain={self.domain.decode()!r}, keys={list(self.keys)!r}, {self.canon.value})"
@@ -115,28 +118,44 @@ class DkimSigner:
         spliced = SplicedBody.make(self.canon, segments)
         return SplicedSigner(self, tuple(segments), spliced) if spliced is not None else None
 
-    def signature(self, head: bytes, digest: bytes, moment: int) -> bytes:
-        """Return the DKIM-Signature headers for the header block HEAD and the body's SHA-256 DIGEST."""
+    def signature(self, head: bytes, digest: bytes, moment: int, fields: SignedHeaders | None = None) -> bytes:
+        """Return the DKIM-Signature headers for the header block HEAD and the body's SHA-256 DIGEST.
+
+        FIELDS canonicalizes HEAD's signed fields (a template's, with its static fields done once);
+        they are the same data for every key, so they are made once per message.
+        """
         out = []
         bh = body_hash(digest)
+        signed = (fields or self._fields).data(head)
         for key in self.keys:
-            prefix = self._prefix(key, bh, moment)
-            data = signed_header_data(self.canon, head, self.headers, prefix)
-            value = base64.b64encode(key.sign(data))  # folded: " b=" and 75 octets, then 77 a line
+            written, canonical = self._prefix(key, moment)
+            value = base64.b64encode(key.sign(signed + canonical[0] + bh + canonical[1]))
+            # folded: " b=" and 75 octets, then 77 a line
             rest = b"".join(b"\r\n " + value[i:i + _LINE - 1] for i in range(_LINE - 3, len(value), _LINE - 1))
-            out.append(prefix + value[: _LINE - 3] + rest + b"\r\n")
+            out.append(written[0] + bh + written[1] + value[: _LINE - 3] + rest + b"\r\n")
         return b"".join(out)
 
-    def _prefix(self, key: SigningKey, bh: bytes, moment: int) -> bytes:
-        """Return KEY's DKIM-Signature header as written, up to its empty b= (what is signed)."""
-        cached = self._prefixes.get((key.selector, moment))
-        if cached is None:  # folded once per key and moment: bh= is always 44 octets (SHA-256 in base64)
-            first = (b"DKIM-Signature: v=1; a=" + key.algorithm + b"; c=" + self.canon.value.encode()
-                     + b"; d=" + self.domain + b";")
-            folded, line = _fold([b" s=" + key.selector + b";", b" t=%d;" % moment, b" q=dns/txt;", b" h="]
-                                 + self._h + [b";", b" bh=" + _BH_SLOT + b";"], first)
-            cached = self._prefixes[(key.selector, moment)] = (folded + line + b"\r\n b=").split(_BH_SLOT)
-        return cached[0] + bh + cached[1]
+    def _prefix(self, key: SigningKey, moment: int) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+        """Return KEY's DKIM-Signature header up to its empty b= (what is signed), as written and in
+        canonical form (no final CRLF), each cut where the bh= value goes."""
+        cached = self._prefixes.get(key.selector)
+        if cached is not None and cached[0] == moment:
+            return cached[1], cached[2]
+        # folded once per key and moment: bh= is always 44 octets (SHA-256 in base64), and neither
+        # it nor the slot holds a space or a line break, so canonicalizing around the slot is exact
+        first = (b"DKIM-Signature: v=1; a=" + key.algorithm + b"; c=" + self.canon.value.encode()
+                 + b"; d=" + self.domain + b";")
+        folded, line = _fold([b" s=" + key.selector + b";", b" t=%d;" % moment, b" q=dns/txt;", b" h="]
+                             + self._h + [b";", b" bh=" + _BH_SLOT + b";"], first)
+        prefix = folded + line + b"\r\n b="
+        written, canonical = _cut(prefix), _cut(self.canon.header(prefix)[:-2])
+        self._prefixes[key.selector] = (moment, written, canonical)  # one moment kept: `serve` signs for months
+        return written, canonical
+
+
+def _cut(prefix: bytes) -> tuple[bytes, bytes]:
+    before, after = prefix.split(_BH_SLOT)
+    return before, after
 
 
 class SplicedSigner:
@@ -146,6 +165,7 @@ class SplicedSigner:
         self._signer = signer
         self._segments = segments
         self._body = body
+        self._fields = SignedHeaders(signer.canon, signer.headers, head_segments(segments, body))
         self._moment = int(signer._clock())  # t=: when the issue's signing started
 
     def signature(self, values: Sequence[bytes]) -> bytes:
@@ -157,7 +177,7 @@ class SplicedSigner:
                 parts += (value, segment)
             body = split_message(b"".join(parts))[1]
             digest = hashlib.sha256(self._signer.canon.body(body)).digest()
-        return self._signer.signature(head_of(self._segments, values, self._body), digest, self._moment)
+        return self._signer.signature(head_of(self._segments, values, self._body), digest, self._moment, self._fields)
 
 
 class DkimpySigner:

@@ -77,9 +77,59 @@ def header_fields(head: bytes) -> dict[bytes, list[bytes]]:
     """Return HEAD's fields (no final CRLF) by lower-case name, in their order."""
     fields: dict[bytes, list[bytes]] = {}
     for field in _FIELD_END.split(head[:-2] if head.endswith(b"\r\n") else head):
-        name = field.split(b":", 1)[0].rstrip(b" \t").lower()
-        fields.setdefault(name, []).append(field)
+        fields.setdefault(_name(field), []).append(field)
     return fields
+
+
+def _name(field: bytes) -> bytes:
+    return field.split(b":", 1)[0].rstrip(b" \t").lower()
+
+
+class SignedHeaders:
+    """The part of the signed data that the header fields named in h= make, for header blocks.
+
+    Canonicalizing a field is pure, so the fields of KNOWN_HEADS (a template's static header
+    segments: everything but To, Message-ID and List-Unsubscribe) are canonicalized once here,
+    and per message only the fields that hold a personal value are.
+    """
+
+    def __init__(self, canon: Canonicalization, names: Sequence[bytes], known_heads: Sequence[bytes] = ()) -> None:
+        self.canon = canon
+        self.names = tuple(names)
+        self._unique = len(set(self.names)) == len(self.names)  # h= names each header once: the last one counts
+        self._known: dict[bytes, tuple[bytes, bytes]] = {}
+        for head in known_heads:
+            for field in _FIELD_END.split(head):
+                if field:
+                    self._known[field] = (_name(field), canon.header(field))
+
+    def data(self, head: bytes) -> bytes:
+        """Return the canonical fields of HEAD (through its last CRLF) that h= names, bottom-up (RFC 6376 §5.4.2).
+
+        A name absent from HEAD contributes nothing, so nobody can add that header on the way.
+        """
+        if not self._unique:
+            return self._data_in_order(head)
+        known = self._known
+        last: dict[bytes, tuple[bytes, bytes | None]] = {}
+        for field in _FIELD_END.split(head[:-2] if head.endswith(b"\r\n") else head):
+            entry = known.get(field)
+            if entry is None:
+                name = _name(field)
+                last[name] = (field, None)
+            else:
+                last[entry[0]] = (field, entry[1])
+        out = []
+        for name in self.names:
+            found = last.get(name)
+            if found is not None:
+                out.append(found[1] if found[1] is not None else self.canon.header(found[0]))
+        return b"".join(out)
+
+    def _data_in_order(self, head: bytes) -> bytes:
+        # a name listed twice signs the last field of that name, then the one above it (§5.4.2)
+        fields = header_fields(head)
+        return b"".join(self.canon.header(fields[name].pop()) for name in self.names if fields.get(name))
 
 
 def signed_header_data(
@@ -87,17 +137,9 @@ def signed_header_data(
 ) -> bytes:
     """Return the data a signature covers: the NAMES' fields of HEAD (bottom-up), then SIGNATURE_PREFIX.
 
-    SIGNATURE_PREFIX is the DKIM-Signature header as it will be written, ending in `b=`; a name
-    absent from HEAD contributes nothing, so nobody can add that header on the way.
+    SIGNATURE_PREFIX is the DKIM-Signature header as it will be written, ending in `b=`.
     """
-    fields = header_fields(head)
-    out = []
-    for name in names:
-        found = fields.get(name)
-        if found:
-            out.append(canon.header(found.pop()))
-    out.append(canon.header(signature_prefix)[:-2])
-    return b"".join(out)
+    return SignedHeaders(canon, names).data(head) + canon.header(signature_prefix)[:-2]
 
 
 def body_hash(digest: bytes) -> bytes:
@@ -155,6 +197,11 @@ class SplicedBody:
         return state.digest()
 
 
+def head_segments(segments: Sequence[bytes], spliced: SplicedBody) -> tuple[bytes, ...]:
+    """Return the static pieces of SEGMENTS' header block (the values between them are left out)."""
+    return tuple(segments[: spliced.head_index]) + (segments[spliced.head_index][: spliced.body_start - 2],)
+
+
 def head_of(segments: Sequence[bytes], values: Sequence[bytes], spliced: SplicedBody) -> bytes:
     """Return the header block of the message SEGMENTS and VALUES make, through its last CRLF."""
     out = []
@@ -165,5 +212,5 @@ def head_of(segments: Sequence[bytes], values: Sequence[bytes], spliced: Spliced
     return b"".join(out)
 
 
-__all__ = ["Canonicalization", "SplicedBody", "body_hash", "head_of", "header_fields", "signed_header_data",
-           "split_message"]
+__all__ = ["Canonicalization", "SignedHeaders", "SplicedBody", "body_hash", "head_of", "head_segments",
+           "header_fields", "signed_header_data", "split_message"]

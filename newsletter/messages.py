@@ -16,9 +16,8 @@ import hashlib
 import html
 import logging
 import re
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from datetime import date, datetime
 from email import policy as email_policy
 from email import quoprimime
@@ -28,6 +27,7 @@ from pathlib import Path
 
 
 from newsletter import i18n
+from newsletter.ahead import Ahead
 from newsletter.addresses import ascii_address, ascii_domain, ascii_mailbox
 from newsletter.dkim import DKIM_SIGNED_HEADERS, DkimSigner, dkim_signer, sign
 from newsletter.errors import BuildError, SettingsError
@@ -100,6 +100,10 @@ def message_id(day: date, subscriber_id: int, domain: str) -> str:
 def message_ids(day: date, domain: str) -> Callable[[int], str]:
     """Return `message_id` for DAY's issue as a function of the subscriber id (the per-issue work done once)."""
     return _MessageIds(day, domain)
+
+
+def _subscriber_id(subscriber: Subscriber) -> int:
+    return subscriber.id
 
 
 # --- input checks --------------------------------------------------------------------------------
@@ -431,9 +435,8 @@ class MessageTemplate:
             lines=tuple(text_lines + html_lines), signer=signer,
         )
 
-    def made_ahead(self, subscribers: Sequence[Subscriber], pool: Executor | None,
-                   window: int = 8) -> Callable[[Subscriber], bytes]:
-        """Return `personalize_file` for SUBSCRIBERS asked for in their order, the next WINDOW made ahead in POOL.
+    def made_ahead(self, subscribers: Sequence[Subscriber], pool: Executor | None) -> Callable[[Subscriber], bytes]:
+        """Return `personalize_file` for SUBSCRIBERS asked for in their order, made ahead in POOL (ahead.Ahead).
 
         Signing is most of a signed message's cost and OpenSSL and hashlib release the GIL, so
         signing ahead in POOL's threads overlaps it with the caller's writing. Without a POOL or a
@@ -441,7 +444,7 @@ class MessageTemplate:
         """
         if pool is None or self._dkim is None:
             return self.personalize_file
-        return _Ahead(self.personalize_file, subscribers, pool, window)
+        return Ahead(self.personalize_file, subscribers, pool, key=_subscriber_id)
 
     def envelope_sender(self, subscriber: Subscriber) -> str | None:
         """Return SUBSCRIBER's envelope sender under [sender] bounce_address (VERP), or None: the From address."""
@@ -453,10 +456,10 @@ class MessageTemplate:
         A Return-Path is what the receiving end adds on delivery, so it is in the file (which stands
         for a delivered message) and never on the wire; DKIM does not sign it.
         """
-        data = self.personalize(subscriber)
         if self._verp is None:
-            return data
-        return b"Return-Path: <" + self._verp.address(self.day, subscriber.id).encode("ascii") + b">\r\n" + data
+            return self._make(subscriber)
+        return self._make(subscriber, b"Return-Path: <" + self._verp.address(self.day, subscriber.id).encode("ascii")
+                          + b">\r\n")
 
     @property
     def signs_spliced(self) -> bool:
@@ -491,40 +494,21 @@ class MessageTemplate:
 
     def personalize(self, subscriber: Subscriber) -> bytes:
         """Return SUBSCRIBER's message: the reference's bytes, spliced instead of rebuilt, then signed."""
+        return self._make(subscriber)
+
+    def _make(self, subscriber: Subscriber, front: bytes = b"") -> bytes:
+        """Return FRONT (header lines nobody signs), then SUBSCRIBER's signed message, joined once."""
         values = self.values(subscriber)
         segments = self.segments
-        out = [segments[0]]
+        out = [front, segments[0]]
         for value, segment in zip(values, segments[1:]):
             out.append(value)
             out.append(segment)
         if self._dkim is not None:
-            return self._dkim.signature(values) + b"".join(out)
-        return self.signer(b"".join(out))
-
-
-class _Ahead:
-    """MAKE for each of SUBSCRIBERS in order, WINDOW of them at a time submitted to POOL ahead of asking."""
-
-    def __init__(self, make: Callable[[Subscriber], bytes], subscribers: Sequence[Subscriber], pool: Executor,
-                 window: int) -> None:
-        self._make = make
-        self._pool = pool
-        self._todo = iter(subscribers)
-        self._queue: deque[tuple[int, Future[bytes]]] = deque()
-        for _ in range(window):
-            self._submit()
-
-    def _submit(self) -> None:
-        subscriber = next(self._todo, None)
-        if subscriber is not None:
-            self._queue.append((subscriber.id, self._pool.submit(self._make, subscriber)))
-
-    def __call__(self, subscriber: Subscriber) -> bytes:
-        if self._queue and self._queue[0][0] == subscriber.id:
-            _, future = self._queue.popleft()
-            self._submit()
-            return future.result()
-        return self._make(subscriber)  # asked out of order: made here
+            out[0] = front + self._dkim.signature(values)  # a 170 KB message is copied once, not twice
+        elif self.signer is not sign:  # a signer that needs the whole message (the reference)
+            return front + self.signer(b"".join(out))
+        return b"".join(out)
 
 
 __all__ = [
