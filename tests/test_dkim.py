@@ -8,6 +8,7 @@ import email.policy
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -313,6 +314,47 @@ def test_proof_copies_are_signed(project, keys):
                          transport="outbox")
 
     assert verified(report.files[0].read_bytes(), keys) == [True, True]
+
+
+def test_a_signed_outbox_send_writes_every_reader_but_the_broken_ones_and_every_file_verifies(project, keys):
+    """Messages are signed ahead in chunks: a reader whose message cannot be made fails alone, mid-chunk."""
+    from factories import make_rendered, send_unchecked
+
+    from newsletter import store
+
+    settings = signed_settings(project, keys, ed25519=True)
+    conn = store.connect(settings.database_path)
+    now = store.now_iso()
+    names = [f"Reader {n}" for n in range(30)]
+    names[5] = names[6] = "Broken\r\nBcc: x@example.net"  # two in a row, inside one chunk of made-ahead messages
+    with store.write(conn):
+        conn.executemany("INSERT INTO subscribers (email, email_key, name, status, created_at, updated_at)"
+                         " VALUES (?, ?, ?, 'active', ?, ?)",
+                         [(f"r{n}@example.net", f"r{n}@example.net", name, now, now) for n, name in enumerate(names)])
+    report = send_unchecked(conn, settings.replace("delivery", batch_size=12), make_rendered())
+    conn.close()
+
+    files = sorted((settings.outbox_dir / "2026-11-26" / "mail" / "new").glob("*.eml"))
+    assert (report.written, report.failed) == (28, 2)
+    assert len(files) == 28
+    for path in files:
+        assert verified(path.read_bytes(), keys) == [True, True], path
+
+
+def test_a_signer_running_for_days_stamps_each_moment_and_keeps_one_prefix_per_key(project, keys):
+    """`serve` signs confirmations for months: each signature carries its own t=, and nothing piles up."""
+    start = int(time.time()) - 600 * 3600  # dkimpy refuses a t= in the future
+    moments = iter(range(start, start + 500 * 3600, 3600))
+    signer = DkimSigner("newsletter.example.org", messages.dkim_signer(signed_settings(project, keys, ed25519=True)).keys,
+                        clock=lambda: next(moments))
+    raw = messages.MessageTemplate.build(rendered(), signed_settings(project, keys), KEY, WHEN).personalize(ADA)
+
+    signed = [signer(raw) for _ in range(500)]
+
+    assert [int(re.search(rb" t=(\d+);", each)[1]) for each in signed[::100]] == list(
+        range(start, start + 500 * 3600, 100 * 3600))
+    assert verified(signed[-1], keys) == [True, True]
+    assert len(signer._prefixes) == len(signer.keys)  # one moment kept per key, not one per second signed
 
 
 def test_a_key_from_dknewkey_a_base64_seed_signs_too(project, keys):
