@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 from newsletter import i18n
-from newsletter.ahead import Ahead
+from newsletter.ahead import WINDOW, Ahead
 from newsletter.addresses import ascii_address, ascii_domain, ascii_mailbox
 from newsletter.dkim import DKIM_SIGNED_HEADERS, DkimSigner, dkim_signer, sign
 from newsletter.errors import BuildError, SettingsError
@@ -435,8 +435,10 @@ class MessageTemplate:
             lines=tuple(text_lines + html_lines), signer=signer,
         )
 
-    def made_ahead(self, subscribers: Sequence[Subscriber], pool: Executor | None) -> Callable[[Subscriber], bytes]:
-        """Return `personalize_file` for SUBSCRIBERS asked for in their order, made ahead in POOL (ahead.Ahead).
+    def made_ahead(self, subscribers: Sequence[Subscriber], pool: Executor | None,
+                   window: int = WINDOW) -> Callable[[Subscriber], bytes]:
+        """Return `personalize_file` for SUBSCRIBERS asked for in their order, made ahead in POOL (ahead.Ahead,
+        WINDOW chunks at a time).
 
         Signing is most of a signed message's cost and OpenSSL and hashlib release the GIL, so
         signing ahead in POOL's threads overlaps it with the caller's writing. Without a POOL or a
@@ -444,7 +446,7 @@ class MessageTemplate:
         """
         if pool is None or self._dkim is None:
             return self.personalize_file
-        return Ahead(self.personalize_file, subscribers, pool, key=_subscriber_id)
+        return Ahead(self.personalize_file, subscribers, pool, key=_subscriber_id, window=window)
 
     def envelope_sender(self, subscriber: Subscriber) -> str | None:
         """Return SUBSCRIBER's envelope sender under [sender] bounce_address (VERP), or None: the From address."""

@@ -15,6 +15,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from newsletter.ahead import WINDOW
 from newsletter.errors import DeliveryError
 from newsletter.models import RenderedIssue, Subscriber, decode_sections, encode_sections
 
@@ -110,8 +111,11 @@ class IssueTemplates:
     def made_ahead(self, rows: Sequence[Claimed], pool: Executor | None) -> Callable[[Claimed], bytes]:
         """Return `personalize_file` for ROWS asked for in their order, each variant's made ahead in POOL
         (MessageTemplate.made_ahead: signing overlaps the caller's writing)."""
-        ahead = {key: template.made_ahead([row.subscriber for row in rows if row.variant == key], pool)
-                 for key, template in self._templates.items() if any(row.variant == key for row in rows)}
+        keys = [key for key in self._templates if any(row.variant == key for row in rows)]
+        window = max(1, WINDOW // max(1, len(keys)))  # the variants share one window: messages waiting stay few
+        ahead = {key: self._templates[key].made_ahead([row.subscriber for row in rows if row.variant == key], pool,
+                                                      window=window)
+                 for key in keys}
 
         def make(row: Claimed) -> bytes:
             made = ahead.get(row.variant)
