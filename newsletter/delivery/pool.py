@@ -143,6 +143,7 @@ class PoolRun:
         self.signers = ThreadPoolExecutor(_SIGNERS, thread_name_prefix="smtp-sign") if sign_ahead else None
         # subscriber id → the chunk making its message ahead, and its place in it
         self.made: dict[int, tuple[Future[list[bytes | NewsletterError]], int]] = {}
+        self.sleeping = self.woken = False  # the loop is in (or going into) select; another thread woke it
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -254,10 +255,17 @@ class PoolRun:
         return made
 
     def _wake(self, _: object = None) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:
-            pass  # the pair is full (the loop is awake anyway) or closed (the run is over)
+        """A commit or a chunk of messages is done (another thread): wake the loop if it sleeps.
+
+        Writing to the pair costs that thread a wait for the GIL, so it is written only while the
+        loop sleeps (or is about to); `_poll` checks `woken` before it sleeps, so no wake is lost.
+        """
+        self.woken = True
+        if self.sleeping:
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:
+                pass  # the pair is full (the loop is awake anyway) or closed (the run is over)
 
     def _give_back(self) -> None:
         """A stop or a trip: rows no session started go back to pending."""
@@ -392,8 +400,11 @@ class PoolRun:
         return max(until - now, 0.0)
 
     def _poll(self, timeout: float) -> None:
-        """Wait up to TIMEOUT for a socket, then act on every one that is ready."""
-        for key, mask in self.selector.select(timeout):
+        """Wait up to TIMEOUT for a socket (or a commit or a chunk being done), then act on what is ready."""
+        self.sleeping = True
+        ready = self.selector.select(0.0 if self.woken else timeout)
+        self.sleeping = self.woken = False
+        for key, mask in ready:
             session = key.data
             if session is None:
                 try:
