@@ -46,7 +46,7 @@ def _server_url() -> tuple[str, object | None]:
     sys.path.insert(0, str(REPO / "tests"))
     from pg_server import Server
 
-    server = Server()
+    server = Server(durable=os.environ.get('PGSPEED_FAST') != '1')
     if reason := server.start():
         server.stop()
         raise SystemExit(f"skipped: {reason}")

@@ -108,6 +108,41 @@ def _rows(cursor: Any):
     return make
 
 
+class _Deferred:
+    """The cursor of a statement a batched write has not sent yet: reading its result sends it."""
+
+    __slots__ = ("_conn", "_rows", "_rowcount")
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._rows: Iterator[Any] | None = None
+        self._rowcount = -1
+
+    def done(self, rowcount: int, rows: list[Any]) -> None:
+        self._rowcount, self._rows = rowcount, iter(rows)
+
+    def _result(self) -> Iterator[Any]:
+        if self._rows is None:
+            self._conn._flush()
+        if self._rows is None:
+            raise StoreError(f"{shown(self._conn.url)}: a statement's result was read after its transaction ended")
+        return self._rows
+
+    @property
+    def rowcount(self) -> int:
+        self._result()
+        return self._rowcount
+
+    def fetchone(self) -> Any:
+        return next(self._result(), None)
+
+    def fetchall(self) -> list[Any]:
+        return list(self._result())
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._result()
+
+
 # ----------------------------------------------------------------------------- the connection
 
 class Connection:
@@ -117,8 +152,10 @@ class Connection:
         self.url = url
         self._pool = pool
         self._raw: psycopg.Connection | None = pool.getconn()
-        self.total_changes = 0
+        self._changes = 0
         self._writing = False
+        self._queue: list[tuple[str, _Deferred | None]] | None = None  # a batched write's statements not sent yet
+        self._binder: psycopg.ClientCursor | None = None
 
     @property
     def raw(self) -> psycopg.Connection:
@@ -126,16 +163,27 @@ class Connection:
             raise StoreError(f"{shown(self.url)}: the database connection was closed")
         return self._raw
 
+    @property
+    def total_changes(self) -> int:
+        """Rows changed through this connection so far (sqlite3's total_changes)."""
+        if self._queue:
+            self._flush()
+        return self._changes
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self._queue is not None:
+            return self._defer(sql, params)
         try:
             cursor = self.raw.execute(translate(sql), tuple(params))  # never None: % is always read
         except psycopg.OperationalError as err:
             raise self.error(err, self._writing) from err
         if cursor.rowcount > 0 and cursor.description is None:
-            self.total_changes += cursor.rowcount
+            self._changes += cursor.rowcount
         return cursor
 
     def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any:
+        if self._queue is not None:
+            return [self._defer(sql, row) for row in params]
         cursor = self.raw.cursor()
         params = list(params)
         if not params:
@@ -145,13 +193,23 @@ class Connection:
         except psycopg.OperationalError as err:
             raise self.error(err, self._writing) from err
         if cursor.rowcount > 0:
-            self.total_changes += cursor.rowcount
+            self._changes += cursor.rowcount
         return cursor
 
     @contextlib.contextmanager
-    def write(self, queued: bool = True) -> Iterator[Connection]:
+    def write(self, queued: bool = True, batched: bool = False) -> Iterator[Connection]:
         """One transaction that writers on every host take in turn (see the module's docstring); not
-        QUEUED, one that locks the rows it changes itself (SELECT … FOR UPDATE SKIP LOCKED)."""
+        QUEUED, one that locks the rows it changes itself (SELECT … FOR UPDATE SKIP LOCKED).
+
+        BATCHED, the block's statements wait in this process until a result of one is read (its
+        rows, its rowcount, total_changes), then go with everything before them in one round trip;
+        the rest go with COMMIT. A commit of the SMTP send, which the final "." of a message waits
+        for, then takes one round trip instead of one per statement and three for the transaction.
+        """
+        if batched:
+            with self._batched(queued):
+                yield self
+            return
         raw = self.raw
         try:
             # one round trip for both (each commit of a send waits for its transaction's round trips)
@@ -174,6 +232,55 @@ class Connection:
         except psycopg.Error as err:
             self._rollback()
             raise self.error(err, writing=True) from err
+
+    @contextlib.contextmanager
+    def _batched(self, queued: bool) -> Iterator[None]:
+        # A statement that fails makes the server skip the rest of its round trip (COMMIT too), and
+        # its error cannot be told from the transaction's: every database error is a StoreError.
+        self._queue = [("BEGIN", None)]
+        if queued:
+            self._queue.append((f"SELECT pg_advisory_xact_lock({WRITE_LOCK})", None))
+        self._writing = True
+        try:
+            yield
+            self._queue.append(("COMMIT", None))
+            self._flush()
+        except BaseException as err:
+            self._rollback()
+            if isinstance(err, psycopg.Error):
+                raise self.error(err, writing=True) from err
+            raise
+        finally:
+            self._queue = None
+            self._writing = False
+
+    def _defer(self, sql: str, params: Sequence[Any]) -> _Deferred:
+        """Queue SQL with its PARAMS bound here (one round trip carries many statements only without
+        parameters the server binds); return the cursor that reads its result when asked."""
+        assert self._queue is not None
+        if self._binder is None:
+            self._binder = psycopg.ClientCursor(self.raw)  # psycopg's own quoting, as the server would bind
+        deferred = _Deferred(self)
+        self._queue.append((self._binder.mogrify(translate(sql), tuple(params)), deferred))
+        return deferred
+
+    def _flush(self) -> None:
+        """Send the queued statements in one round trip and hand each its result."""
+        if not self._queue:
+            return
+        queue, self._queue = self._queue, []
+        try:
+            # no parameters: psycopg sends the text as is, several statements in one query
+            cursor = self.raw.execute(";\n".join(text for text, _ in queue))
+        except psycopg.Error as err:
+            raise self.error(err, writing=True) from err
+        for _, deferred in queue:
+            rows = cursor.fetchall() if cursor.description is not None else []
+            if cursor.description is None and cursor.rowcount > 0:
+                self._changes += cursor.rowcount
+            if deferred is not None:
+                deferred.done(cursor.rowcount, rows)
+            cursor.nextset()
 
     @contextlib.contextmanager
     def advisory_lock(self, key: int) -> Iterator[bool]:

@@ -330,16 +330,19 @@ def skip_locked(conn: object, table: str) -> str:
 
 
 @contextlib.contextmanager
-def write(conn: sqlite3.Connection, *, rows_locked: bool = False) -> Iterator[sqlite3.Connection]:
+def write(conn: sqlite3.Connection, *, rows_locked: bool = False,
+          batched: bool = False) -> Iterator[sqlite3.Connection]:
     """Run the block in one BEGIN IMMEDIATE transaction: commit on success, roll back on any error.
 
     A database that cannot be written (full disk, read-only, corrupted) raises StoreError naming
     the file and the cause; the transaction is rolled back, so nothing of the block is recorded.
     On PostgreSQL the same, on every host at once (postgres.Connection.write); with ROWS_LOCKED the
     block locks the rows it changes itself (`skip_locked`), and does not wait for other writers.
+    BATCHED (PostgreSQL; SQLite has no round trips to save): the block's statements are sent together,
+    when a result is read and at COMMIT (postgres.Connection.write); every database error is a StoreError.
     """
     if is_postgres(conn):
-        with conn.write(queued=not rows_locked):  # type: ignore[attr-defined]
+        with conn.write(queued=not rows_locked, batched=batched):  # type: ignore[attr-defined]
             yield conn
         return
     try:

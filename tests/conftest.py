@@ -30,7 +30,7 @@ BOTH_BACKENDS = frozenset({
     "test_sending.py", "test_feedback.py", "test_reputation.py", "test_archive.py", "test_web.py",
     "test_webhooks.py", "test_smtp.py", "test_smtp_replies.py", "test_schedule.py", "test_inbox.py",
     "test_web_serve.py", "test_outbox_kill.py", "test_smtp_kill.py", "test_postgres.py", "test_cli.py",
-    "test_postgres_senders.py", "test_feeds.py", "test_variants.py",
+    "test_postgres_senders.py", "test_postgres_batch.py", "test_feeds.py", "test_variants.py",
     "test_digest.py", "test_digest_smtp.py",
 })
 

@@ -37,7 +37,8 @@ def _free_port() -> int:
 class Server:
     """One PostgreSQL server; `start` returns why it could not start, or None."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable  # fsync every commit, as a production server does (the benchmark); tests need not
         self.folder = Path(tempfile.mkdtemp(prefix="newsletter-pg-"))
         self.port = 0
         self.as_user: list[str] = []
@@ -64,8 +65,9 @@ class Server:
             return f"initdb failed: {done.stderr.strip()[-500:]}"
         for _ in range(5):  # another process may take the port between choosing and binding it
             self.port = _free_port()
-            options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-                       " -c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+            options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=300"
+            if not self.durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             done = self._run([pg_ctl, "-D", str(data), "-o", options, "-l", str(self.folder / "log"), "-w", "start"])
             if done.returncode == 0:
                 return self._make_template()

@@ -223,7 +223,7 @@ def claim_batch(
     (their variant's in VARIANT_SHA256, else SHA256, the full issue's).
     Several senders claim at once on PostgreSQL: each passes over the rows another is claiming.
     """
-    with store.write(conn, rows_locked=True):
+    with store.write(conn, rows_locked=True, batched=True):
         return _claim(conn, day.isoformat(), limit, sha256=sha256, now=now, variant_sha256=variant_sha256,
                       lease=lease)
 
@@ -243,18 +243,21 @@ def _claim(conn: sqlite3.Connection, key: str, limit: int, *, sha256: str, now: 
     locked = store.skip_locked(conn, "d")
     # due retries first, then pending rows in snapshot order (the index on (issue_day, state,
     # subscriber_id) yields them in that order, so no sort over the remaining list per batch)
-    rows = conn.execute(
+    # both asked before either is read: one round trip for the two in a batched write (postgres.py);
+    # pending rows the retries leave no room for stay pending (on PostgreSQL, locked until the commit)
+    retries = conn.execute(
         f"SELECT {_CLAIM_COLUMNS} FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id"
         " WHERE d.issue_day = ? AND d.state = 'retry' AND coalesce(d.next_attempt_at, '') <= ?"
         f" ORDER BY d.next_attempt_at LIMIT ?{locked}",
         (key, now, limit),
-    ).fetchall()
-    if len(rows) < limit:
-        rows += conn.execute(
-            f"SELECT {_CLAIM_COLUMNS} FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id"
-            f" WHERE d.issue_day = ? AND d.state = 'pending' ORDER BY d.subscriber_id LIMIT ?{locked}",
-            (key, limit - len(rows)),
-        ).fetchall()
+    )
+    pending = conn.execute(
+        f"SELECT {_CLAIM_COLUMNS} FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id"
+        f" WHERE d.issue_day = ? AND d.state = 'pending' ORDER BY d.subscriber_id LIMIT ?{locked}",
+        (key, limit),
+    )
+    rows = retries.fetchall()
+    rows += pending.fetchall()[:limit - len(rows)]
     for row in rows:
         if row["id"] is None or row["status"] != "active":
             skipped.append(row["delivery_id"])
@@ -409,7 +412,8 @@ def record(
     """
     key = day.isoformat()
     data_sent, outcomes = list(data_sent), list(outcomes)
-    with store.write(conn):
+    # batched: on PostgreSQL the whole commit is one round trip (a claim adds one per SELECT)
+    with store.write(conn, batched=True):
         if data_sent:
             conn.executemany(
                 "UPDATE deliveries SET state = 'data_sent', updated_at = ?"
