@@ -412,7 +412,7 @@ def record(
     """
     key = day.isoformat()
     data_sent, outcomes = list(data_sent), list(outcomes)
-    # batched: on PostgreSQL the whole commit is one round trip (a claim adds one per SELECT)
+    # batched: on PostgreSQL the whole commit is one round trip (two with a claim: its rows are read first)
     with store.write(conn, batched=True):
         if data_sent:
             conn.executemany(
