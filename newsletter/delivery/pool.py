@@ -1,8 +1,8 @@
 """The SMTP pool's loop: every connection driven from one thread, and the ledger's commit points.
 
-One thread owns the database connection and every `Session` (session.py) through one selector:
-it claims rows ahead, starts a message on each session that is free, reads replies as they come,
-and records, in one transaction per round (a group commit, group_commit.py):
+One thread drives every `Session` (session.py) through one selector: it claims rows ahead, starts
+a message on each session that is free, reads replies as they come, and records, in one
+transaction per round (a group commit, group_commit.py):
 
 1. `data_sent` for every message whose recipient the server accepted: its body goes out meanwhile,
    but its final "." waits for that commit, so the end of a message never leaves unrecorded
@@ -10,8 +10,10 @@ and records, in one transaction per round (a group commit, group_commit.py):
 2. the results that came back meanwhile, and a claim of more rows when they run low.
 
 No thread per connection means no hand-off between threads per message: the fixed cost of a
-message is its bytes, its replies and its share of a commit. Signed messages are made ahead by
-two threads (OpenSSL releases the GIL), woken up through a socket pair.
+message is its bytes, its replies and its share of a commit. On SQLite the loop commits itself (a
+local fsync costs less than two hand-offs of the GIL); on PostgreSQL the thread that owns the
+connection commits while the loop goes on. Signed messages are made ahead by two threads
+(OpenSSL releases the GIL), which wake the loop through a socket pair.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from newsletter.addresses import ascii_address
+from newsletter import store
 from newsletter.delivery import ledger
 from newsletter.delivery.connection import Attempt, AttemptKind, ConnectionTrouble
 from newsletter.delivery.group_commit import GroupCommit
@@ -47,7 +50,7 @@ T = TypeVar("T")
 _HOLD_SECONDS = 0.02  # the longest a result waits for a commit to share
 _TICK = 0.05  # the longest the loop sleeps with work in flight (a stop is seen within it)
 _SIGNERS = 2  # threads making signed messages ahead
-_CHUNK = 8  # messages made ahead in one task
+_CHUNK = 4  # messages made ahead in one task
 
 
 def iso_ms(moment: datetime) -> str:
@@ -63,15 +66,25 @@ class _Slot:
 
 class _Database:
     """The loop's database calls, made on the thread that owns the connection (SQLite allows no
-    other) while the loop goes on: `serve` runs them until `close`, or `fail` refuses them all."""
+    other) while the loop goes on: `serve` runs them until `close`, or `fail` refuses them all.
 
-    def __init__(self) -> None:
+    INLINE: each call is made at once, on the loop's own thread (which then owns the connection).
+    """
+
+    def __init__(self, *, inline: bool = False) -> None:
+        self.inline = inline
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._failed: BaseException | None = None
 
     def submit(self, call: Callable[[], T]) -> Future[T]:
         future: Future[T] = Future()
+        if self.inline:
+            try:
+                future.set_result(call())
+            except BaseException as err:  # raised where the loop asks for the result
+                future.set_exception(err)
+            return future
         with self._lock:
             if self._failed is not None:
                 future.set_exception(self._failed)
@@ -104,7 +117,8 @@ class _Database:
                     job[1].set_exception(err)
 
     def close(self) -> None:
-        self._jobs.put(None)
+        if not self.inline:
+            self._jobs.put(None)
 
 
 class PoolRun:
@@ -122,14 +136,17 @@ class PoolRun:
         self.drops_in_a_row, self.last_drop = 0, ""
         self.claim_pause_until = 0.0
         self.done_count = 0
-        self.ahead = max(4 * pool.concurrency, 32)  # rows claimed ahead of the sessions
+        # rows claimed ahead of the sessions (signed: enough to keep the signing threads busy)
+        self.ahead = max(4 * pool.concurrency, 32) * (4 if sign_ahead else 1)
         self.held: list[ledger.Outcome] = []  # results not yet committed
         self.held_since = 0.0
         self.streak: RefusalStreak[ledger.Outcome] = RefusalStreak()  # refusals that may blame us
         self.group = GroupCommit()  # how long to wait for more data_sent requests before a commit
         self.claim_wanted = False  # the next commit also claims rows (one commit instead of two)
         self.asking: list[tuple[Session, Message]] = []  # accepted recipients waiting for data_sent
-        self.database = _Database()  # the database calls, made by the thread that owns the connection
+        # SQLite: a commit is a local fsync, cheaper than handing it to another thread and back (two
+        # waits for the GIL); PostgreSQL: a commit waits on the network, and the loop goes on meanwhile
+        self.database = _Database(inline=not store.is_postgres(claims.conn))
         self.committing: Future[tuple[ledger.Claim, int]] | None = None  # the commit under way
         self.committing_for: list[tuple[Session, Message]] = []  # whose data_sent it records
         self.committing_wanted, self.committing_since = False, 0.0  # whether it claims; when it began
@@ -154,12 +171,15 @@ class PoolRun:
     def run(self) -> Totals:
         """Claim, send and record until nothing is due, a stop, or a trip.
 
-        The loop runs in a thread of its own; this thread owns the database connection (SQLite
-        allows no other) and makes the loop's database calls, so a commit's fsync overlaps the
-        loop's work on the other connections instead of stopping it.
+        On SQLite the loop makes its commits itself, on this thread. On PostgreSQL the loop runs in
+        a thread of its own and this thread, which owns the connection, makes the loop's database
+        calls, so a commit's round trips overlap the loop's work on the other connections.
         """
         started = time.perf_counter()
         failure: list[BaseException] = []
+        if self.database.inline:
+            self._loop()
+            return self._totals(started)
 
         def loop() -> None:
             try:
@@ -181,6 +201,9 @@ class PoolRun:
         thread.join()
         if failure:
             raise failure[0]
+        return self._totals(started)
+
+    def _totals(self, started: float) -> Totals:
         self.totals.seconds = time.perf_counter() - started
         logger.debug("%s: commits of data_sent took %.1f ms, a connection's cycle %.1f ms (running averages)",
                      self.claims.day, self.group.commit_seconds * 1e3, self.group.cycle_seconds * 1e3)
@@ -481,6 +504,8 @@ class PoolRun:
         if asking:
             self.asking = []
         self._commit(asking)
+        if self.committing is not None and self.committing.done():  # made on this thread (SQLite)
+            self._committed()
 
     def flush_now(self) -> None:
         """Commit the held results and give back the released rows, and wait for it."""
@@ -514,7 +539,8 @@ class PoolRun:
             return claim, ledger.release(conn, day, released, now=claims.now_ms()) if released else 0
 
         self.committing = self.database.submit(commit)
-        self.committing.add_done_callback(self._wake)
+        if not self.committing.done():
+            self.committing.add_done_callback(self._wake)
         self.committing_for, self.committing_wanted, self.committing_since = asking, wanted, time.monotonic()
 
     def _committed(self) -> None:
