@@ -538,10 +538,10 @@ class PoolRun:
                                       variant_sha256=claims.variant_sha256, claim=limit, lease=claims.lease())
             return claim, ledger.release(conn, day, released, now=claims.now_ms()) if released else 0
 
-        self.committing = self.database.submit(commit)
+        self.committing_for, self.committing_wanted, self.committing_since = asking, wanted, time.monotonic()
+        self.committing = self.database.submit(commit)  # on SQLite made here and now: committing_since first
         if not self.committing.done():
             self.committing.add_done_callback(self._wake)
-        self.committing_for, self.committing_wanted, self.committing_since = asking, wanted, time.monotonic()
 
     def _committed(self) -> None:
         """The commit under way is done: its sessions may end their messages (an error ends the run)."""
