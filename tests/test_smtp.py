@@ -614,26 +614,26 @@ def test_an_older_day_sent_by_hand_after_a_newer_one_is_sent_not_expired(project
     assert sorted(rcpt for rcpt, _, _ in server.received) == sorted(everyone * 2)
 
 
+def test_a_paced_send_keeps_its_rate_across_the_connections_and_ends_each_message_at_once(project, conn, server):
+    """[delivery] rate spaces messages across the whole pool; with pacing, no final "." waits for the
+    next message's commands (there is no next message ready to ride with)."""
+    server.pipelining = True
+    everyone = add_subscribers(conn, 9)
+    settings = smtp_settings(project, server.port).replace("delivery", rate=40.0)
+    report = send_issue(conn, settings, make_rendered())
+    assert report.written == 9
+    assert server.copies() == Counter({address: 1 for address in everyone})
+    assert report.totals.seconds >= 8 / 40.0  # nine sends, one every 1/40 s: the first at once
+    assert server.ends_with_commands == 0
+
+
 def test_throttle_spaces_sends_across_the_pool_and_keeps_the_hourly_cap() -> None:
     clock = [1000.0]
-    waits: list[float] = []
-
-    class Recorder:
-        def wait(self, seconds: float) -> bool:
-            waits.append(round(seconds, 3))
-            return False
-
-        def is_set(self) -> bool:
-            return False
-
     throttle = Throttle(rate=4.0, hourly_cap=0, clock=lambda: clock[0])
-    assert all(throttle.wait(Recorder()) for _ in range(4))
-    assert waits == [0.25, 0.5, 0.75]  # the first at once, then one every 1/rate seconds
+    assert [throttle.reserve() for _ in range(4)] == [0.0, 0.25, 0.5, 0.75]  # at once, then one every 1/rate s
 
-    waits.clear()
     capped = Throttle(rate=0, hourly_cap=3, recent=[400.0, 500.0, 900.0], clock=lambda: clock[0])
-    capped.wait(Recorder())
-    assert waits == [3000.0]  # the oldest of the last three sends leaves the window at 400 + 3600
+    assert capped.reserve() == 3000.0  # the oldest of the last three sends leaves the window at 400 + 3600
 
 
 def test_send_one_delivers_or_raises_naming_the_host_and_the_cause(project, server):

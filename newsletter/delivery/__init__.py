@@ -1,9 +1,10 @@
 """Delivery: the ledger and its transports.
 
 `send_issue` sends one day's issue to every subscriber exactly once, handing the ledger's claims to a
-`Transport` (transport.py): the outbox (a Maildir of .eml files, outbox.py) or SMTP (a pool of
-connections with its throttle, retries and circuit breaker, smtp.py; one connection is
-connection.py, the wire bytes wire.py, reading a refusal replies.py). `send_proofs` sends [TEST]
+`Transport` (transport.py): the outbox (a Maildir of .eml files, outbox.py) or SMTP (the transport
+with its throttle and retries, smtp.py; the loop driving every connection and its circuit breaker,
+pool.py; one session's transactions session.py, opening one connection.py, the wire bytes wire.py,
+reading a refusal replies.py). `send_proofs` sends [TEST]
 copies to a few addresses without touching the ledger; `issue_status` reports where a day's issue
 stands. The ledger (`ledger.py`) holds the state machine of RELIABILITY.md, `lock.py` the
 one-sender lock. `sending.send_day` is the way in: it checks the issue, then sends it.

@@ -121,11 +121,6 @@ class Throttle:
         """Whether sends are spaced at all (a rate or an hourly cap)."""
         return bool(self.interval or self.cap)
 
-    def wait(self, stop: threading.Event) -> bool:
-        """Block until this send's slot; return False if STOP was set first (the slot is given up)."""
-        delay = self.reserve()
-        return not stop.wait(delay) if delay > 0 else not stop.is_set()
-
     def reserve(self) -> float:
         """Take the next send slot; return how many seconds from now it is (0: at once)."""
         if not self.interval and not self.cap:
