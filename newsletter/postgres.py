@@ -16,8 +16,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import itertools
 import re
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -78,6 +80,22 @@ def translate(sql: str) -> str:
             return token.replace("%", "%%")  # psycopg reads % everywhere in a query with parameters
         return _REPLACE[token.lower()]
     return _TOKENS.sub(one, sql)
+
+
+_NUMBERED = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|%s|%%")
+
+
+@functools.lru_cache(maxsize=256)
+def numbered(sql: str) -> str:
+    """Return SQLite's SQL as a PostgreSQL prepared statement's text: placeholders $1, $2, …"""
+    numbers = itertools.count(1)
+
+    def one(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token[0] in "'\"":
+            return token.replace("%%", "%")
+        return f"${next(numbers)}" if token == "%s" else "%"
+    return _NUMBERED.sub(one, translate(sql))
 
 
 # ----------------------------------------------------------------------------- rows
@@ -145,6 +163,12 @@ class _Deferred:
 
 # ----------------------------------------------------------------------------- the connection
 
+# the statements prepared on each server session (a psycopg connection): SQLite's SQL → its name
+_prepared: weakref.WeakKeyDictionary[psycopg.Connection, dict[str, str]] = weakref.WeakKeyDictionary()
+_prepared_lock = threading.Lock()
+_names = itertools.count(1)  # names never used twice in a process: a name a failed round trip may
+# have prepared on the server, unknown to this process, is not prepared again
+
 class Connection:
     """One pooled PostgreSQL connection behind the interface the SQLite connection offers."""
 
@@ -155,6 +179,7 @@ class Connection:
         self._changes = 0
         self._writing = False
         self._queue: list[tuple[str, _Deferred | None]] | None = None  # a batched write's statements not sent yet
+        self._preparing: dict[str, str] = {}  # statements prepared in the queue, known once it is sent
         self._binder: psycopg.ClientCursor | None = None
 
     @property
@@ -251,29 +276,50 @@ class Connection:
                 raise self.error(err, writing=True) from err
             raise
         finally:
-            self._queue = None
+            self._queue, self._preparing = None, {}
             self._writing = False
 
     def _defer(self, sql: str, params: Sequence[Any]) -> _Deferred:
         """Queue SQL with its PARAMS bound here (one round trip carries many statements only without
-        parameters the server binds); return the cursor that reads its result when asked."""
+        parameters the server binds); return the cursor that reads its result when asked.
+
+        A statement with parameters is prepared on the connection the first time it comes, and
+        executed by name: the server plans it once instead of at each commit (most of a commit's
+        time on the server went to planning its handful of one-row statements).
+        """
         assert self._queue is not None
         if self._binder is None:
             self._binder = psycopg.ClientCursor(self.raw)  # psycopg's own quoting, as the server would bind
         deferred = _Deferred(self)
-        self._queue.append((self._binder.mogrify(translate(sql), tuple(params)), deferred))
+        text = translate(sql)
+        if params:
+            text = f"EXECUTE {self._prepare(sql)}({', '.join(['%s'] * len(params))})"
+        self._queue.append((self._binder.mogrify(text, tuple(params)), deferred))
         return deferred
+
+    def _prepare(self, sql: str) -> str:
+        """Return the name SQL is prepared under on this connection, queueing its PREPARE if it is not yet."""
+        assert self._queue is not None
+        name = _prepared.get(self.raw, {}).get(sql) or self._preparing.get(sql)
+        if name is None:
+            name = self._preparing[sql] = f"newsletter_{next(_names)}"
+            self._queue.append((f"PREPARE {name} AS {numbered(sql)}", None))
+        return name
 
     def _flush(self) -> None:
         """Send the queued statements in one round trip and hand each its result."""
         if not self._queue:
             return
         queue, self._queue = self._queue, []
+        preparing, self._preparing = self._preparing, {}
         try:
             # no parameters: psycopg sends the text as is, several statements in one query
             cursor = self.raw.execute(";\n".join(text for text, _ in queue))
         except psycopg.Error as err:
             raise self.error(err, writing=True) from err
+        if preparing:  # a PREPARE outlives its transaction, even one rolled back
+            with _prepared_lock:
+                _prepared.setdefault(self.raw, {}).update(preparing)
         for _, deferred in queue:
             rows = cursor.fetchall() if cursor.description is not None else []
             if cursor.description is None and cursor.rowcount > 0:
