@@ -170,3 +170,43 @@ def test_values_bound_in_a_batched_write_are_stored_exactly_as_given(pg, rows):
     stored = stored.fetchall()
     assert [tuple(row[:3]) for row in stored] == rows
     assert {row[3] for row in stored} == {"LIKE ? %s"} and stored[0][4] == rows[0][0] + "%s'?"
+
+
+def prepared_here(conn) -> list[str]:
+    """The statements this connection's server session holds prepared by a batched write."""
+    return [row[0] for row in conn.execute(
+        "SELECT statement FROM pg_prepared_statements WHERE name LIKE 'newsletter!_%' ESCAPE '!' ORDER BY statement")]
+
+
+def test_the_statements_of_a_commit_of_the_smtp_send_are_planned_once_per_connection(pg):
+    frozen, rows = claimed_rows(pg, 12, 8)
+    ids = [row.subscriber.id for row in rows]
+    ledger.record(pg, DAY, data_sent=ids[:4], now=NOW)
+    ledger.record(pg, DAY, data_sent=ids[4:], now=NOW,
+                  outcomes=[ledger.Outcome(sid, ledger.SENT, "250 ok") for sid in ids[:4]])
+    prepared = prepared_here(pg)
+    assert any("'data_sent'" in text and "$3" in text for text in prepared)  # prepared, with its parameters
+    for _ in range(3):  # later commits and claims run what is prepared: nothing more is planned from scratch
+        claim = ledger.record(pg, DAY, now=NOW, claim=2, sha256=frozen.sha256,
+                              outcomes=[ledger.Outcome(sid, ledger.SENT, "250 ok") for sid in ids[4:]])
+    assert prepared_here(pg) == prepared
+    assert len(claim.rows) == 0 and ledger.counts(pg, DAY)[ledger.SENT] == 8
+    assert ledger.counts(pg, DAY)[ledger.CLAIMED] == 4
+
+
+def test_a_batched_write_that_fails_or_is_dropped_leaves_the_next_one_its_statements(pg):
+    subscribers.add(pg, "ann@example.com")
+    ann = subscribers.get(pg, "ann@example.com").id
+    rename = "UPDATE subscribers SET name = ? WHERE id = ?"
+    with pytest.raises(RuntimeError), store.write(pg, batched=True):
+        pg.execute(rename, ("dropped", ann))  # queued with its PREPARE, never sent
+        raise RuntimeError("stop")
+    with pytest.raises(StoreError), store.write(pg, batched=True):
+        pg.execute(rename, ("first", ann))  # prepared, then the transaction fails
+        pg.execute("UPDATE subscribers SET status = 'no such status'")
+        pg.execute("UPDATE subscribers SET status = ? WHERE id = ?", ("active", ann))  # its PREPARE never ran
+    with store.write(pg, batched=True):
+        pg.execute(rename, ("next", ann))
+        pg.execute("UPDATE subscribers SET status = ? WHERE id = ?", ("bounced", ann))
+    ann_now = subscribers.get(pg, "ann@example.com")
+    assert (ann_now.name, ann_now.status) == ("next", "bounced")
