@@ -59,6 +59,7 @@ _QP_LINE_LENGTH = 76
 _QP_LITERAL = re.compile(r"(?:[\x20-\x3c\x3e-\x7e]*[\x21-\x3c\x3e-\x7e])?")
 
 _PLACEHOLDER_RE = re.compile("|".join(map(re.escape, PLACEHOLDERS)))
+_PLACEHOLDER_SPLIT = re.compile(f"({_PLACEHOLDER_RE.pattern})")
 
 # Sentinels of the template. Each is ASCII letters and digits, short, on a line of its own or
 # inside a one-line header, so neither quoted-printable nor folding can split it.
@@ -163,6 +164,14 @@ def _tokens(key: bytes, subscriber: Subscriber, settings: Settings) -> tuple[str
     """Return SUBSCRIBER's unsubscribe and preferences tokens."""
     list_id = settings.sender.list_id
     return unsubscribe_token(key, subscriber.id, list_id), preferences_token(key, subscriber.id, list_id)
+
+
+def _line_format(line: str) -> tuple[str, tuple[str, ...]]:
+    """Return LINE as a str.format pattern and the placeholders its fields take, in order: what `_fill`
+    does, with the placeholders found once per issue instead of once per message."""
+    parts = _PLACEHOLDER_SPLIT.split(line)  # static, placeholder, static, ...
+    pattern = "".join("{}" if i % 2 else part.replace("{", "{{").replace("}", "}}") for i, part in enumerate(parts))
+    return pattern, tuple(parts[1::2])
 
 
 def _fill(template: str, values: dict[str, str]) -> str:
@@ -370,6 +379,7 @@ class MessageTemplate:
         self._preferences = (preferencer(key, settings.sender.list_id)
                              if any(PREFERENCES_PLACEHOLDER in line for line in lines) else None)
         self._message_ids = _MessageIds(day, settings.sender_domain)
+        self._fills = tuple(_line_format(line) for line in lines)  # each personal line, ready for str.format
         bounce = settings.sender.bounce_address
         self._verp = Verp(key, settings.sender.list_id, bounce) if bounce else None
 
@@ -484,10 +494,10 @@ class MessageTemplate:
         for kind, index in self.slots:
             if kind == "token":
                 out.append(token_bytes)
-            elif kind == "text":
-                out.append(_qp_line(_fill(self.lines[index], text_values)))
-            elif kind == "html":
-                out.append(_qp_line(_fill(self.lines[index], html_values)))
+            elif kind == "text" or kind == "html":
+                pattern, keys = self._fills[index]
+                filling = text_values if kind == "text" else html_values
+                out.append(_qp_line(pattern.format(*[filling[key] for key in keys])))
             elif kind == "to":
                 out.append(b"To: " + mailbox(name, address).encode("ascii") + b"\r\n")
             else:

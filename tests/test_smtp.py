@@ -653,7 +653,8 @@ def test_send_one_delivers_or_raises_naming_the_host_and_the_cause(project, serv
 # ----------------------------------------------------------------------------- the wire bytes
 
 
-lines_with_dots = st.lists(st.sampled_from([".", "..", ".leading dot", "plain", "a. b", " .x", "=.", "x" * 90 + "."]),
+lines_with_dots = st.lists(st.sampled_from([".", "..", ".leading dot", "plain", "a. b", " .x", "=.", "x" * 90 + ".",
+                                            "{0} {} }{ {name}"]),
                            min_size=1, max_size=6)
 
 
@@ -670,7 +671,8 @@ def test_wire_bytes_are_the_personalized_message_dot_stuffed(plain_settings, bod
     settings = plain_settings
     text = "\n".join(body)
     rendered = make_rendered(words=text)
-    rendered = RenderedIssue(rendered.issue, rendered.html, f".{GREETING_PLACEHOLDER}\n" + rendered.text)
+    # a personal line with braces of its own: they stay as they are around the greeting
+    rendered = RenderedIssue(rendered.issue, rendered.html, f".{GREETING_PLACEHOLDER} {{}} {{0}}\n" + rendered.text)
     template = messages.MessageTemplate.build(rendered, settings, b"k" * 32, datetime(2026, 11, 26, tzinfo=timezone.utc))
     wire = WireMessages(template)
     person = Subscriber(12, "reader@example.org", "reader@example.org", name.strip(), "active", "", "")

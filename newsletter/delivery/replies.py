@@ -156,6 +156,8 @@ class RefusalStreak(Generic[Item]):
     def release(self) -> list[Item]:
         """End the streak: return the items held (a different result came, or the run ends)."""
         items = self._items
+        if not items:  # most messages: nothing was held (and nothing to reset)
+            return []
         self._key, self._items, self._counted, self._domains = None, [], 0, set()
         return items
 

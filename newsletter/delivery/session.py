@@ -30,6 +30,7 @@ from newsletter.delivery.connection import (
 )
 
 _MAX_REPLY = 65536  # bytes of reply without an end of line: not an SMTP server
+_KNOWN_REPLIES = 64  # single-line replies a session keeps made (a server says the same few again and again)
 
 
 @dataclass(eq=False)
@@ -67,6 +68,7 @@ class ReplyReader:
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._lines: list[bytes] = []  # the lines so far of a multi-line reply
+        self._known: dict[bytes, Reply] = {}  # single-line replies read before, by their bytes
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
@@ -85,9 +87,13 @@ class ReplyReader:
         complete = bytes(buffer[:end])
         del buffer[:end]
         out = []
+        known = self._known
         for line in complete.split(b"\n")[:-1]:
             if line.endswith(b"\r"):
                 line = line[:-1]
+            if not self._lines and (reply := known.get(line)) is not None:
+                out.append(reply)
+                continue
             if line[3:4] == b"-":
                 self._lines.append(line)
                 continue
@@ -95,9 +101,12 @@ class ReplyReader:
             if self._lines:
                 self._lines.append(line)
                 text, self._lines = b"\n".join(part[4:] for part in self._lines), []
-            else:
-                text = line[4:]
-            out.append(Reply.of(code, text))
+                out.append(Reply.of(code, text))
+                continue
+            reply = Reply.of(code, line[4:])
+            if len(known) < _KNOWN_REPLIES:
+                known[line] = reply  # a Reply is frozen: the same one can stand for every time it is said
+            out.append(reply)
         return out
 
 

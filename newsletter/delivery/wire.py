@@ -43,37 +43,46 @@ class WireMessages:
         self._fast = template.signer is sign or template.signs_spliced
         if not self._fast:
             return
-        # each static segment stuffed inside, and a second form for when it starts a line
-        self._static = []
-        for segment in template.segments:
-            inner = segment.replace(b"\r\n.", b"\r\n..")
-            self._static.append((inner, b"." + inner if inner.startswith(b".") else inner))
+        # What each slot holds is known (messages.py): a token never ends a line; a header line and a
+        # body line end theirs, and only a body line (quoted-printable) can hold a line-leading ".".
+        # So where each line starts is known per issue: each static segment is stuffed here once,
+        # in the form its place calls for, and per message only the body lines are looked at.
+        stuffed = [segment.replace(b"\r\n.", b"\r\n..") for segment in template.segments]
+        line_start = True  # at the start of the message
+        pieces, checks = [], []
+        for index, segment in enumerate(stuffed):
+            if line_start and segment.startswith(b"."):
+                segment = b"." + segment
+            if segment:
+                line_start = segment.endswith(b"\n")
+            pieces.append(segment)
+            if index < len(template.slots):
+                kind = template.slots[index][0]
+                checks.append(kind in _BODY_LINES)
+                if kind in _BODY_LINES and not line_start:
+                    raise ValueError(f"slot {index} ({kind}) does not start a line")
+                line_start = kind not in _TOKENS
+        if not line_start:
+            pieces[-1] += b"\r\n"
+        pieces[-1] += b".\r\n"
+        self._head, self._pieces, self._checks = pieces[0], pieces[1:], checks
 
     def data(self, subscriber: Subscriber) -> bytes:
         """Return SUBSCRIBER's message as DATA bytes: the same as `stuff(template.personalize(...))`."""
         if not self._fast:
             return stuff(self.template.personalize(subscriber))
         values = self.template.values(subscriber)
-        static = self._static
-        out = [self.template.signature(values)]
-        line_start = True  # whether the next byte starts a line (a leading "." is then doubled)
-        piece = static[0][1]
-        if piece:
-            line_start = piece.endswith(b"\n")
-        out.append(piece)
-        for value, forms in zip(values, static[1:]):
-            if b"\r\n." in value:
-                value = value.replace(b"\r\n.", b"\r\n..")
-            if value:
-                if line_start and value[:1] == b".":
+        out = [self.template.signature(values), self._head]
+        for value, piece, check in zip(values, self._pieces, self._checks):
+            if check:  # a body line: it starts a line, and a soft line break may start another
+                if b"\r\n." in value:
+                    value = value.replace(b"\r\n.", b"\r\n..")
+                if value[:1] == b".":
                     value = b"." + value
-                line_start = value.endswith(b"\n")
-                out.append(value)
-            piece = forms[1] if line_start else forms[0]
-            if piece:
-                line_start = piece.endswith(b"\n")
-                out.append(piece)
-        if not line_start:
-            out.append(b"\r\n")
-        out.append(b".\r\n")
+            out.append(value)
+            out.append(piece)
         return b"".join(out)
+
+
+_BODY_LINES = frozenset({"text", "html"})  # MessageTemplate.slots' kinds
+_TOKENS = frozenset({"token"})
