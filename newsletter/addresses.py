@@ -68,6 +68,7 @@ def ascii_domain(domain: str) -> str:
         raise HeaderError(f"{domain!r}: not a valid domain name: {err}") from err
 
 
+@functools.lru_cache(maxsize=1024)  # a send asks twice for each message: for its To header and for RCPT
 def ascii_address(email: str) -> str:
     """Return the ASCII form of EMAIL (IDNA domain); HeaderError if it needs SMTPUTF8 or is invalid."""
     try:

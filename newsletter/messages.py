@@ -337,8 +337,13 @@ def build_reference(
 
 def _qp_line(line: str) -> bytes:
     """Encode one body line as the email package does inside a whole body, CRLF included."""
-    if len(line) <= _QP_LINE_LENGTH and _QP_LITERAL.fullmatch(line):
-        return line.encode("ascii") + b"\r\n"  # what body_encode gives such a line: itself
+    if _QP_LITERAL.fullmatch(line):
+        if len(line) <= _QP_LINE_LENGTH:
+            return line.encode("ascii") + b"\r\n"  # what body_encode gives such a line: itself
+        # nothing to escape (a link with a token, mostly): body_encode's soft breaks every 75 characters
+        width = _QP_LINE_LENGTH - 1
+        pieces = [line[start:start + width] for start in range(0, len(line) - _QP_LINE_LENGTH, width)]
+        return ("=\r\n".join(pieces + [line[len(pieces) * width:]]) + "\r\n").encode("ascii")
     encoded = quoprimime.body_encode(line.encode("utf-8").decode("latin-1") + "\n", _QP_LINE_LENGTH)
     return encoded.replace("\n", "\r\n").encode("ascii")
 

@@ -137,7 +137,8 @@ class PoolRun:
         self.claim_pause_until = 0.0
         self.done_count = 0
         # rows claimed ahead of the sessions (signed: enough to keep the signing threads busy)
-        self.ahead = max(4 * pool.concurrency, 32) * (4 if sign_ahead else 1)
+        # (a claim costs two queries whatever its size: fewer, larger claims)
+        self.ahead = max(16 * pool.concurrency, 64) * (2 if sign_ahead else 1)
         self.held: list[ledger.Outcome] = []  # results not yet committed
         self.held_since = 0.0
         self.streak: RefusalStreak[ledger.Outcome] = RefusalStreak()  # refusals that may blame us
