@@ -285,7 +285,7 @@ class Connection:
 
         A statement with parameters is prepared on the connection the first time it comes, and
         executed by name: the server plans it once instead of at each commit (most of a commit's
-        time on the server went to planning its handful of one-row statements).
+        time on the server, a third, went to planning its handful of one-row statements).
         """
         assert self._queue is not None
         if self._binder is None:
