@@ -284,8 +284,8 @@ class Connection:
         parameters the server binds); return the cursor that reads its result when asked.
 
         A statement with parameters is prepared on the connection the first time it comes, and
-        executed by name: the server plans it once instead of at each commit (most of a commit's
-        time on the server, a third, went to planning its handful of one-row statements).
+        executed by name: the server plans it once instead of at each commit (a third of a commit's
+        time on the server went to planning its handful of one-row statements).
         """
         assert self._queue is not None
         if self._binder is None:
