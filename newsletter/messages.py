@@ -11,6 +11,7 @@ out identical to the reference. tests/test_messages.py holds the two paths again
 
 from __future__ import annotations
 
+import binascii
 import functools
 import hashlib
 import html
@@ -344,6 +345,12 @@ def _qp_line(line: str) -> bytes:
         width = _QP_LINE_LENGTH - 1
         pieces = [line[start:start + width] for start in range(0, len(line) - _QP_LINE_LENGTH, width)]
         return ("=\r\n".join(pieces + [line[len(pieces) * width:]]) + "\r\n").encode("ascii")
+    if line.replace("\t", " ").isprintable() and line[:1] != "." and line[-1:] not in (" ", "\t"):
+        # a short line with a name to escape: binascii's encoder (C) writes it as the email package does
+        # when it fits on one line (a leading "." or a trailing blank it writes otherwise)
+        encoded = binascii.b2a_qp(line.encode("utf-8"), istext=True)
+        if b"\n" not in encoded:
+            return encoded + b"\r\n"
     encoded = quoprimime.body_encode(line.encode("utf-8").decode("latin-1") + "\n", _QP_LINE_LENGTH)
     return encoded.replace("\n", "\r\n").encode("ascii")
 
