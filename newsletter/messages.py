@@ -348,9 +348,9 @@ def _qp_line(line: str) -> bytes:
     if line.replace("\t", " ").isprintable() and line[:1] != "." and line[-1:] not in (" ", "\t"):
         # a short line with a name to escape: binascii's encoder (C) writes it as the email package does
         # when it fits on one line (a leading "." or a trailing blank it writes otherwise)
-        encoded = binascii.b2a_qp(line.encode("utf-8"), istext=True)
-        if b"\n" not in encoded:
-            return encoded + b"\r\n"
+        short = binascii.b2a_qp(line.encode("utf-8"), istext=True)
+        if b"\n" not in short:
+            return short + b"\r\n"
     encoded = quoprimime.body_encode(line.encode("utf-8").decode("latin-1") + "\n", _QP_LINE_LENGTH)
     return encoded.replace("\n", "\r\n").encode("ascii")
 
