@@ -29,12 +29,12 @@ from newsletter.delivery.outbox import file_name
 from conftest import fill_postal_address
 from paused_send import send_command, start_paused
 
-pytestmark = pytest.mark.slow  # 20 and 10 real sends killed mid-way, then run to the end
+pytestmark = pytest.mark.slow  # 12 and 10 real sends killed mid-way, then run to the end
 
 ACTIVE = 3000
 UNSUBSCRIBED = 150
 BATCH_SIZE = 25
-KILLS = 20
+KILLS = 12
 KILL_DAY, TERM_DAY = "2026-11-21", "2026-11-22"
 
 ARTICLE = """\

@@ -315,7 +315,7 @@ def closed_by_server(s: socket.socket) -> bool:
 
 @pytest.mark.parametrize("hold, timeout", [
     pytest.param(4, 1.0, id="fast"),
-    pytest.param(30, 10.0, id="30s", marks=pytest.mark.slow),
+    pytest.param(15, 5.0, id="15s", marks=pytest.mark.slow),  # three timeouts long
 ])
 def test_idle_and_trickling_clients_do_not_take_the_server_down(project, start, hold, timeout):
     configure(project, request_timeout=timeout)
