@@ -61,7 +61,7 @@ class WireMessages:
                 checks.append(kind in _BODY_LINES)
                 if kind in _BODY_LINES and not line_start:
                     raise ValueError(f"slot {index} ({kind}) does not start a line")
-                line_start = kind not in _TOKENS
+                line_start = kind != "token"
         if not line_start:
             pieces[-1] += b"\r\n"
         pieces[-1] += b".\r\n"
@@ -85,4 +85,3 @@ class WireMessages:
 
 
 _BODY_LINES = frozenset({"text", "html"})  # MessageTemplate.slots' kinds
-_TOKENS = frozenset({"token"})
