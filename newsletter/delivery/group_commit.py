@@ -36,6 +36,11 @@ class GroupCommit:
         if released is not None:
             self.cycle_seconds = _average(self.cycle_seconds, max(at - released, 0.0))
 
+    def passed(self, worker: int, at: float) -> None:
+        """Connection WORKER came back at AT with a message already recorded: it asks one cycle later."""
+        self.asked(worker, at)
+        self._released[worker] = at
+
     def committed(self, workers: Iterable[int], started: float, ended: float) -> None:
         """A commit from STARTED to ENDED recorded the requests of WORKERS, and released them."""
         self.commit_seconds = _average(self.commit_seconds, max(ended - started, 0.0))

@@ -456,7 +456,7 @@ def release(conn: sqlite3.Connection, day: date, subscriber_ids: Iterable[int], 
         conn.executemany(
             "UPDATE deliveries SET state = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,"
             " updated_at = ?"
-            " WHERE issue_day = ? AND subscriber_id = ? AND state = 'claimed'",
+            " WHERE issue_day = ? AND subscriber_id = ? AND state IN ('claimed', 'data_sent')",
             [(now, key, sid) for sid in subscriber_ids],
         )
         return conn.total_changes - before

@@ -51,6 +51,7 @@ T = TypeVar("T")
 _HOLD_SECONDS = 0.02  # the longest a result waits for a commit to share
 _TICK = 0.05  # the longest the loop sleeps with work in flight (a stop is seen within it)
 _CHUNK = 4  # messages made ahead in one task
+PREDECLARE = True
 
 
 def signer_threads(cores: int | None = None) -> int:
@@ -158,6 +159,7 @@ class PoolRun:
         self.group = GroupCommit()  # how long to wait for more data_sent requests before a commit
         self.claim_wanted = False  # the next commit also claims rows (one commit instead of two)
         self.asking: list[tuple[Session, Message]] = []  # accepted recipients waiting for data_sent
+        self.reserved: dict[Session, Message] = {}  # a session's next message, its data_sent recorded with this one's
         # SQLite: a commit is a local fsync, cheaper than handing it to another thread and back (two
         # waits for the GIL); PostgreSQL: a commit waits on the network, and the loop goes on meanwhile
         self.database = _Database(inline=not store.is_postgres(claims.conn))
@@ -314,6 +316,9 @@ class PoolRun:
         for session, slot in list(self.slots.items()):
             drained.append(self._row(slot.message).subscriber.id)
             del self.slots[session]
+        for message in self.reserved.values():
+            drained.append(self._row(message).subscriber.id)
+        self.reserved.clear()
         if drained:
             self.in_flight -= len(drained)
             self.released.extend(drained)
@@ -352,10 +357,14 @@ class PoolRun:
         """Give each free session its next message; end a held message when none is coming."""
         now = time.monotonic()
         for session in self.sessions:
+            if session.dead and session in self.reserved:  # another session takes its next message
+                self.rows.appendleft(self._row(self.reserved.pop(session)))
             if session.dead or (session.is_open and not session.idle):
                 continue
             slot = self.slots.get(session)
-            if slot is None:
+            if slot is None and (reserved := self.reserved.pop(session, None)) is not None:
+                slot = _Slot(reserved, now)
+            elif slot is None:
                 if winding_down or not self.rows:
                     if session.held is not None:
                         session.end_held()
@@ -461,8 +470,17 @@ class PoolRun:
     # --- what the sessions say (session.Listener) -----------------------------------------------
 
     def asked(self, session: Session, message: Message) -> None:
+        if message.recorded:  # its data_sent rode with the session's previous message
+            self.group.passed(session.number, time.monotonic())
+            return
         self.asking.append((session, message))
         self.group.asked(session.number, time.monotonic())
+        if (PREDECLARE and session.hold and session.pipelining and session not in self.reserved and self.halt is None
+                and not self.claims.stop.is_set() and self.rows):
+            following = self._next_message()
+            if following is not None:
+                self.reserved[session] = following
+                self.asking.append((session, following))
 
     def ended(self, session: Session, message: Message, result: Attempt | ConnectionTrouble) -> None:
         row = self._row(message)
@@ -566,7 +584,10 @@ class PoolRun:
         if asking:
             self.group.committed((session.number for session, _ in asking), self.committing_since, time.monotonic())
         for session, message in asking:
-            session.data_recorded(message)
+            if message is session.current:
+                session.data_recorded(message)
+            else:
+                message.recorded = True
         if self.committing_wanted:
             self._hand_out(claim)
         self.claims.done(self.done_count)
