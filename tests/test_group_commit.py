@@ -53,3 +53,13 @@ def test_the_averages_follow_what_is_measured() -> None:
     assert group.commit_seconds == pytest.approx(0.008) and group.cycle_seconds == pytest.approx(0.0016)
     group.asked(7, 5.0)  # a worker never released: no cycle to learn from
     assert group.cycle_seconds == pytest.approx(0.0016)
+
+
+def test_a_connection_back_with_a_message_recorded_ahead_is_waited_for_when_it_next_asks() -> None:
+    # worker 1 was not released by the last commit (its next message was recorded with it): not waited for
+    group = learned(0.004, 0.001, [2])
+    assert group.wait_until(100.0005) == pytest.approx(100.0015)  # only worker 2's return
+    group.asked(2, 100.001)
+    assert group.wait_until(100.001) == 100.001
+    group.back(1, 100.001)  # its message recorded ahead is under way: it asks for the next about a cycle later
+    assert group.wait_until(100.0012) == pytest.approx(100.0025)

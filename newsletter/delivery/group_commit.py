@@ -36,9 +36,8 @@ class GroupCommit:
         if released is not None:
             self.cycle_seconds = _average(self.cycle_seconds, max(at - released, 0.0))
 
-    def passed(self, worker: int, at: float) -> None:
-        """Connection WORKER came back at AT with a message already recorded: it asks one cycle later."""
-        self.asked(worker, at)
+    def back(self, worker: int, at: float) -> None:
+        """Connection WORKER came back at AT with a message recorded ahead (pool.py): it asks a cycle later."""
         self._released[worker] = at
 
     def committed(self, workers: Iterable[int], started: float, ended: float) -> None:

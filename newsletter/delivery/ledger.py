@@ -449,7 +449,8 @@ def record(
 
 
 def release(conn: sqlite3.Connection, day: date, subscriber_ids: Iterable[int], *, now: str) -> int:
-    """Put claimed rows that were never attempted back to `pending` (a stop or a pause before them)."""
+    """Put rows that were never attempted back to `pending` (a stop or a pause before them): claimed ones,
+    and data_sent ones whose data_sent was recorded ahead with their connection's previous message (pool.py)."""
     key = day.isoformat()
     with store.write(conn):
         before = conn.total_changes

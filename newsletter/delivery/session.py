@@ -152,7 +152,7 @@ class Session:
     @property
     def busy(self) -> bool:
         """A message is under way whose recipient is not yet accepted (data_sent may soon be asked)."""
-        return self.current is not None and not self.current.asked
+        return self.current is not None and not self.current.asked and not self.current.recorded
 
     def open(self) -> None:
         """Open the session (blocking: connect, greet, TLS, login); ConnectionTrouble names the cause."""
