@@ -6,7 +6,8 @@ transaction per round (a group commit, group_commit.py):
 
 1. `data_sent` for every message whose recipient the server accepted: its body goes out meanwhile,
    but its final "." waits for that commit, so the end of a message never leaves unrecorded
-   (RELIABILITY.md);
+   (RELIABILITY.md); under the `retry` in-doubt policy, also for each such session's next
+   message (`asked`), so a commit serves two messages of each connection;
 2. the results that came back meanwhile, and a claim of more rows when they run low.
 
 No thread per connection means no hand-off between threads per message: the fixed cost of a
