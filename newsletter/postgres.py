@@ -328,6 +328,18 @@ class Connection:
                 deferred.done(cursor.rowcount, rows)
             cursor.nextset()
 
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Add ROWS to TABLE with COPY inside the write under way: no statement per row on either side."""
+        if self._queue:
+            self._flush()
+        try:
+            with self.raw.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.Error as err:
+            raise self.error(err, self._writing) from err
+        self._changes += len(rows)
+
     @contextlib.contextmanager
     def advisory_lock(self, key: int) -> Iterator[bool]:
         """Hold the session-level advisory lock KEY for the block if no other session has it; yield whether."""

@@ -71,6 +71,19 @@ def test_write_commits_on_success_and_rolls_back_on_error(pg):
     assert subscribers.get(pg, "kept@example.com").name == ""
 
 
+def test_rows_copied_in_a_write_are_stored_as_given_and_roll_back_with_it(pg):
+    columns = ("email", "requested_at", "raw", "attempts", "next_attempt_at")
+    rows = [("tab\there@example.org", "t", b"\x00\\N\n", 0, "line\nbreak \\N %s ?"), ("b@example.org", "t", None, 3, "")]
+    with store.write(pg):
+        store.insert_rows(pg, "outgoing_mail", columns, rows)
+    assert [tuple(row) for row in pg.execute(f"SELECT {', '.join(columns)} FROM outgoing_mail ORDER BY id")] == rows
+
+    with pytest.raises(StoreError, match="null value"), store.write(pg):
+        store.insert_rows(pg, "outgoing_mail", columns, [("c@example.org", "t", None, 0, "")])
+        store.insert_rows(pg, "outgoing_mail", columns, [("d@example.org", None, None, 0, "")])
+    assert pg.execute("SELECT count(*) FROM outgoing_mail").fetchone()[0] == 2
+
+
 def test_writers_take_turns_like_sqlite_begin_immediate(url):
     """A second writer waits for the first at its start, on another connection or host."""
     first, second = store.connect_url(url), store.connect_url(url)

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from newsletter.delivery.states import SKIPPED, Reason
+from newsletter import store
+from newsletter.delivery.states import PENDING, SKIPPED, Reason
 from newsletter.errors import DeliveryError
 from newsletter.models import Frequency
 from newsletter.variants import ALL, Variant, describe, key_sql
@@ -67,6 +68,7 @@ def variant_keys(conn: sqlite3.Connection, day: date, all_sections: Sequence[str
 
 
 _SNAPSHOT_BATCH = 5000
+_SNAPSHOT_COLUMNS = ("issue_day", "subscriber_id", "state", "attempts", "message_id", "email", "updated_at", "variant")
 
 
 def snapshot(conn: sqlite3.Connection, day: date, *, now: str, all_sections: Sequence[str],
@@ -85,11 +87,9 @@ def snapshot(conn: sqlite3.Connection, day: date, *, now: str, all_sections: Seq
         f"SELECT id, email, {expression} FROM subscribers WHERE {where} AND id > ? ORDER BY id LIMIT ?",
         (*params, last, _SNAPSHOT_BATCH),
     ).fetchall():
-        conn.executemany(
-            "INSERT INTO deliveries (issue_day, subscriber_id, state, attempts, message_id, email, updated_at, variant)"
-            " VALUES (?, ?, 'pending', 0, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [(key, row[0], message_id(row[0]), row[1], now, row[2]) for row in rows],
-        )
+        # only for an issue row just made (freeze_and_snapshot): no row of this day exists yet
+        store.insert_rows(conn, "deliveries", _SNAPSHOT_COLUMNS,
+                          [(key, row[0], PENDING.value, 0, message_id(row[0]), row[1], now, row[2]) for row in rows])
         last = rows[-1][0]
     prepared = {variant.key: variant for variant in variants}
     found = [row[0] for row in conn.execute("SELECT DISTINCT variant FROM deliveries WHERE issue_day = ?", (key,))]
