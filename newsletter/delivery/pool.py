@@ -488,7 +488,7 @@ class PoolRun:
         self.asking.append((session, message))
         self.group.asked(session.number, now)
         if (self.record_ahead and session.hold and session.pipelining and session not in self.reserved
-                and self.halt is None and not self.claims.stop.is_set() and self.rows):
+                and self.halt is None and not self.claims.stop.is_set()):
             following = self._next_message()
             if following is not None:
                 self.reserved[session] = following
