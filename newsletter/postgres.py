@@ -126,6 +126,19 @@ def _rows(cursor: Any):
     return make
 
 
+def _literal(value: Any) -> str | None:
+    """VALUE as an SQL literal for a server with standard_conforming_strings on; None for a value
+    psycopg must quote (bytes, floats, booleans, a NUL in text: psycopg's error then)."""
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is str and "\x00" not in value:
+        return "'" + value.replace("'", "''") + "'"
+    if value is None:
+        return "NULL"
+    return None
+
+
 class _Deferred:
     """The cursor of a statement a batched write has not sent yet: reading its result sends it."""
 
@@ -181,6 +194,7 @@ class Connection:
         self._queue: list[tuple[str, _Deferred | None]] | None = None  # a batched write's statements not sent yet
         self._preparing: dict[str, str] = {}  # statements prepared in the queue, known once it is sent
         self._binder: psycopg.ClientCursor | None = None
+        self._plain_strings = False  # whether `_literal` may quote values (known with the binder)
 
     @property
     def raw(self) -> psycopg.Connection:
@@ -290,7 +304,14 @@ class Connection:
         assert self._queue is not None
         if self._binder is None:
             self._binder = psycopg.ClientCursor(self.raw)  # psycopg's own quoting, as the server would bind
+            # a backslash in '…' is itself (the default since PostgreSQL 9.1): only a quote needs doubling
+            self._plain_strings = self.raw.info.parameter_status("standard_conforming_strings") == "on"
         deferred = _Deferred(self)
+        if params and self._plain_strings:
+            literals = [_literal(value) for value in params]
+            if None not in literals:  # ints, text and NULLs, quoted here: a tenth of psycopg's cost per value
+                self._queue.append((f"EXECUTE {self._prepare(sql)}({', '.join(literals)})", deferred))  # type: ignore[arg-type]
+                return deferred
         text = translate(sql)
         if params:
             text = f"EXECUTE {self._prepare(sql)}({', '.join(['%s'] * len(params))})"

@@ -412,8 +412,12 @@ def record(
     """
     key = day.isoformat()
     data_sent, outcomes = list(data_sent), list(outcomes)
-    # batched: on PostgreSQL the whole commit is one round trip (two with a claim: its rows are read first)
-    with store.write(conn, batched=True):
+    # batched: on PostgreSQL the whole commit is one round trip (two with a claim: its rows are read first).
+    # It changes only rows this send holds, each guarded by its state, and waits for no other writer
+    # (rows_locked): senders on other hosts commit alongside. A bounce changes a subscriber, which
+    # the web also writes: then it takes its turn with every writer.
+    bounces = any(outcome.bounce for outcome in outcomes)
+    with store.write(conn, batched=True, rows_locked=not bounces):
         if data_sent:
             conn.executemany(
                 "UPDATE deliveries SET state = 'data_sent', updated_at = ?"
