@@ -132,7 +132,7 @@ def _literal(value: Any) -> str | None:
     kind = type(value)
     if kind is int:
         return str(value)
-    if kind is str and "\x00" not in value:
+    if isinstance(value, str) and "\x00" not in value:  # StrEnum members too (ledger states)
         return "'" + value.replace("'", "''") + "'"
     if value is None:
         return "NULL"
@@ -335,7 +335,7 @@ class Connection:
         preparing, self._preparing = self._preparing, {}
         try:
             # no parameters: psycopg sends the text as is, several statements in one query
-            cursor = self.raw.execute(";\n".join(text for text, _ in queue))
+            cursor = self.raw.execute(";\n".join(text for text, _ in queue), prepare=False)  # never the same text
         except psycopg.Error as err:
             raise self.error(err, writing=True) from err
         if preparing:  # a PREPARE outlives its transaction, even one rolled back

@@ -579,7 +579,8 @@ class PoolRun:
             if data_sent or outcomes:
                 claim = ledger.record(conn, day, data_sent=data_sent, outcomes=outcomes, now=claims.now_ms(),
                                       in_doubt=self.pool.in_doubt, sha256=claims.sha256,
-                                      variant_sha256=claims.variant_sha256, claim=limit, lease=claims.lease())
+                                      variant_sha256=claims.variant_sha256, claim=limit,
+                                      lease=claims.lease() if limit else ledger.Lease())
             return claim, ledger.release(conn, day, released, now=claims.now_ms()) if released else 0
 
         self.committing_for, self.committing_wanted, self.committing_since = asking, wanted, time.monotonic()
