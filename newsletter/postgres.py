@@ -381,6 +381,21 @@ class Connection:
 
     def _rollback(self) -> None:
         raw = self._raw
+        if raw is not None and raw.info.transaction_status == psycopg.pq.TransactionStatus.ACTIVE:
+            # interrupted (Ctrl-C) between sending a command and reading its result, where psycopg
+            # cannot cancel it: the session is mid-command for good. Its server session ends (its
+            # transaction with it), and a fresh one from the pool takes its place.
+            with contextlib.suppress(Exception):
+                raw.close()
+            self._pool.putconn(raw)  # the pool drops a closed connection
+            try:
+                self._raw = self._pool.getconn()
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as err:
+                self._raw = None
+                raise StoreError(f"{shown(self.url)}: cannot open the subscriber database again: "
+                                 f"{_reason(err)}") from err
+            self._binder = None
+            return
         if raw is not None and raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):
                 raw.execute("ROLLBACK")

@@ -71,6 +71,21 @@ def test_write_commits_on_success_and_rolls_back_on_error(pg):
     assert subscribers.get(pg, "kept@example.com").name == ""
 
 
+def test_a_write_interrupted_mid_command_records_nothing_and_the_connection_works_again(pg):
+    """A Ctrl-C between sending a command and reading its result (where psycopg cannot cancel it)
+    left the session mid-command: every later statement on the connection failed ("another command
+    is already in progress"). Its transaction is dropped, and the next write goes through."""
+    subscribers.add(pg, "kept@example.com")
+    with pytest.raises(KeyboardInterrupt):
+        with store.write(pg):
+            pg.execute("UPDATE subscribers SET name = 'changed'")
+            pg.raw.pgconn.send_query(b"SELECT pg_sleep(0.05)")  # sent; its result is never read
+            raise KeyboardInterrupt
+    assert subscribers.get(pg, "kept@example.com").name == ""
+    subscribers.add(pg, "next@example.com")
+    assert subscribers.get(pg, "next@example.com") is not None
+
+
 def test_rows_copied_in_a_write_are_stored_as_given_and_roll_back_with_it(pg):
     columns = ("email", "requested_at", "raw", "attempts", "next_attempt_at")
     rows = [("tab\there@example.org", "t", b"\x00\\N\n", 0, "line\nbreak \\N %s ?"), ("b@example.org", "t", None, 3, "")]
