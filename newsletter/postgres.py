@@ -129,8 +129,7 @@ def _rows(cursor: Any):
 def _literal(value: Any) -> str | None:
     """VALUE as an SQL literal for a server with standard_conforming_strings on; None for a value
     psycopg must quote (bytes, floats, booleans, a NUL in text: psycopg's error then)."""
-    kind = type(value)
-    if kind is int:
+    if type(value) is int:  # not a bool
         return str(value)
     if isinstance(value, str) and "\x00" not in value:  # StrEnum members too (ledger states)
         return "'" + value.replace("'", "''") + "'"
@@ -195,11 +194,12 @@ class Connection:
         self._preparing: dict[str, str] = {}  # statements prepared in the queue, known once it is sent
         self._binder: psycopg.ClientCursor | None = None
         self._plain_strings = False  # whether `_literal` may quote values (known with the binder)
+        self._gone = "the database connection was closed"  # what using it after close says
 
     @property
     def raw(self) -> psycopg.Connection:
         if self._raw is None:
-            raise StoreError(f"{shown(self.url)}: the database connection was closed")
+            raise StoreError(f"{shown(self.url)}: {self._gone}")
         return self._raw
 
     @property
@@ -385,20 +385,18 @@ class Connection:
             # interrupted (Ctrl-C) between sending a command and reading its result, where psycopg
             # cannot cancel it: the session is mid-command for good. Its server session ends (its
             # transaction with it), and a fresh one from the pool takes its place.
+            # Raises nothing: the error being handled (the Ctrl-C) is what the caller must see.
             with contextlib.suppress(Exception):
                 raw.close()
             self._pool.putconn(raw)  # the pool drops a closed connection
+            self._raw, self._binder = None, None
             try:
                 self._raw = self._pool.getconn()
             except (psycopg.Error, psycopg_pool.PoolTimeout) as err:
-                self._raw = None
-                raise StoreError(f"{shown(self.url)}: cannot open the subscriber database again: "
-                                 f"{_reason(err)}") from err
-            self._binder = None
+                self._gone = f"cannot open the subscriber database again: {_reason(err)}"
             return
-        if raw is not None and raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            with contextlib.suppress(psycopg.Error):
-                raw.execute("ROLLBACK")
+        if raw is not None:
+            self._rollback_raw(raw)
 
     def error(self, err: psycopg.Error, writing: bool = False) -> StoreError:
         what = "cannot write the subscriber database" if writing else "the subscriber database failed"
