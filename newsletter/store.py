@@ -217,6 +217,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN lease_until TEXT NOT NULL DEFAULT '';
     ALTER TABLE outgoing_mail ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''
     """,
+    # 13: PostgreSQL only (postgres.OWN_MIGRATIONS): the ledger's `state` becomes an enum type in
+    # place of its CHECK. Nothing changes in SQLite, where the CHECK stays.
+    "",
 )
 
 

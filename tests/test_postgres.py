@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter import postgres, store, subscribers
+from newsletter.delivery import ledger
 from newsletter.cli import app
 from newsletter.errors import NewsletterError, StoreError
 from newsletter.settings import DATABASE_URL_ENV
@@ -44,6 +45,40 @@ def test_a_new_database_gets_the_whole_schema_and_its_version(pg):
     kinds = dict(pg.execute("SELECT column_name, data_type FROM information_schema.columns"
                             " WHERE table_name = 'outgoing_mail'").fetchall())
     assert kinds["raw"] == "bytea" and kinds["id"] == "bigint"
+
+
+def _delivery(pg, subscriber_id: int, state: str) -> None:
+    pg.execute("INSERT INTO deliveries (issue_day, subscriber_id, state, message_id, email, updated_at)"
+               " VALUES ('2026-03-02', ?, ?, ?, 'a@example.org', 't')", (subscriber_id, state, f"<{subscriber_id}@x>"))
+
+
+def test_the_ledger_holds_only_its_states_and_a_list_from_before_keeps_its_rows(url, pg):
+    labels = [row[0] for row in pg.execute(
+        "SELECT enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid"
+        " WHERE t.typname = 'delivery_state' ORDER BY e.enumsortorder")]
+    assert labels == list(ledger.STATES)  # an enum in place of SQLite's CHECK (postgres.OWN_MIGRATIONS)
+    with store.write(pg):
+        pg.execute("INSERT INTO issues (day, number, status, subject, html, text, sha256, created_at, updated_at)"
+                   " VALUES ('2026-03-02', 1, 'sending', 's', 'h', 't', 'x', 't', 't')")
+        _delivery(pg, 1, "pending")
+    with pytest.raises(StoreError, match="delivery_state"), store.write(pg, batched=True):
+        _delivery(pg, 2, "data_sent")
+        pg.execute("UPDATE deliveries SET state = ? WHERE subscriber_id = 1", ("half_sent",))
+    assert [tuple(row) for row in pg.execute("SELECT subscriber_id, state FROM deliveries")] == [(1, "pending")]
+
+    # a database made before migration 13: its text column and CHECK become the enum, rows kept
+    with store.write(pg):
+        pg.execute("ALTER TABLE deliveries ALTER COLUMN state TYPE TEXT")
+        pg.execute("DROP TYPE delivery_state")
+        pg.execute("ALTER TABLE deliveries ADD CONSTRAINT deliveries_state_check CHECK (state IN ('pending', 'sent'))")
+        pg.execute(f"DELETE FROM {postgres.SCHEMA_TABLE} WHERE version = 13")
+        _delivery(pg, 3, "sent")
+    postgres.close_pools()  # the next connection of this process migrates
+    with contextlib.closing(store.connect_url(url)) as again:
+        assert postgres.schema_version(again) == len(store.MIGRATIONS)
+        assert [tuple(row) for row in again.execute(
+            "SELECT subscriber_id, state, pg_typeof(state)::text FROM deliveries ORDER BY subscriber_id")] == [
+            (1, "pending", "delivery_state"), (3, "sent", "delivery_state")]
 
 
 def test_a_database_newer_than_the_code_is_a_clear_error_naming_the_host(url, pg):

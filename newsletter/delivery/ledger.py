@@ -427,14 +427,17 @@ def record(
         doubted = [outcome for outcome in outcomes if outcome.state == IN_DOUBT]
         ended = [outcome for outcome in outcomes if outcome.state != IN_DOUBT]
         if doubted:
-            # SET expressions see the row as it was: `doubted = 0` is the count before this one
-            conn.executemany(
-                "UPDATE deliveries SET doubted = doubted + 1, last_reply = ?, updated_at = ?,"
-                " state = CASE WHEN ? = 'retry' AND doubted = 0 THEN 'retry' ELSE 'in_doubt' END,"
-                " next_attempt_at = ?"
-                " WHERE issue_day = ? AND subscriber_id = ? AND state = 'data_sent'",
-                [(o.reply, now, in_doubt, o.retry_at or now, key, o.subscriber_id) for o in doubted],
-            )
+            # a row's first doubt is retried under that policy, a second one stays in doubt; the
+            # guard on `data_sent` leaves the second statement the rows the first did not take
+            # (one statement per state: PostgreSQL's `state` is an enum, which text cannot be set to)
+            steps = ((RETRY, " AND doubted = 0"),) if in_doubt == InDoubt.RETRY else ()
+            for state, first in (*steps, (IN_DOUBT, "")):
+                conn.executemany(
+                    f"UPDATE deliveries SET state = '{state}', doubted = doubted + 1, last_reply = ?, updated_at = ?,"
+                    " next_attempt_at = ?"
+                    f" WHERE issue_day = ? AND subscriber_id = ? AND state = 'data_sent'{first}",
+                    [(o.reply, now, o.retry_at or now, key, o.subscriber_id) for o in doubted],
+                )
         if ended:
             if any(outcome.state not in (SENT, RETRY, FAILED) for outcome in ended):
                 raise ValueError(f"an attempt cannot end in {[o.state for o in ended]!r}")
