@@ -25,6 +25,10 @@ def db_copy(
     from newsletter import store as store_module
     from newsletter.settings import DATABASE_PASSWORD_ENV, hide_password
 
+    here = store_module.where(settings())
+    if (postgres.shown(to) == here if postgres.is_url(to)
+            else isinstance(here, Path) and Path(to).resolve() == here.resolve()):
+        output.fail(f"--to: {here} is the database this list is in already; name another, empty one")
     try:
         if postgres.is_url(to):
             if hide_password(to) != to:
@@ -41,5 +45,5 @@ def db_copy(
         output.fail(err)
     for table, count in report.rows.items():
         typer.echo(f"  {table:<20} {count:>10,}")
-    typer.echo(f"Copied {report.total:,} rows from {store_module.where(settings())} to {name}; the counts match.")
+    typer.echo(f"Copied {report.total:,} rows from {here} to {name}; the counts match.")
     typer.echo(f"Next: set [database] url = \"{name}\" in newsletter.toml (and {DATABASE_PASSWORD_ENV}) on every host.")

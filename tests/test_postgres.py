@@ -245,6 +245,19 @@ def test_db_copy_into_a_database_that_holds_a_list_refuses_and_changes_nothing(s
     assert pg.execute("SELECT count(*) FROM issues").fetchone()[0] == 0
 
 
+def test_db_copy_onto_the_database_the_list_is_in_refuses(sqlite_project, url, pg, runner, monkeypatch, on_sqlite):
+    database = sqlite_project / "subscribers" / "newsletter.db"
+    before = database.read_bytes()
+    result = runner.invoke(app, ["--project", str(sqlite_project), "db", "copy", "--to", str(database)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: --to: {database} is the database this list is in already; name another, empty one\n"
+    assert database.read_bytes() == before
+    monkeypatch.setenv(DATABASE_URL_ENV, url)  # the list on PostgreSQL, its database named again
+    result = runner.invoke(app, ["--project", str(sqlite_project), "db", "copy", "--to", url])
+    assert result.exit_code == 1 and "is the database this list is in already" in result.output
+    assert pg.execute("SELECT count(*) FROM subscribers").fetchone()[0] == 0
+
+
 def test_db_copy_refuses_a_password_on_the_command_line(sqlite_project, runner, on_sqlite):
     result = runner.invoke(app, ["--project", str(sqlite_project), "db", "copy", "--to",
                                  "postgresql://news:secret@db.example.org/news"])
