@@ -7,6 +7,7 @@ subscriber once, except rows the ledger reports as in doubt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import json
@@ -16,6 +17,7 @@ import sqlite3
 import subprocess
 import threading
 from collections import Counter
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -58,6 +60,7 @@ class FaultyServer:
         self.pipelining = False
         self.accept_login = True
         self.ends_with_commands = 0  # packets holding a message's final "." and the next MAIL FROM
+        self.on_received: Callable[[int], object] | None = None  # told how many messages arrived, at each
 
     def take(self, where: set[str] | dict[str, list[str]], address: str):
         with self.lock:
@@ -97,6 +100,9 @@ class FaultyServer:
             return reply
         with self.lock:
             self.received.append((address, message_id, raw))
+            count = len(self.received)
+        if self.on_received is not None:
+            self.on_received(count)
         if self.take(self.drop_after_dot, address):
             server.transport.close()
         elif self.take(self.hang_after_dot, address):
@@ -140,6 +146,45 @@ def server():
     handler.sessions = 0  # the controller's own check at start
     yield handler
     controller.stop()
+
+
+class GreetingGate:
+    """A TCP proxy to the server on PORT that holds its first connection back, the server's greeting
+    with it, until RELEASE is set; the others pass at once. `carried` counts what each connection sent."""
+
+    def __init__(self, port: int, release: threading.Event) -> None:
+        self.upstream, self.release = port, release
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.carried: list[int] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.carried.append(0)
+            threading.Thread(target=self._serve, args=(client, len(self.carried) - 1), daemon=True).start()
+
+    def _serve(self, client: socket.socket, number: int) -> None:
+        if number == 0:
+            self.release.wait()
+        with client, socket.create_connection(("127.0.0.1", self.upstream)) as upstream:
+            back = threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True)
+            back.start()
+            self._pump(client, upstream, number)
+            back.join()
+
+    def _pump(self, source: socket.socket, target: socket.socket, number: int | None) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if number is not None:
+                    self.carried[number] += len(data)
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
 
 
 def free_port() -> int:
@@ -367,6 +412,32 @@ def test_a_hung_server_times_out_and_the_message_is_treated_as_a_drop(project, c
     assert row["state"] == "in_doubt" and "no reply in time (timeout)" in row["last_reply"]
     assert report.written == 2
     assert server.copies() == Counter({address: 1 for address in everyone})
+
+
+def test_a_connection_slow_to_be_greeted_holds_up_none_of_the_others(project, conn, server):
+    everyone = add_subscribers(conn, 12)
+    release, others_done, early = threading.Event(), threading.Event(), []
+    server.on_received = lambda count: count == 11 and others_done.set()
+
+    def greet_when_the_others_are_done() -> None:
+        early.append(others_done.wait(5))
+        release.set()
+
+    watcher = threading.Thread(target=greet_when_the_others_are_done)
+    watcher.start()
+    gate = GreetingGate(server.port, release)
+    try:
+        settings = smtp_settings(project, gate.port, timeout=10.0).replace("delivery", concurrency=2)
+        report = send_issue(conn, settings, make_rendered(), policy=FAST)
+    finally:
+        release.set()
+        gate.listener.close()
+        watcher.join()
+    # the other connection carried eleven messages while the first one waited for its greeting
+    assert early == [True]
+    # and the first, greeted at last, sent the twelfth itself: no timeout, no second try
+    assert report.status == "done" and server.copies() == Counter({address: 1 for address in everyone})
+    assert server.sessions == 2 and gate.carried[0] > 0
 
 
 def test_a_server_that_never_greets_pauses_the_issue_after_timeouts(project, conn):

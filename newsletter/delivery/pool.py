@@ -14,7 +14,9 @@ No thread per connection means no hand-off between threads per message: the fixe
 message is its bytes, its replies and its share of a commit. On SQLite the loop commits itself (a
 local fsync costs less than two hand-offs of the GIL); on PostgreSQL the thread that owns the
 connection commits while the loop goes on. Signed messages are made ahead by threads, one fewer
-than the machine's cores (OpenSSL releases the GIL), which wake the loop through a socket pair.
+than the machine's cores (OpenSSL releases the GIL), which wake the loop through a socket pair;
+sessions are opened (connect, greeting, TLS, login) on threads too, so a slow server's greeting
+holds up none of the other connections.
 """
 
 from __future__ import annotations
@@ -176,6 +178,11 @@ class PoolRun:
         self.sessions = [Session(pool.config, self, number=n, hold=hold, selector=self.selector)
                          for n in range(pool.concurrency)]
         self.slots: dict[Session, _Slot] = {}
+        # sessions being opened on threads of their own (connecting, the greeting, TLS and the login
+        # wait on the server: the loop goes on with the others meanwhile); their slot waits for it
+        self.opening: dict[Session, Future[None]] = {}
+        self.openers: ThreadPoolExecutor | None = None
+        self.closed = False  # the run is over: a connection opened after it is closed at once
         self.signers = ThreadPoolExecutor(signer_threads(), thread_name_prefix="smtp-sign") if sign_ahead else None
         # subscriber id → the chunk making its message ahead, and its place in it
         self.made: dict[int, tuple[Future[list[bytes | NewsletterError]], int]] = {}
@@ -297,7 +304,7 @@ class PoolRun:
         return made
 
     def _wake(self, _: object = None) -> None:
-        """A commit or a chunk of messages is done (another thread): wake the loop if it sleeps.
+        """A commit, a chunk of messages or a session's opening is done (another thread): wake the loop if it sleeps.
 
         Writing to the pair costs that thread a wait for the GIL, so it is written only while the
         loop sleeps (or is about to); `_poll` checks `woken` before it sleeps, so no wake is lost.
@@ -346,6 +353,9 @@ class PoolRun:
             self.flush_now()
 
     def _close(self) -> None:
+        self.closed = True
+        if self.openers is not None:  # a connect under way ends by its timeout and closes itself
+            self.openers.shutdown(wait=False, cancel_futures=True)
         for session in self.sessions:
             session.close()
         if self.signers is not None:
@@ -360,6 +370,13 @@ class PoolRun:
         """Give each free session its next message; end a held message when none is coming."""
         now = time.monotonic()
         for session in self.sessions:
+            if (opening := self.opening.get(session)) is not None:
+                if opening.done():
+                    del self.opening[session]
+                    slot = self.slots.pop(session, None)  # none: given back on a stop meanwhile
+                    if self._opened(session, opening, slot, now) and slot is not None:
+                        session.begin(slot.message)
+                continue
             if session.dead and session in self.reserved:  # another session takes its next message
                 self.rows.appendleft(self._row(self.reserved.pop(session)))
             if session.dead or (session.is_open and not session.idle):
@@ -409,13 +426,31 @@ class PoolRun:
         return None
 
     def _ensure_open(self, session: Session, slot: _Slot, now: float) -> bool:
-        """Open SESSION if it is closed; a failure waits and tries again, then trips the breaker."""
+        """Tell whether SESSION is open; if not, start opening it on a thread, SLOT waiting for it
+        (`_start_messages` sees it done: the callback wakes the loop)."""
         if session.is_open:
             return True
+        if self.openers is None:
+            self.openers = ThreadPoolExecutor(len(self.sessions), thread_name_prefix="smtp-open")
+
+        def open_connection() -> None:
+            session.connection.open()
+            if self.closed:  # the run ended while it connected
+                session.connection.drop()
+
+        opening = self.opening[session] = self.openers.submit(open_connection)
+        slot.not_before = float("inf")  # no timer: the open's end wakes the loop
+        self.slots[session] = slot
+        opening.add_done_callback(self._wake)
+        return False
+
+    def _opened(self, session: Session, opening: Future[None], slot: _Slot | None, now: float) -> bool:
+        """Take SESSION's finished OPENING into the loop; a failure waits and tries again, then trips the breaker."""
         try:
-            session.open()
-            return True
+            opening.result()
         except ConnectionTrouble as trouble:
+            if slot is None:
+                return False
             slot.tries += 1
             policy = self.pool.policy
             if trouble.fatal or slot.tries >= policy.connect_tries or self.claims.stop.is_set():
@@ -427,6 +462,8 @@ class PoolRun:
             slot.not_before = now + 0.2 * slot.tries
             self.slots[session] = slot
             return False
+        session.attach()
+        return True
 
     # --- waiting --------------------------------------------------------------------------------
 

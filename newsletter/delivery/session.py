@@ -157,6 +157,10 @@ class Session:
     def open(self) -> None:
         """Open the session (blocking: connect, greet, TLS, login); ConnectionTrouble names the cause."""
         self.connection.open()
+        self.attach()
+
+    def attach(self) -> None:
+        """Take over the connection `connection.open()` made (on any thread): non-blocking, in the selector."""
         smtp = self.connection.smtp
         assert smtp is not None and smtp.sock is not None
         self.sock = smtp.sock
