@@ -440,6 +440,28 @@ def test_a_connection_slow_to_be_greeted_holds_up_none_of_the_others(project, co
     assert server.sessions == 2 and gate.carried[0] > 0
 
 
+def test_a_stop_while_a_connection_waits_for_its_greeting_gives_its_row_back_at_once(project, conn, server):
+    everyone = add_subscribers(conn, 12)
+    release, stop = threading.Event(), threading.Event()
+    server.on_received = lambda count: count == 3 and stop.set()
+    gate = GreetingGate(server.port, release)
+    try:
+        settings = smtp_settings(project, gate.port, timeout=10.0).replace("delivery", concurrency=2)
+        first = send_issue(conn, settings, make_rendered(), policy=FAST, stop=stop)
+        # ended while the first connection still waited for its greeting: its message never left
+        assert first.stopped and gate.carried[0] == 0
+        counts = issue_status(conn, DAY).counts
+        assert counts["sent"] == first.written and counts["pending"] == 12 - first.written
+        assert counts["claimed"] == counts["data_sent"] == 0
+    finally:
+        release.set()
+        gate.listener.close()
+    server.on_received = None
+    resumed = send_issue(conn, smtp_settings(project, server.port), make_rendered(), policy=FAST)
+    assert resumed.status == "done"
+    assert server.copies() == Counter({address: 1 for address in everyone})
+
+
 def test_a_server_that_never_greets_pauses_the_issue_after_timeouts(project, conn):
     add_subscribers(conn, 2)
     with socket.socket() as silent:  # accepts connections, never says a word

@@ -180,8 +180,9 @@ class PoolRun:
         self.slots: dict[Session, _Slot] = {}
         # sessions being opened on threads of their own (connecting, the greeting, TLS and the login
         # wait on the server: the loop goes on with the others meanwhile); their slot waits for it
+        # (daemon threads: a Ctrl-C during a connect to a server that never answers ends the process
+        # at once, where an executor's threads would hold its exit for the connect's timeout)
         self.opening: dict[Session, Future[None]] = {}
-        self.openers: ThreadPoolExecutor | None = None
         self.closed = False  # the run is over: a connection opened after it is closed at once
         self.signers = ThreadPoolExecutor(signer_threads(), thread_name_prefix="smtp-sign") if sign_ahead else None
         # subscriber id → the chunk making its message ahead, and its place in it
@@ -353,9 +354,7 @@ class PoolRun:
             self.flush_now()
 
     def _close(self) -> None:
-        self.closed = True
-        if self.openers is not None:  # a connect under way ends by its timeout and closes itself
-            self.openers.shutdown(wait=False, cancel_futures=True)
+        self.closed = True  # a connect under way ends by its timeout and closes itself
         for session in self.sessions:
             session.close()
         if self.signers is not None:
@@ -430,18 +429,23 @@ class PoolRun:
         (`_start_messages` sees it done: the callback wakes the loop)."""
         if session.is_open:
             return True
-        if self.openers is None:
-            self.openers = ThreadPoolExecutor(len(self.sessions), thread_name_prefix="smtp-open")
+        opening: Future[None] = Future()
+        self.opening[session] = opening
+        opening.add_done_callback(self._wake)
 
         def open_connection() -> None:
-            session.connection.open()
+            try:
+                session.connection.open()
+            except BaseException as err:  # noqa: BLE001 - the loop raises it (`_opened`)
+                opening.set_exception(err)
+                return
             if self.closed:  # the run ended while it connected
                 session.connection.drop()
+            opening.set_result(None)
 
-        opening = self.opening[session] = self.openers.submit(open_connection)
         slot.not_before = float("inf")  # no timer: the open's end wakes the loop
         self.slots[session] = slot
-        opening.add_done_callback(self._wake)
+        threading.Thread(target=open_connection, name=f"smtp-open-{session.number}", daemon=True).start()
         return False
 
     def _opened(self, session: Session, opening: Future[None], slot: _Slot | None, now: float) -> bool:
