@@ -23,7 +23,7 @@ def db_copy(
     """Copy the list with its whole history (subscribers, events, issues, ledger) into an empty database."""
     from newsletter import dbcopy, postgres
     from newsletter import store as store_module
-    from newsletter.settings import DATABASE_PASSWORD_ENV, hide_password
+    from newsletter.settings import DATABASE_PASSWORD_ENV, DATABASE_URL_ENV, hide_password
 
     here = store_module.where(settings())
     if (postgres.shown(to) == here if postgres.is_url(to)
@@ -46,4 +46,8 @@ def db_copy(
     for table, count in report.rows.items():
         typer.echo(f"  {table:<20} {count:>10,}")
     typer.echo(f"Copied {report.total:,} rows from {here} to {name}; the counts match.")
-    typer.echo(f"Next: set [database] url = \"{name}\" in newsletter.toml (and {DATABASE_PASSWORD_ENV}) on every host.")
+    if postgres.is_url(to):
+        typer.echo(f"Next: set [database] url = \"{name}\" in newsletter.toml (and {DATABASE_PASSWORD_ENV}) on every host.")
+    else:  # a project's SQLite list is always its subscribers/newsletter.db, used when no URL is set
+        typer.echo(f"Next: to use it, put it at {settings().database_path} and leave [database] url empty "
+                   f"(and {DATABASE_URL_ENV} unset).")

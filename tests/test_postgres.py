@@ -7,6 +7,7 @@ these tests are about what only PostgreSQL has."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 from pathlib import Path
 
@@ -243,6 +244,25 @@ def test_db_copy_into_a_database_that_holds_a_list_refuses_and_changes_nothing(s
                                     "copy only into an empty database")
     assert subscribers.count_by_status(pg)["active"] == 1
     assert pg.execute("SELECT count(*) FROM issues").fetchone()[0] == 0
+
+
+def test_db_copy_back_from_postgresql_to_a_sqlite_file_keeps_the_list_and_says_where_it_goes(
+        sqlite_project, url, runner, monkeypatch, on_sqlite, tmp_path):
+    looks = (["status", "--date", "2026-11-26"], ["subscribers", "list", "--format", "csv"])
+    before = _outputs(runner, sqlite_project, *looks)
+    assert runner.invoke(app, ["--project", str(sqlite_project), "db", "copy", "--to", url]).exit_code == 0
+    monkeypatch.setenv(DATABASE_URL_ENV, url)
+    back = tmp_path / "back.db"
+    result = runner.invoke(app, ["--project", str(sqlite_project), "db", "copy", "--to", str(back)])
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith(f"Next: to use it, put it at {sqlite_project / 'subscribers' / 'newsletter.db'} "
+                                  f"and leave [database] url empty (and {DATABASE_URL_ENV} unset).\n")
+    # the ledger's states come back as the text SQLite's CHECK takes (PostgreSQL holds them as an enum)
+    moved = tmp_path / "moved"
+    shutil.copytree(sqlite_project, moved, ignore=shutil.ignore_patterns("newsletter.db*"))  # the old list's WAL too
+    shutil.copy(back, moved / "subscribers" / "newsletter.db")
+    monkeypatch.delenv(DATABASE_URL_ENV)
+    assert _outputs(runner, moved, *looks) == before
 
 
 def test_db_copy_onto_the_database_the_list_is_in_refuses(sqlite_project, url, pg, runner, monkeypatch, on_sqlite):

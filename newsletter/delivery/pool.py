@@ -402,7 +402,7 @@ class PoolRun:
                 continue
             else:
                 del self.slots[session]
-            if self._ensure_open(session, slot, now):
+            if self._ensure_open(session, slot):
                 session.begin(slot.message)
 
     def _next_message(self) -> Message | None:
@@ -424,7 +424,7 @@ class PoolRun:
                 self._settle_row(row, Attempt(AttemptKind.UNBUILDABLE, str(err)), 0)
         return None
 
-    def _ensure_open(self, session: Session, slot: _Slot, now: float) -> bool:
+    def _ensure_open(self, session: Session, slot: _Slot) -> bool:
         """Tell whether SESSION is open; if not, start opening it on a thread, SLOT waiting for it
         (`_start_messages` sees it done: the callback wakes the loop)."""
         if session.is_open:
